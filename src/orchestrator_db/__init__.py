@@ -1,0 +1,57 @@
+"""orchestrator_db: the persistence layer of an AI-agent orchestrator.
+
+Quick start::
+
+    from orchestrator_db import Database, Task
+
+    db = Database("sqlite+aiosqlite:///./orchestrator.db")
+    await db.migrate()
+    async with db.unit_of_work() as uow:
+        await uow.tasks.add(Task(title="Build", task_type="code", config={}))
+        await uow.commit()
+    await db.close()
+"""
+
+from orchestrator_db.database import Database, DatabaseOptions, HealthReport, PoolStatus
+from orchestrator_db.engine import DatabaseSettings
+from orchestrator_db.models import (
+    ClientSession,
+    Configuration,
+    ConnectionType,
+    Task,
+    TaskStatus,
+    ToolExecution,
+    ToolExecutionStatus,
+    ValueType,
+    Workflow,
+    WorkflowStatus,
+    WorkflowTask,
+)
+from orchestrator_db.repositories import Page, Repository, ToolStats
+from orchestrator_db.unit_of_work import AbstractUnitOfWork, UnitOfWork
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbstractUnitOfWork",
+    "ClientSession",
+    "Configuration",
+    "ConnectionType",
+    "Database",
+    "DatabaseOptions",
+    "DatabaseSettings",
+    "HealthReport",
+    "Page",
+    "PoolStatus",
+    "Repository",
+    "Task",
+    "TaskStatus",
+    "ToolExecution",
+    "ToolExecutionStatus",
+    "ToolStats",
+    "UnitOfWork",
+    "ValueType",
+    "Workflow",
+    "WorkflowStatus",
+    "WorkflowTask",
+]

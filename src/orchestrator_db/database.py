@@ -1,0 +1,200 @@
+"""``Database``: the entry point. Owns the engine; hands out units of work."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, TypedDict, Unpack
+
+from alembic import command
+from sqlalchemy import Connection
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import QueuePool
+
+from orchestrator_db.engine import (
+    BEGIN_MODE_OPTION,
+    READ_ONLY_OPTION,
+    DatabaseSettings,
+    create_engine,
+    normalize_url,
+    url_from_env,
+)
+from orchestrator_db.error_translation import translate
+from orchestrator_db.migration import alembic_config, current_revision, head_revision
+from orchestrator_db.unit_of_work import UnitOfWork
+
+
+class DatabaseOptions(TypedDict, total=False):
+    """Keyword settings of :class:`Database`; see :class:`DatabaseSettings`."""
+
+    pool_size: int
+    max_overflow: int
+    pool_timeout: float
+    pool_recycle: int
+    pool_pre_ping: bool
+    busy_timeout: float
+    application_name: str
+    statement_timeout: float
+    echo: bool
+    extra_engine_options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    size: int
+    checked_out: int
+    overflow: int
+    checked_in: int
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """What :meth:`Database.health_check` found. ``ok`` is False on any failure."""
+
+    ok: bool
+    latency_ms: float
+    dialect: str
+    server_version: str | None
+    current_revision: str | None
+    head_revision: str | None
+    pool: PoolStatus
+    error: str | None = None
+
+    @property
+    def up_to_date(self) -> bool:
+        """The database is at the newest revision this package ships."""
+        return self.current_revision is not None and self.current_revision == self.head_revision
+
+
+class Database:
+    """A database the orchestrator keeps its state in.
+
+    ``url`` is ``sqlite+aiosqlite:///path.db`` (``sqlite+aiosqlite://`` for an
+    in-memory database) or ``postgresql+asyncpg://user:password@host/db``.
+    Creating a ``Database`` opens nothing; connections are made on first use.
+    Call :meth:`close` (or use ``async with``) when done.
+    """
+
+    def __init__(self, url: str | URL, **settings: Unpack[DatabaseOptions]) -> None:
+        self.url = normalize_url(url)
+        self.settings = DatabaseSettings().with_overrides(**settings)
+        self.engine: AsyncEngine = create_engine(self.url, self.settings)
+        self._write_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        read_engine = self.engine.execution_options(
+            **{BEGIN_MODE_OPTION: "DEFERRED", READ_ONLY_OPTION: True},
+            postgresql_readonly=True,
+        )
+        self._read_sessions = async_sessionmaker(read_engine, expire_on_commit=False)
+        self._read_engine = read_engine
+
+    @classmethod
+    def from_env(cls, **settings: Unpack[DatabaseOptions]) -> Self:
+        """A ``Database`` for ``$ORCHESTRATOR_DB_URL`` (default: ``./orchestrator.db``)."""
+        return cls(url_from_env(), **settings)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
+        """A new unit of work; use it as ``async with db.unit_of_work() as uow``.
+
+        Write units (the default) take SQLite's write lock when they start
+        (BEGIN IMMEDIATE), so concurrent writers queue for ``busy_timeout``
+        instead of failing. ``read_only=True`` units run concurrently with
+        writers and refuse writes with :class:`~orchestrator_db.errors.ReadOnlyError`.
+        """
+        return UnitOfWork(self._read_sessions if read_only else self._write_sessions)
+
+    def session_factory(self, *, read_only: bool = False) -> async_sessionmaker[AsyncSession]:
+        """The session factory behind units of work, for frameworks that want one."""
+        return self._read_sessions if read_only else self._write_sessions
+
+    # ---------------------------------------------------------- migrations
+
+    async def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema to ``revision``: the same revisions as ``alembic upgrade``."""
+        await self._run_alembic(lambda config: command.upgrade(config, revision))
+
+    async def downgrade(self, revision: str) -> None:
+        """Downgrade the schema to ``revision`` (``"base"`` removes everything)."""
+        await self._run_alembic(lambda config: command.downgrade(config, revision))
+
+    async def current_revision(self) -> str | None:
+        async with self._read_engine.connect() as connection:
+            return await connection.run_sync(current_revision)
+
+    async def _run_alembic(self, run: Any) -> None:
+        def migrate(connection: Connection) -> None:
+            run(alembic_config(connection))
+
+        try:
+            async with self.engine.connect() as connection:
+                await connection.run_sync(migrate)
+        except Exception as error:
+            translated = translate(error)
+            if translated is None:
+                raise
+            raise translated from error
+
+    # -------------------------------------------------------------- health
+
+    async def health_check(self) -> HealthReport:
+        """Probe the database; never raises. See :class:`HealthReport`."""
+        started = time.perf_counter()
+        version: str | None = None
+        current: str | None = None
+        error: str | None = None
+        try:
+            async with self._read_engine.connect() as connection:
+                await connection.exec_driver_sql("SELECT 1")
+                info = connection.dialect.server_version_info
+                version = ".".join(str(part) for part in info) if info else None
+                current = await connection.run_sync(current_revision)
+        except Exception as exc:
+            translated = translate(exc)
+            error = str(translated or exc)
+        latency_ms = (time.perf_counter() - started) * 1000
+        return HealthReport(
+            ok=error is None,
+            latency_ms=latency_ms,
+            dialect=self.dialect,
+            server_version=version,
+            current_revision=current,
+            head_revision=head_revision(),
+            pool=self.pool_status(),
+            error=error,
+        )
+
+    def pool_status(self) -> PoolStatus:
+        pool = self.engine.pool
+        if isinstance(pool, QueuePool):
+            return PoolStatus(
+                size=pool.size(),
+                checked_out=pool.checkedout(),
+                overflow=max(pool.overflow(), 0),
+                checked_in=pool.checkedin(),
+            )
+        return PoolStatus(size=0, checked_out=0, overflow=0, checked_in=0)
+
+    # ----------------------------------------------------------- lifetime
+
+    async def close(self) -> None:
+        """Close every pooled connection. The object may be used again after."""
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"

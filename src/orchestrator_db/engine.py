@@ -1,0 +1,230 @@
+"""Engine construction: URLs, pool settings, SQLite pragmas and BEGIN modes.
+
+Nothing here runs at import time; :func:`create_engine` is called by
+:class:`orchestrator_db.Database` and by the Alembic environment, so the CLI and
+the library talk to the database with the same settings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, QueuePool
+
+from orchestrator_db import _aiosqlite_adapter
+from orchestrator_db.errors import ValidationError
+
+#: Environment variable holding the database URL (also read by ``alembic``).
+URL_ENV_VAR = "ORCHESTRATOR_DB_URL"
+DEFAULT_URL = "sqlite+aiosqlite:///./orchestrator.db"
+
+#: Execution option selecting how a SQLite transaction begins.
+BEGIN_MODE_OPTION = "orchestrator_db_begin"
+#: Execution option marking a read-only transaction (``PRAGMA query_only`` on
+#: SQLite; PostgreSQL uses its own ``postgresql_readonly`` option).
+READ_ONLY_OPTION = "orchestrator_db_read_only"
+BeginMode = Literal["IMMEDIATE", "DEFERRED", "NONE"]
+_BEGIN_STATEMENTS: dict[str, str | None] = {
+    "IMMEDIATE": "BEGIN IMMEDIATE",
+    "DEFERRED": "BEGIN DEFERRED",
+    # No BEGIN at all: each statement commits on its own. Used for PRAGMAs
+    # that are ignored inside a transaction (foreign_keys during migrations).
+    "NONE": None,
+}
+
+# journal_mode is persistent, the others are per connection and must be set on
+# every new connection. synchronous=NORMAL is durable against application
+# crashes in WAL mode; a power loss may lose the last commits.
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+)
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Tunable engine and pool settings. ``None`` picks the dialect default.
+
+    Defaults and why:
+
+    ``pool_size`` / ``max_overflow``
+        SQLite 5 / 10: SQLite has one writer, more connections only add
+        readers. PostgreSQL 10 / 20: enough for one process with many
+        concurrent workers without exhausting ``max_connections`` (100) when a
+        few processes share a server.
+    ``pool_timeout`` 30 s
+        How long a unit of work waits for a free connection before
+        :class:`~orchestrator_db.errors.DatabaseUnavailableError`.
+    ``pool_recycle``
+        PostgreSQL 1800 s: below the idle timeouts of common proxies and
+        firewalls. SQLite: never (a file connection does not go stale).
+    ``pool_pre_ping``
+        PostgreSQL ``True``: a connection dropped by a server restart or a
+        failover is replaced on checkout instead of failing the next query.
+        SQLite ``False``: there is no server to lose.
+    ``busy_timeout`` 30 s (SQLite)
+        How long a writer waits for the write lock. Every write transaction
+        starts with BEGIN IMMEDIATE, so this wait is honoured instead of the
+        transaction failing with "database is locked".
+    ``application_name`` (PostgreSQL)
+        Shown in ``pg_stat_activity`` so operators can tell who holds a lock.
+    ``statement_timeout`` (PostgreSQL, seconds, default none)
+        A server-side cap on any single statement.
+    PostgreSQL transactions run at READ COMMITTED, the server default; the
+    repositories take row locks (``FOR UPDATE``) where they read-then-write.
+    """
+
+    pool_size: int | None = None
+    max_overflow: int | None = None
+    pool_timeout: float = 30.0
+    pool_recycle: int | None = None
+    pool_pre_ping: bool | None = None
+    busy_timeout: float = 30.0
+    application_name: str = "orchestrator_db"
+    statement_timeout: float | None = None
+    echo: bool = False
+    extra_engine_options: dict[str, Any] = field(default_factory=dict)
+
+    def with_overrides(self, **overrides: Any) -> DatabaseSettings:
+        unknown = set(overrides) - set(self.__dataclass_fields__)
+        if unknown:
+            raise ValidationError(
+                f"unknown database setting(s): {', '.join(sorted(unknown))}; "
+                f"expected some of: {', '.join(sorted(self.__dataclass_fields__))}"
+            )
+        return replace(self, **overrides)
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse ``url`` and select the async driver for its database.
+
+    ``sqlite:///x.db`` and ``postgresql://...`` are accepted and mapped to
+    aiosqlite and asyncpg; any other database is rejected with a clear error.
+    """
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError as exc:
+        raise ValidationError(f"invalid database URL {str(url)!r}: {exc}") from None
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValidationError(
+            f"unsupported database URL scheme {parsed.drivername!r}; use "
+            "sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db"
+        )
+    return parsed.set(drivername=driver)
+
+
+def url_from_env() -> str:
+    return os.environ.get(URL_ENV_VAR) or DEFAULT_URL
+
+
+def is_memory_sqlite(url: URL) -> bool:
+    database = url.database or ""
+    return url.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:") or "mode=memory" in database
+    )
+
+
+def create_engine(url: str | URL, settings: DatabaseSettings | None = None) -> AsyncEngine:
+    """Create the async engine for ``url`` with the package's settings applied."""
+    settings = settings or DatabaseSettings()
+    parsed = normalize_url(url)
+    options: dict[str, Any] = {"echo": settings.echo, "pool_timeout": settings.pool_timeout}
+    if parsed.get_backend_name() == "sqlite":
+        options.update(_sqlite_options(parsed, settings))
+    else:
+        options.update(_postgresql_options(settings))
+    options.update(settings.extra_engine_options)
+    poolclass = options.get("poolclass")
+    if poolclass is not None and not issubclass(poolclass, QueuePool):
+        # NullPool / StaticPool take no sizing arguments.
+        for key in ("pool_size", "max_overflow", "pool_timeout"):
+            options.pop(key, None)
+    engine = create_async_engine(parsed, **options)
+    if parsed.get_backend_name() == "sqlite":
+        _install_sqlite_listeners(engine)
+    return engine
+
+
+def _sqlite_options(url: URL, settings: DatabaseSettings) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "poolclass": AsyncAdaptedQueuePool,
+        "pool_pre_ping": bool(settings.pool_pre_ping),
+        "pool_recycle": settings.pool_recycle if settings.pool_recycle is not None else -1,
+        # sqlite3's own busy handler: waits for locks, in C, without formatting
+        # the value into a PRAGMA.
+        "connect_args": {"timeout": settings.busy_timeout},
+    }
+    adapter = _aiosqlite_adapter.dbapi()
+    if adapter is not None:
+        options["module"] = adapter
+    if is_memory_sqlite(url):
+        # A :memory: database lives and dies with its one connection: share
+        # exactly one, and let units of work queue for it.
+        options.update(pool_size=1, max_overflow=0, pool_recycle=-1)
+    else:
+        options.update(
+            pool_size=settings.pool_size if settings.pool_size is not None else 5,
+            max_overflow=settings.max_overflow if settings.max_overflow is not None else 10,
+        )
+    return options
+
+
+def _postgresql_options(settings: DatabaseSettings) -> dict[str, Any]:
+    server_settings = {"application_name": settings.application_name}
+    if settings.statement_timeout is not None:
+        server_settings["statement_timeout"] = str(int(settings.statement_timeout * 1000))
+    return {
+        "pool_size": settings.pool_size if settings.pool_size is not None else 10,
+        "max_overflow": settings.max_overflow if settings.max_overflow is not None else 20,
+        "pool_recycle": settings.pool_recycle if settings.pool_recycle is not None else 1800,
+        "pool_pre_ping": settings.pool_pre_ping if settings.pool_pre_ping is not None else True,
+        "isolation_level": "READ COMMITTED",
+        "connect_args": {"server_settings": server_settings},
+    }
+
+
+def _install_sqlite_listeners(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _configure_connection(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        # The driver must not issue its own (DEFERRED) BEGIN: _begin does.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in _SQLITE_PRAGMAS:
+                cursor.execute(pragma)
+        finally:
+            cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _begin(connection: Connection) -> None:
+        options = connection.get_execution_options()
+        read_only = bool(options.get(READ_ONLY_OPTION, False))
+        info = connection.connection.info
+        # query_only is per connection: switch it only when it changes, so
+        # units of work of one kind pay nothing for it.
+        if info.get(READ_ONLY_OPTION, False) is not read_only:
+            connection.exec_driver_sql(
+                "PRAGMA query_only = ON" if read_only else "PRAGMA query_only = OFF"
+            )
+            info[READ_ONLY_OPTION] = read_only
+        statement = _BEGIN_STATEMENTS[options.get(BEGIN_MODE_OPTION, "IMMEDIATE")]
+        if statement is not None:
+            connection.exec_driver_sql(statement)

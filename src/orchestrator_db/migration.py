@@ -1,0 +1,162 @@
+"""Running the package's Alembic migrations, from the CLI or from Python.
+
+The script directory (``env.py``, ``script.py.mako``, ``versions/``) ships
+inside the package as ``orchestrator_db/migrations``, so migrations work from
+an installed wheel as well as from a checkout.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Protocol
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+from sqlalchemy.engine import Dialect
+
+from orchestrator_db.engine import BEGIN_MODE_OPTION, normalize_url, url_from_env
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+#: Key of the PostgreSQL advisory lock taken around every migration run, so
+#: that processes starting at once apply each revision exactly once.
+MIGRATION_LOCK_KEY = 0x6F72636864620001  # "orchdb" + 1
+
+_ALEMBIC_CHECK_PLUGINS = ["alembic.autogenerate.*", "alembic.ext.checkconstraint_byname"]
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic ``Config`` for the package's script directory.
+
+    With ``connection``, ``env.py`` migrates over it instead of opening its own.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@functools.cache
+def head_revision() -> str | None:
+    """The newest revision this installed package ships (read once)."""
+    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+def current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def resolve_url(config: Config, x_arguments: Mapping[str, str]) -> str:
+    """``-x url=...``, else ``sqlalchemy.url`` from the ini file, else
+    ``ORCHESTRATOR_DB_URL``, else the default SQLite file."""
+    url = x_arguments.get("url") or config.get_main_option("sqlalchemy.url") or url_from_env()
+    return normalize_url(url).render_as_string(hide_password=False)
+
+
+def _include_object(dialect: Dialect) -> Callable[..., bool]:
+    """Leave out CHECKs that a type creates only on some dialects.
+
+    ``Boolean(create_constraint=True)`` adds ``CHECK (x IN (0, 1))`` where
+    there is no native boolean (SQLite) and nothing on PostgreSQL; without
+    this filter the comparison would ask to add it to PostgreSQL.
+    """
+    compiler_stub = SimpleNamespace(dialect=dialect)
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        if type_ == "check_constraint" and not reflected:
+            create_rule = getattr(obj, "_create_rule", None)
+            if create_rule is not None and not create_rule(compiler_stub):
+                return False
+        return True
+
+    return include
+
+
+def _context_options(dialect: Dialect | None) -> dict[str, Any]:
+    from orchestrator_db import alembic_ext
+    from orchestrator_db.models import Base
+
+    options: dict[str, Any] = (
+        {} if dialect is None else {"include_object": _include_object(dialect)}
+    )
+    return options | {
+        "target_metadata": Base.metadata,
+        # SQLite can ALTER almost nothing; batch mode rebuilds tables there and
+        # is a plain ALTER on PostgreSQL.
+        "render_as_batch": True,
+        "render_item": alembic_ext.render_item,
+        "compare_type": True,
+        "autogenerate_plugins": _ALEMBIC_CHECK_PLUGINS,
+        # SQLite supports transactional DDL too: a failed revision leaves
+        # nothing half-applied on either engine.
+        "transactional_ddl": True,
+    }
+
+
+class MigrationEnvironment(Protocol):
+    """What ``configure_and_run`` needs of ``alembic.context`` (the module)."""
+
+    def configure(self, **kw: Any) -> None: ...
+
+    def begin_transaction(self) -> AbstractContextManager[Any]: ...
+
+    def run_migrations(self, **kw: Any) -> None: ...
+
+
+def configure_and_run(
+    context: MigrationEnvironment, *, connection: Connection | None = None, url: str | None = None
+) -> None:
+    """Configure ``context`` and run the migrations it was asked for."""
+    if connection is None:
+        context.configure(url=url, literal_binds=True, **_context_options(None))
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # A batch rebuild of a referenced table would fire ON DELETE actions
+        # with foreign keys on; the PRAGMA is ignored inside a transaction.
+        _set_sqlite_foreign_keys(connection, enabled=False)
+    try:
+        context.configure(connection=connection, **_context_options(connection.dialect))
+        with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
+            context.run_migrations()
+            if sqlite:
+                _assert_foreign_keys_hold(connection)
+    finally:
+        if sqlite:
+            _set_sqlite_foreign_keys(connection, enabled=True)
+
+
+def _set_sqlite_foreign_keys(connection: Connection, *, enabled: bool) -> None:
+    if connection.in_transaction():
+        connection.commit()
+    connection.execution_options(**{BEGIN_MODE_OPTION: "NONE"})
+    try:
+        statement = "PRAGMA foreign_keys = ON" if enabled else "PRAGMA foreign_keys = OFF"
+        connection.exec_driver_sql(statement)
+        connection.commit()
+    finally:
+        connection.execution_options(**{BEGIN_MODE_OPTION: "IMMEDIATE"})
+
+
+def _assert_foreign_keys_hold(connection: Connection) -> None:
+    violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if violations:
+        tables = sorted({str(row[0]) for row in violations})
+        raise RuntimeError(
+            f"migration left {len(violations)} rows violating foreign keys in "
+            f"{', '.join(tables)}; the migration was rolled back"
+        )

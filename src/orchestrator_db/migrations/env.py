@@ -1,0 +1,46 @@
+"""Alembic environment of orchestrator_db.
+
+Used both by the ``alembic`` command line (with ``alembic.ini``) and by
+``Database.migrate()``, which hands over an open connection through
+``config.attributes["connection"]``. Either way the same function configures
+the migration context, so the CLI and the library migrate identically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging.config
+
+from alembic import context
+from sqlalchemy.pool import NullPool
+
+from orchestrator_db.engine import DatabaseSettings, create_engine
+from orchestrator_db.migration import configure_and_run, resolve_url
+
+config = context.config
+
+if config.config_file_name is not None and "connection" not in config.attributes:
+    logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def run_offline() -> None:
+    configure_and_run(context, url=resolve_url(config, context.get_x_argument(as_dictionary=True)))
+
+
+async def run_online() -> None:
+    url = resolve_url(config, context.get_x_argument(as_dictionary=True))
+    settings = DatabaseSettings(extra_engine_options={"poolclass": NullPool})
+    engine = create_engine(url, settings)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(lambda sync: configure_and_run(context, connection=sync))
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    run_offline()
+elif (connection := config.attributes.get("connection")) is not None:
+    configure_and_run(context, connection=connection)
+else:
+    asyncio.run(run_online())

@@ -1,0 +1,104 @@
+"""Declarative base, naming convention and shared column helpers."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, TypeAlias
+
+from sqlalchemy import Enum, FetchedValue, MetaData, inspect
+from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.ext.asyncio import AsyncAttrs
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from orchestrator_db.triggers import MAINTAINED_BY_TRIGGER
+from orchestrator_db.types import UTCDateTime, utc_now, utc_now_sql
+
+#: Every constraint gets a predictable name. Unnamed constraints break SQLite
+#: batch migrations and make driver errors impossible to attribute.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONDoc: TypeAlias = dict[str, Any] | list[Any]
+
+
+class Base(AsyncAttrs, DeclarativeBase):
+    """Base class of every orchestrator_db model."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # A bare ``Mapped[datetime]`` must never fall back to a naive DateTime.
+    type_annotation_map = {datetime: UTCDateTime()}
+
+    #: Attributes shown by ``repr`` besides the primary key.
+    __repr_attrs__: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        state = inspect(self)
+        names = [
+            state.mapper.get_property_by_column(c).key for c in state.mapper.primary_key
+        ] + list(self.__repr_attrs__)
+        # Never trigger a load from repr: expired attributes are shown as such.
+        shown = ", ".join(f"{name}={self._repr_value(name, state.dict)}" for name in names)
+        return f"{type(self).__name__}({shown})"
+
+    def _repr_value(self, name: str, loaded: dict[str, Any]) -> str:
+        return repr(loaded[name]) if name in loaded else "<not loaded>"
+
+
+def enum_type(enum_class: type[enum.Enum], name: str) -> Enum:
+    """A portable enum column: VARCHAR plus a named CHECK on every dialect.
+
+    Native PostgreSQL enums are avoided on purpose: widening one needs
+    ``ALTER TYPE`` outside a transaction, while a CHECK is rewritten in the
+    same transactional migration on both engines.
+    """
+    return Enum(
+        enum_class,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=32,
+        validate_strings=True,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+def _same_as_created_at(context: DefaultExecutionContext) -> datetime:
+    created = context.get_current_parameters().get("created_at")  # type: ignore[no-untyped-call]
+    return created if isinstance(created, datetime) else utc_now()
+
+
+class CreatedAt:
+    """``created_at``: set once on insert, by Python or by the database."""
+
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(),
+        default=utc_now,
+        server_default=utc_now_sql(),
+        nullable=False,
+        sort_order=1000,
+    )
+
+
+class Timestamps(CreatedAt):
+    """``created_at`` plus an ``updated_at`` kept current by a database trigger.
+
+    The trigger (see :func:`orchestrator_db.triggers.updated_at_trigger`) is the
+    single source of truth, so the ORM does not set ``updated_at`` on update;
+    it only knows the database changed it and refetches it when needed.
+    """
+
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(),
+        default=_same_as_created_at,
+        server_default=utc_now_sql(),
+        server_onupdate=FetchedValue(),
+        nullable=False,
+        info=dict(MAINTAINED_BY_TRIGGER),
+        sort_order=1001,
+    )

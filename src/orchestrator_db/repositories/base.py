@@ -1,0 +1,523 @@
+"""The generic repository every concrete repository builds on.
+
+A concrete repository is one line (``model_type = Task``) plus its domain
+queries. Repositories flush, never commit: the unit of work owns the
+transaction. Any database error rolls the unit of work back and surfaces as a
+typed error from :mod:`orchestrator_db.errors`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    delete,
+    func,
+    insert,
+    inspect,
+    literal,
+    select,
+    tuple_,
+)
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute, Mapper
+from sqlalchemy.orm.attributes import instance_state
+
+from orchestrator_db.error_translation import translate
+from orchestrator_db.errors import ForeignKeyViolationError, NotFoundError, ValidationError
+from orchestrator_db.models.base import Base
+
+ModelT = TypeVar("ModelT", bound=Base)
+RowT = TypeVar("RowT")
+Criterion = ColumnElement[bool]
+FilterBuilder = Callable[[Any], Criterion]
+
+
+@dataclass(frozen=True)
+class Page(Generic[ModelT]):
+    """One page of a keyset-paginated listing.
+
+    Pass ``next_cursor`` as ``after`` to get the following page; it is
+    ``None`` on the last page.
+    """
+
+    items: list[ModelT]
+    next_cursor: str | None
+
+    @property
+    def has_more(self) -> bool:
+        return self.next_cursor is not None
+
+
+class _BulkDefaultContext:
+    """Stands in for SQLAlchemy's execution context when the bulk path
+    evaluates Python-side column defaults, which may read the row so far."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.row = row
+
+    def get_current_parameters(self, isolate_multiinsert_groups: bool = True) -> dict[str, Any]:
+        return self.row
+
+
+@dataclass(frozen=True)
+class _BulkPlan:
+    sql: str
+    # (attribute key, column key, bind processor, Python default, has server default)
+    columns: tuple[tuple[str, str, Callable[[Any], Any] | None, Any, bool], ...]
+
+
+class Repository(Generic[ModelT]):
+    """Typed data access for one model inside a unit of work.
+
+    Subclasses set :attr:`model_type`, and may add keyword filters
+    (:attr:`named_filters`), fields ``update`` must not touch (:attr:`protected_fields`)
+    and the keyset order of :meth:`page` (:attr:`keyset`).
+    """
+
+    model_type: type[ModelT]
+    #: Named filters beyond "column equals value", e.g. ``created_after``.
+    named_filters: ClassVar[Mapping[str, FilterBuilder]] = {}
+    #: Attributes changed only through domain methods (``update`` refuses them).
+    protected_fields: ClassVar[frozenset[str]] = frozenset()
+    #: Attributes that order :meth:`list` and :meth:`page`; by default
+    #: ``created_at`` then the primary key, which must be covered by an index.
+    keyset: ClassVar[tuple[str, ...]] = ()
+
+    _bulk_plans: ClassVar[dict[tuple[type[Any], str], _BulkPlan]] = {}
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # ------------------------------------------------------------ metadata
+
+    @property
+    def entity(self) -> str:
+        return self.model_type.__name__
+
+    @classmethod
+    def _mapper(cls) -> Mapper[ModelT]:
+        return inspect(cls.model_type)
+
+    @classmethod
+    def _keyset_attributes(cls) -> builtins.list[InstrumentedAttribute[Any]]:
+        mapper = cls._mapper()
+        names = cls.keyset or (
+            ("created_at",) if "created_at" in mapper.column_attrs else ()
+        ) + tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
+        return [getattr(cls.model_type, name) for name in names]
+
+    def _attribute(self, name: str) -> InstrumentedAttribute[Any]:
+        attrs = self._mapper().column_attrs
+        if name not in attrs:
+            valid = sorted([*attrs.keys(), *self.named_filters])
+            raise ValidationError(
+                f"{self.entity} has no attribute or filter {name!r}; expected one of: "
+                f"{', '.join(valid)}",
+                field=name,
+            )
+        attribute: InstrumentedAttribute[Any] = getattr(self.model_type, name)
+        return attribute
+
+    def _criteria(
+        self, where: Sequence[Criterion], filters: Mapping[str, Any]
+    ) -> builtins.list[Criterion]:
+        criteria = list(where)
+        for name, value in filters.items():
+            builder = self.named_filters.get(name)
+            if builder is not None:
+                if value is not None:
+                    criteria.append(builder(value))
+                continue
+            attribute = self._attribute(name)
+            if value is None:
+                criteria.append(attribute.is_(None))
+            elif isinstance(value, list | tuple | set | frozenset):
+                criteria.append(attribute.in_(list(value)))
+            else:
+                criteria.append(attribute == value)
+        return criteria
+
+    def _primary_key_criteria(self, key: Any) -> builtins.list[Criterion]:
+        columns = list(self._mapper().primary_key)
+        values = key if isinstance(key, tuple) else (key,)
+        if len(values) != len(columns):
+            raise ValidationError(
+                f"{self.entity} key has {len(columns)} part(s), got {key!r}", field="key"
+            )
+        return [column == value for column, value in zip(columns, values, strict=True)]
+
+    # ------------------------------------------------------------- errors
+
+    async def _raise_translated(
+        self, error: Exception, key: Any = None, values: Mapping[str, Any] | None = None
+    ) -> NoReturn:
+        """Raise the typed error for ``error``; roll back if the database failed.
+
+        After a failed statement PostgreSQL refuses everything until the
+        transaction ends, while SQLite carries on: rolling back here makes
+        both engines behave the same, and makes a failed unit of work leave
+        nothing behind.
+        """
+        translated = translate(error, entity=self.entity, key=key)
+        if translated is None:
+            raise error
+        if isinstance(error, DBAPIError):
+            await self.session.rollback()
+            if (
+                isinstance(translated, ForeignKeyViolationError)
+                and translated.constraint is None
+                and values
+            ):
+                constraint = await self._missing_parent(values)
+                translated = ForeignKeyViolationError(self.entity, key, constraint)
+        raise translated from error
+
+    async def _missing_parent(self, values: Mapping[str, Any]) -> str | None:
+        """Name the foreign key whose parent row is missing (SQLite does not)."""
+        table = self.model_type.__table__
+        assert isinstance(table, Table)
+        for constraint in table.foreign_key_constraints:
+            pairs = [
+                (element.column, values.get(element.parent.key)) for element in constraint.elements
+            ]
+            if any(value is None for _, value in pairs):
+                continue
+            probe = select(literal(1)).where(*(column == value for column, value in pairs))
+            try:
+                found = (await self.session.execute(probe.limit(1))).first()
+            except SQLAlchemyError:
+                return None
+            if found is None:
+                return str(constraint.name)
+        return None
+
+    def _check_instance(self, obj: object) -> ModelT:
+        if not isinstance(obj, self.model_type):
+            raise ValidationError(
+                f"{type(self).__name__} stores {self.entity}, got {type(obj).__name__}"
+            )
+        return obj
+
+    def _key_of(self, obj: ModelT) -> Any:
+        mapper = self._mapper()
+        values = tuple(
+            instance_state(obj).dict.get(mapper.get_property_by_column(c).key)
+            for c in mapper.primary_key
+        )
+        return values[0] if len(values) == 1 else values
+
+    def _prefill_primary_key(self, obj: ModelT) -> None:
+        # So that an error raised by the flush can name the row.
+        mapper = self._mapper()
+        state_dict = instance_state(obj).dict
+        for column in mapper.primary_key:
+            key = mapper.get_property_by_column(column).key
+            default = column.default
+            if state_dict.get(key) is None and default is not None and default.is_callable:
+                setattr(obj, key, default.arg(_BulkDefaultContext(state_dict)))
+
+    # ----------------------------------------------------------- commands
+
+    async def add(self, obj: ModelT) -> ModelT:
+        """Add ``obj`` and flush it; the database has checked it on return."""
+        self._check_instance(obj)
+        self._prefill_primary_key(obj)
+        self.session.add(obj)
+        try:
+            await self.session.flush()
+        except Exception as error:
+            await self._raise_translated(error, self._key_of(obj), instance_state(obj).dict)
+        return obj
+
+    async def add_many(self, objs: Iterable[ModelT]) -> builtins.list[ModelT]:
+        """Insert many objects with one multi-row statement (executemany).
+
+        Defaults are filled in on the objects (ids, timestamps, statuses).
+        Like SQLAlchemy's bulk operations, this path does not track the
+        returned objects in the unit of work: they come back *detached* with
+        their identity. Read them freely; to change one, use :meth:`update`
+        (or ``uow.session.add(obj)`` to re-attach it).
+        """
+        items = [self._check_instance(obj) for obj in objs]
+        if not items:
+            return []
+        try:
+            # Pending objects (parents added with add()) must exist first.
+            await self.session.flush()
+            connection = await self.session.connection()
+        except Exception as error:
+            await self._raise_translated(error)
+        plan = self._bulk_plan(connection.dialect)
+        rows = self._bulk_rows(items, plan)
+        try:
+            await connection.exec_driver_sql(plan.sql, rows)
+        except Exception as error:
+            await self._raise_translated(error)
+        self._mark_detached(items)
+        return items
+
+    async def update(self, key: Any, **values: Any) -> ModelT:
+        """Set attributes of the row ``key`` and return it, refreshed."""
+        mapper = self._mapper()
+        primary = {mapper.get_property_by_column(c).key for c in mapper.primary_key}
+        for name in values:
+            self._attribute(name)
+            if name in primary:
+                raise ValidationError(f"the primary key of {self.entity} cannot change", field=name)
+            if name in self.protected_fields:
+                raise ValidationError(
+                    f"{self.entity}.{name} is managed by the repository's domain methods; "
+                    "it cannot be set with update()",
+                    field=name,
+                )
+        obj = await self.get(key)
+        for name, value in values.items():
+            setattr(obj, name, value)
+        await self._flush_and_refresh(obj, key)
+        return obj
+
+    async def _flush_and_refresh(self, obj: ModelT, key: Any) -> None:
+        """Flush changes to ``obj`` and reload what triggers changed.
+
+        SQLite's RETURNING shows values as the statement wrote them, not as
+        triggers left them, so trigger-maintained columns are re-read.
+        """
+        try:
+            await self.session.flush()
+            refresh = [
+                prop.key
+                for prop in self._mapper().column_attrs
+                if prop.columns[0].server_onupdate is not None
+                and prop.key not in instance_state(obj).dict
+            ]
+            if refresh:
+                await self.session.refresh(obj, attribute_names=refresh)
+        except Exception as error:
+            await self._raise_translated(error, key, instance_state(obj).dict)
+
+    async def delete(self, key: Any) -> bool:
+        """Delete the row ``key``; ``False`` if there was none.
+
+        Rows that reference it are handled by the database's ON DELETE rules.
+        """
+        statement = delete(self.model_type).where(*self._primary_key_criteria(key))
+        try:
+            result = await self.session.execute(statement)
+        except Exception as error:
+            await self._raise_translated(error, key)
+        return bool(getattr(result, "rowcount", 0))
+
+    # ------------------------------------------------------------ queries
+
+    async def get(self, key: Any, *, for_update: bool = False) -> ModelT:
+        """The row ``key``; :class:`NotFoundError` if it does not exist.
+
+        ``for_update`` locks the row until the unit of work ends (PostgreSQL;
+        SQLite write units of work hold the database write lock already).
+        """
+        obj = await self.get_or_none(key, for_update=for_update)
+        if obj is None:
+            raise NotFoundError(self.entity, key)
+        return obj
+
+    async def get_or_none(self, key: Any, *, for_update: bool = False) -> ModelT | None:
+        try:
+            if for_update:
+                return await self.session.get(
+                    self.model_type, key, with_for_update=True, populate_existing=True
+                )
+            return await self.session.get(self.model_type, key)
+        except Exception as error:
+            await self._raise_translated(error, key)
+
+    async def list(
+        self,
+        *where: Criterion,
+        limit: int | None = None,
+        offset: int = 0,
+        **filters: Any,
+    ) -> builtins.list[ModelT]:
+        """Rows matching ``where`` and ``filters``, in keyset order.
+
+        ``filters`` are ``attribute=value`` (``None`` means IS NULL, a list
+        means IN) or a named filter of the repository.
+        """
+        if limit is not None and limit < 0:
+            raise ValidationError("limit must not be negative", field="limit")
+        if offset < 0:
+            raise ValidationError("offset must not be negative", field="offset")
+        statement = (
+            select(self.model_type)
+            .where(*self._criteria(where, filters))
+            .order_by(*self._keyset_attributes())
+            .offset(offset or None)
+            .limit(limit)
+        )
+        return await self._scalars(statement)
+
+    async def page(
+        self,
+        *where: Criterion,
+        limit: int = 50,
+        after: str | None = None,
+        **filters: Any,
+    ) -> Page[ModelT]:
+        """A page of ``limit`` rows after the cursor ``after`` (keyset pagination).
+
+        Unlike offsets, the cost of a page does not grow with its depth, and
+        rows inserted meanwhile never shift a page.
+        """
+        if limit < 1:
+            raise ValidationError("limit must be at least 1", field="limit")
+        keyset = self._keyset_attributes()
+        criteria = self._criteria(where, filters)
+        if after is not None:
+            values = self._decode_cursor(after, len(keyset))
+            criteria.append(tuple_(*keyset) > tuple_(*values))
+        statement = select(self.model_type).where(*criteria).order_by(*keyset).limit(limit + 1)
+        rows = await self._scalars(statement)
+        if len(rows) <= limit:
+            return Page(rows, None)
+        rows = rows[:limit]
+        last = instance_state(rows[-1]).dict
+        return Page(rows, self._encode_cursor([last[a.key] for a in keyset]))
+
+    async def count(self, *where: Criterion, **filters: Any) -> int:
+        statement = (
+            select(func.count()).select_from(self.model_type).where(*self._criteria(where, filters))
+        )
+        try:
+            return int((await self.session.execute(statement)).scalar_one())
+        except Exception as error:
+            await self._raise_translated(error)
+
+    async def exists(self, *where: Criterion, **filters: Any) -> bool:
+        statement = (
+            select(literal(1))
+            .select_from(self.model_type)
+            .where(*self._criteria(where, filters))
+            .limit(1)
+        )
+        try:
+            return (await self.session.execute(statement)).first() is not None
+        except Exception as error:
+            await self._raise_translated(error)
+
+    async def _scalars(self, statement: Select[RowT]) -> builtins.list[RowT]:
+        try:
+            return list((await self.session.scalars(statement)).all())
+        except Exception as error:
+            await self._raise_translated(error)
+
+    # ------------------------------------------------------------- cursor
+
+    @staticmethod
+    def _encode_cursor(values: Sequence[Any]) -> str:
+        encoded = [{"dt": v.isoformat()} if isinstance(v, datetime) else v for v in values]
+        raw = json.dumps(encoded, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @staticmethod
+    def _decode_cursor(cursor: str, size: int) -> builtins.list[Any]:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            values = json.loads(raw)
+            if not isinstance(values, list) or len(values) != size:
+                raise ValueError("wrong shape")
+            return [datetime.fromisoformat(v["dt"]) if isinstance(v, dict) else v for v in values]
+        except (ValueError, TypeError, KeyError, binascii.Error):
+            raise ValidationError(
+                f"invalid page cursor {cursor!r}: pass a next_cursor returned by page()",
+                field="after",
+            ) from None
+
+    # ---------------------------------------------------------- bulk path
+
+    @classmethod
+    def _bulk_plan(cls, dialect: Any) -> _BulkPlan:
+        cache_key = (cls.model_type, dialect.name)
+        plan = cls._bulk_plans.get(cache_key)
+        if plan is not None:
+            return plan
+        mapper = cls._mapper()
+        table = cls.model_type.__table__
+        assert isinstance(table, Table)
+        compiled = insert(table).compile(dialect=dialect)
+        columns = []
+        for column_key in compiled.positiontup or ():
+            column = table.c[column_key]
+            default = column.default
+            columns.append(
+                (
+                    mapper.get_property_by_column(column).key,
+                    column.key,
+                    column.type.dialect_impl(dialect).bind_processor(dialect),
+                    default,
+                    column.server_default is not None,
+                )
+            )
+        plan = _BulkPlan(compiled.string, tuple(columns))
+        cls._bulk_plans[cache_key] = plan
+        return plan
+
+    def _bulk_rows(
+        self, items: builtins.list[ModelT], plan: _BulkPlan
+    ) -> builtins.list[tuple[Any, ...]]:
+        rows = []
+        for obj in items:
+            state_dict = instance_state(obj).dict
+            row: dict[str, Any] = {}
+            context = _BulkDefaultContext(row)
+            values = []
+            for attr_key, column_key, process, default, server_default in plan.columns:
+                value = state_dict.get(attr_key)
+                if value is None:
+                    if default is not None:
+                        value = default.arg(context) if default.is_callable else default.arg
+                        state_dict[attr_key] = value
+                    elif server_default:
+                        raise ValidationError(
+                            f"{self.entity}.{attr_key} has only a database-side default, "
+                            "which a bulk insert cannot apply per row; set it or use add()",
+                            field=attr_key,
+                        )
+                row[column_key] = value
+                if value is not None and process is not None:
+                    try:
+                        value = process(value)
+                    except (LookupError, TypeError, ValueError) as error:
+                        if isinstance(error, ValidationError):
+                            raise
+                        raise ValidationError(
+                            f"{self.entity}.{attr_key} rejected: {error}", field=attr_key
+                        ) from error
+                values.append(value)
+            rows.append(tuple(values))
+        return rows
+
+    def _mark_detached(self, items: builtins.list[ModelT]) -> None:
+        """Give inserted objects their identity, as if loaded and detached.
+
+        The public ``make_transient_to_detached`` does the same but also
+        computes expired attributes, which costs more than the insert itself
+        at ten thousand rows; every column was just written, so none are.
+        """
+        mapper = self._mapper()
+        for obj in items:
+            state = instance_state(obj)
+            state.key = mapper.identity_key_from_instance(obj)
+            state._commit_all(state.dict)

@@ -1,0 +1,44 @@
+"""Workflows and the ordered membership of tasks in them."""
+
+from __future__ import annotations
+
+import builtins
+
+from sqlalchemy import select
+
+from orchestrator_db.models.task import Task
+from orchestrator_db.models.workflow import Workflow, WorkflowTask
+from orchestrator_db.repositories.base import Repository
+
+
+class WorkflowTaskRepository(Repository[WorkflowTask]):
+    """Membership rows; reached through :class:`WorkflowRepository`."""
+
+    model_type = WorkflowTask
+
+
+class WorkflowRepository(Repository[Workflow]):
+    model_type = Workflow
+
+    async def attach_task(
+        self, workflow_id: str, task_id: str, *, sequence: int = 0
+    ) -> WorkflowTask:
+        """Put a task in a workflow at ``sequence`` (0 first; ties run in parallel)."""
+        links = WorkflowTaskRepository(self.session)
+        return await links.add(
+            WorkflowTask(workflow_id=workflow_id, task_id=task_id, sequence=sequence)
+        )
+
+    async def detach_task(self, workflow_id: str, task_id: str) -> bool:
+        """Remove a task from a workflow; ``False`` if it was not in it."""
+        return await WorkflowTaskRepository(self.session).delete((workflow_id, task_id))
+
+    async def tasks_of(self, workflow_id: str) -> builtins.list[Task]:
+        """The workflow's tasks in execution order (sequence, then when added)."""
+        statement = (
+            select(Task)
+            .join(WorkflowTask, WorkflowTask.task_id == Task.id)
+            .where(WorkflowTask.workflow_id == workflow_id)
+            .order_by(WorkflowTask.sequence, WorkflowTask.created_at, Task.id)
+        )
+        return await self._scalars(statement)

@@ -1,0 +1,29 @@
+"""Test helpers for code built on orchestrator_db (``pip install orchestrator_db[testing]``).
+
+* factory-boy factories that *build* model instances (they never touch a
+  database themselves; persist them through a unit of work:
+  ``await uow.tasks.add(TaskFactory())`` or
+  ``await uow.tasks.add_many(TaskFactory.build_batch(100))``);
+* :func:`migrated_database`, an async context manager yielding a migrated
+  :class:`~orchestrator_db.Database` on a fresh SQLite file, removed afterwards.
+"""
+
+from orchestrator_db.testing.database import migrated_database
+from orchestrator_db.testing.factories import (
+    ClientSessionFactory,
+    ConfigurationFactory,
+    TaskFactory,
+    ToolExecutionFactory,
+    WorkflowFactory,
+    WorkflowTaskFactory,
+)
+
+__all__ = [
+    "ClientSessionFactory",
+    "ConfigurationFactory",
+    "TaskFactory",
+    "ToolExecutionFactory",
+    "WorkflowFactory",
+    "WorkflowTaskFactory",
+    "migrated_database",
+]

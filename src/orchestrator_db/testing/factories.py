@@ -1,0 +1,99 @@
+"""factory-boy factories for every model. They build; units of work persist."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import factory
+
+from orchestrator_db.models import (
+    ClientSession,
+    Configuration,
+    ConnectionType,
+    Task,
+    TaskStatus,
+    ToolExecution,
+    ToolExecutionStatus,
+    ValueType,
+    Workflow,
+    WorkflowStatus,
+    WorkflowTask,
+)
+from orchestrator_db.types import new_id
+
+
+class TaskFactory(factory.Factory):  # type: ignore[misc]
+    class Meta:
+        model = Task
+
+    id = factory.LazyFunction(new_id)
+    title = factory.Sequence(lambda n: f"task {n}")
+    description = factory.Faker("sentence")
+    task_type = factory.Iterator(["code", "research", "review"])
+    status = TaskStatus.PENDING
+    config = factory.LazyFunction(lambda: {"lang": "python"})
+    metadata_ = None
+    workspace_path = factory.Sequence(lambda n: f"/work/{n}")
+
+
+class WorkflowFactory(factory.Factory):  # type: ignore[misc]
+    class Meta:
+        model = Workflow
+
+    id = factory.LazyFunction(new_id)
+    name = factory.Sequence(lambda n: f"workflow {n}")
+    description = None
+    definition = factory.LazyFunction(lambda: {"steps": []})
+    status = WorkflowStatus.DRAFT
+
+
+class WorkflowTaskFactory(factory.Factory):  # type: ignore[misc]
+    """Needs ``workflow_id`` and ``task_id`` of persisted rows."""
+
+    class Meta:
+        model = WorkflowTask
+
+    sequence = factory.Sequence(int)
+
+
+class ToolExecutionFactory(factory.Factory):  # type: ignore[misc]
+    """Needs ``task_id`` of a persisted task."""
+
+    class Meta:
+        model = ToolExecution
+
+    id = factory.LazyFunction(new_id)
+    tool_name = factory.Iterator(["shell", "http", "search"])
+    arguments = factory.LazyFunction(lambda: {"cmd": "ls"})
+    status = ToolExecutionStatus.RUNNING
+
+
+class ClientSessionFactory(factory.Factory):  # type: ignore[misc]
+    class Meta:
+        model = ClientSession
+
+    id = factory.LazyFunction(new_id)
+    client_id = factory.Sequence(lambda n: f"client-{n}")
+    user_id = None
+    connection_type = ConnectionType.WEBSOCKET
+    is_active = True
+    metadata_ = None
+
+
+class ConfigurationFactory(factory.Factory):  # type: ignore[misc]
+    """A string entry; use ``uow.configurations.set`` for typed values."""
+
+    class Meta:
+        model = Configuration
+
+    key = factory.Sequence(lambda n: f"setting.{n}")
+    value = factory.Sequence(lambda n: f"value {n}")
+    value_type = ValueType.STRING
+    description = None
+    is_secret = False
+
+
+def attributes(factory_class: Any, **overrides: Any) -> dict[str, Any]:
+    """The attributes a factory would use, as a dict (for raw inserts in tests)."""
+    built: dict[str, Any] = factory.build(dict, FACTORY_CLASS=factory_class, **overrides)
+    return built

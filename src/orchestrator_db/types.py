@@ -1,0 +1,257 @@
+"""Column types that behave the same on SQLite and PostgreSQL.
+
+* :class:`UTCDateTime` - timezone-aware UTC datetimes with millisecond
+  precision. PostgreSQL stores ``timestamptz``; SQLite stores fixed-width
+  RFC 3339 text (``2026-11-22T10:15:30.123Z``), exactly what the ``updated_at``
+  triggers write, so Python-written and trigger-written values compare and sort
+  as text. Naive datetimes are rejected.
+* :class:`UUIDString` - UUIDs seen from Python as canonical lowercase strings;
+  native ``uuid`` on PostgreSQL, 36-character text on SQLite.
+* :class:`JSONDocument` - a dict or a list; ``JSONB`` on PostgreSQL.
+* :func:`utc_now_sql` - the database's clock in the same format, usable as a
+  server default; it compiles per dialect, so a revision that renders it stays
+  valid on both engines.
+
+Milliseconds, not microseconds: SQLite's clock has millisecond resolution, and
+values must be identical whichever engine wrote them, so Python-side values are
+truncated to the millisecond as well.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, String
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.exc import CompileError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from orchestrator_db.errors import ValidationError
+
+#: The text format of timestamps on SQLite (``strftime`` spelling).
+SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%fZ"
+#: The SQLite expression for "now" in that format.
+SQLITE_NOW = f"strftime('{SQLITE_TIMESTAMP_FORMAT}', 'now')"
+#: The PostgreSQL expression for "now" at the same precision. The wall clock,
+#: not the transaction start, so it agrees with Python-side defaults written
+#: later in the same transaction.
+POSTGRESQL_NOW = "date_trunc('milliseconds', clock_timestamp())"
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def truncate_to_millis(value: datetime) -> datetime:
+    """Return ``value`` in UTC, truncated to the millisecond; reject naive values."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(
+            f"naive datetime {value.isoformat()!r} rejected: pass a timezone-aware "
+            "value such as datetime.now(timezone.utc)"
+        )
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    micros = value.microsecond
+    if micros % 1000:
+        value = value.replace(microsecond=micros - micros % 1000)
+    return value
+
+
+def utc_now() -> datetime:
+    """The current time as the package stores it: aware UTC, milliseconds."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond - now.microsecond % 1000)
+
+
+def format_sqlite_timestamp(value: datetime) -> str:
+    """Format an aware UTC, millisecond-truncated datetime as SQLite stores it."""
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}."
+        f"{value.microsecond // 1000:03d}Z"
+    )
+
+
+def parse_sqlite_timestamp(text: str) -> datetime:
+    """Parse stored text back into an aware UTC datetime.
+
+    Lenient on purpose: rows written by hand with ``datetime('now')`` (no zone,
+    space separator) are read as UTC rather than breaking every query.
+    """
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetime, millisecond precision, identical on both engines."""
+
+    impl = String(24)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
+        return dialect.type_descriptor(String(24))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise ValidationError(f"expected a datetime, got {type(value).__name__}")
+        value = truncate_to_millis(value)
+        if dialect.name == "postgresql":
+            return value
+        return format_sqlite_timestamp(value)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        # Bulk inserts stamp thousands of rows with the same instant;
+        # remembering the last conversion saves most of the per-row cost.
+        inner = self.impl_instance.bind_processor(dialect)
+        if dialect.name == "postgresql":
+            inner = None
+        convert = self.process_bind_param
+        last: list[tuple[Any, Any]] = [(None, None)]
+
+        def process(value: Any) -> Any:
+            if value is None:
+                return None
+            previous = last[0]
+            if previous[0] == value:
+                return previous[1]
+            result = convert(value, dialect)
+            if inner is not None:
+                result = inner(result)
+            last[0] = (value, result)
+            return result
+
+        return process
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return parse_sqlite_timestamp(value)
+        assert isinstance(value, datetime)
+        return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+    @property
+    def python_type(self) -> type[datetime]:
+        return datetime
+
+
+def canonical_uuid(value: object, *, field: str = "id") -> str:
+    """Return ``value`` as a canonical lowercase UUID string or raise ValidationError."""
+    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
+        return value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise ValidationError(f"{field} must be a UUID, got {value!r}", field=field) from None
+
+
+_VARIANT_NIBBLE = "89ab89ab89ab89ab"
+
+
+def new_id() -> str:
+    """A fresh random (version 4) UUID string; the default of UUID primary keys.
+
+    Formats 16 random bytes directly: three times cheaper than
+    ``str(uuid.uuid4())``, which matters when bulk inserts mint ids by the
+    thousand.
+    """
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT_NIBBLE[int(h[16], 16)]}{h[17:20]}-{h[20:]}"
+
+
+class UUIDString(TypeDecorator[str]):
+    """A UUID held as a canonical string in Python; native ``uuid`` on PostgreSQL."""
+
+    impl = String(36)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.UUID(as_uuid=False))
+        return dialect.type_descriptor(String(36))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return canonical_uuid(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else str(value)
+
+    @property
+    def python_type(self) -> type[str]:
+        return str
+
+
+class JSONDocument(TypeDecorator[Any]):
+    """A JSON object or array (``dict`` or ``list``); ``JSONB`` on PostgreSQL.
+
+    ``None`` is stored as SQL NULL, never as the JSON literal ``null``.
+    Scalars are rejected: every JSON column of the schema holds a document.
+    In-place mutation of a loaded value is not tracked; assign a new value.
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(none_as_null=True)
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.JSONB(none_as_null=True))
+        return dialect.type_descriptor(JSON(none_as_null=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or isinstance(value, dict | list):
+            return value
+        raise ValidationError(
+            f"expected a JSON object (dict) or array (list), got {type(value).__name__}"
+        )
+
+    def coerce_compared_value(self, op: Any, value: Any) -> TypeEngine[Any]:
+        return self.impl_instance.coerce_compared_value(op, value)
+
+    @property
+    def python_type(self) -> type[Any]:
+        return object
+
+
+class utc_now_sql(FunctionElement[datetime]):
+    """The database's current UTC time, formatted like :class:`UTCDateTime` values."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+    name = "utc_now"
+
+
+@compiles(utc_now_sql, "sqlite")
+def _utc_now_sqlite(element: utc_now_sql, compiler: SQLCompiler, **kw: Any) -> str:
+    return SQLITE_NOW
+
+
+@compiles(utc_now_sql, "postgresql")
+def _utc_now_postgresql(element: utc_now_sql, compiler: SQLCompiler, **kw: Any) -> str:
+    return POSTGRESQL_NOW
+
+
+@compiles(utc_now_sql)
+def _utc_now_unsupported(element: utc_now_sql, compiler: SQLCompiler, **kw: Any) -> str:
+    raise CompileError(
+        f"orchestrator_db supports sqlite and postgresql, not {compiler.dialect.name}"
+    )

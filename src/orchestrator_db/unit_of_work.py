@@ -1,0 +1,108 @@
+"""The unit of work: one transaction, with the repositories as attributes.
+
+Nothing is saved unless :meth:`UnitOfWork.commit` is called; leaving the
+``async with`` block rolls back whatever was not committed, and an error
+raised inside the block rolls the whole unit back.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import NoReturn, Protocol, Self
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from orchestrator_db.error_translation import translate
+from orchestrator_db.repositories.configuration import ConfigurationRepository
+from orchestrator_db.repositories.session import SessionRepository
+from orchestrator_db.repositories.task import TaskRepository
+from orchestrator_db.repositories.tool_execution import ToolExecutionRepository
+from orchestrator_db.repositories.workflow import WorkflowRepository
+
+
+class AbstractUnitOfWork(Protocol):
+    """What service code depends on; satisfied by :class:`UnitOfWork`."""
+
+    tasks: TaskRepository
+    workflows: WorkflowRepository
+    tool_executions: ToolExecutionRepository
+    sessions: SessionRepository
+    configurations: ConfigurationRepository
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+
+class UnitOfWork:
+    """A transaction with typed repositories.
+
+    Obtain one from :meth:`orchestrator_db.Database.unit_of_work`::
+
+        async with db.unit_of_work() as uow:
+            task = await uow.tasks.add(Task(title="Build", task_type="code", config={}))
+            await uow.commit()
+
+    ``session`` is the underlying :class:`~sqlalchemy.ext.asyncio.AsyncSession`,
+    for queries the repositories do not offer; errors raised through it are
+    translated when they leave the block.
+    """
+
+    tasks: TaskRepository
+    workflows: WorkflowRepository
+    tool_executions: ToolExecutionRepository
+    sessions: SessionRepository
+    configurations: ConfigurationRepository
+    session: AsyncSession
+
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+        self._session_factory = session_factory
+
+    async def __aenter__(self) -> Self:
+        self.session = session = self._session_factory()
+        self.tasks = TaskRepository(session)
+        self.workflows = WorkflowRepository(session)
+        self.tool_executions = ToolExecutionRepository(session)
+        self.sessions = SessionRepository(session)
+        self.configurations = ConfigurationRepository(session)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # close() rolls back whatever was not committed. Unlike rollback(), it
+        # detaches objects without expiring them, so they stay readable.
+        await self.session.close()
+        if isinstance(exc, SQLAlchemyError):
+            translated = translate(exc)
+            if translated is not None:
+                raise translated from exc
+
+    async def commit(self) -> None:
+        """Make everything done in this unit of work permanent."""
+        try:
+            await self.session.commit()
+        except SQLAlchemyError as error:
+            await self._fail(error)
+
+    async def rollback(self) -> None:
+        """Discard everything done since the last commit."""
+        await self.session.rollback()
+
+    async def flush(self) -> None:
+        """Send pending changes to the database without committing them."""
+        try:
+            await self.session.flush()
+        except SQLAlchemyError as error:
+            await self._fail(error)
+
+    async def _fail(self, error: SQLAlchemyError) -> NoReturn:
+        translated = translate(error)
+        await self.session.rollback()
+        if translated is None:
+            raise error
+        raise translated from error

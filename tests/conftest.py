@@ -1,0 +1,139 @@
+"""Fixtures: real databases only.
+
+Every test that takes ``db`` runs once per engine. SQLite: a copy of a file
+migrated once per run (the schema is built by the migrations, never by
+``create_all``). PostgreSQL: a database created for this run (and xdist
+worker), migrated once, emptied before each test and dropped at the end.
+
+``ORCHESTRATOR_TEST_ENGINES`` selects engines: ``sqlite``, ``postgresql``, a
+comma-separated list, or ``auto`` (the default: PostgreSQL when reachable).
+Naming ``postgresql`` explicitly makes an unreachable server an error rather
+than a skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from orchestrator_db import Database
+from orchestrator_db.models import Base
+from tests import pg
+from tests.support import selected_engines
+
+ENGINES = selected_engines()
+
+
+def pytest_report_header() -> str:
+    return f"orchestrator_db engines: {', '.join(ENGINES)}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if "postgresql" not in ENGINES:
+        terminalreporter.write_sep(
+            "!", "PostgreSQL tests were SKIPPED: the server was not reachable", red=True
+        )
+
+
+def _worker_id(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request.config, "workerinput", {}).get("workerid", "main"))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per run."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+
+    async def build() -> None:
+        db = Database(f"sqlite+aiosqlite:///{path}")
+        await db.migrate()
+        # Closing the last connection checkpoints the WAL into the main file,
+        # so copying that file alone copies the whole database.
+        await db.close()
+
+    asyncio.run(build())
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A PostgreSQL database for this run, migrated to head once."""
+    name = f"odb_test_{os.getpid()}_{_worker_id(request)}"
+    url = pg.create_database(name)
+
+    async def build() -> None:
+        db = Database(url)
+        await db.migrate()
+        await db.close()
+
+    try:
+        asyncio.run(build())
+        yield url
+    finally:
+        pg.drop_database(name)
+
+
+def sqlite_copy(template: Path, directory: Path) -> str:
+    target = directory / "test.db"
+    shutil.copyfile(template, target)
+    return f"sqlite+aiosqlite:///{target}"
+
+
+async def _empty_postgres(db: Database) -> None:
+    tables = ", ".join(
+        db.engine.dialect.identifier_preparer.quote(t.name) for t in Base.metadata.sorted_tables
+    )
+    async with db.engine.begin() as connection:
+        await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """The engine a test runs on; parametrizes every test that uses ``db``."""
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL to an empty, migrated database of ``engine``."""
+    if engine == "sqlite":
+        return sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path)
+    url = str(request.getfixturevalue("postgres_url"))
+
+    async def empty() -> None:
+        db = Database(url)
+        await _empty_postgres(db)
+        await db.close()
+
+    asyncio.run(empty())
+    return url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+@pytest.fixture
+def sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated SQLite database, for tests of SQLite-specific behaviour."""
+    return sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path)
+
+
+@pytest.fixture
+async def sqlite_db(sqlite_url: str) -> AsyncIterator[Database]:
+    database = Database(sqlite_url)
+    try:
+        yield database
+    finally:
+        await database.close()
