@@ -25,7 +25,7 @@ from sqlalchemy import text
 from orchestrator_db import Database
 from orchestrator_db.models import Base
 from tests import pg
-from tests.support import selected_engines
+from tests.support import postgres_skipped, selected_engines
 
 ENGINES = selected_engines()
 
@@ -35,7 +35,7 @@ def pytest_report_header() -> str:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if "postgresql" not in ENGINES:
+    if postgres_skipped():
         terminalreporter.write_sep(
             "!", "PostgreSQL tests were SKIPPED: the server was not reachable", red=True
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from orchestrator_db import Database
 from tests import pg
-from tests.support import run_alembic, schema_objects, selected_engines
+from tests.support import postgres_skipped, run_alembic, schema_objects, selected_engines
 
 STEPS = (
     ("upgrade", "head"),
@@ -71,7 +71,7 @@ def main() -> int:
                 ok &= gate(engine, url)
             finally:
                 pg.drop_database(name)
-    if "postgresql" not in selected_engines():
+    if postgres_skipped():
         print("!! PostgreSQL was not reachable: the gate ran on SQLite only")
     return 0 if ok else 1
 

@@ -16,6 +16,11 @@ from tests import pg
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def postgres_skipped() -> bool:
+    """True when ``auto`` mode left PostgreSQL out because it did not answer."""
+    return os.environ.get("ORCHESTRATOR_TEST_ENGINES", "auto") == "auto" and not pg.ensure_server()
+
+
 def selected_engines() -> list[str]:
     """Engines named by ``ORCHESTRATOR_TEST_ENGINES`` (``auto`` by default)."""
     setting = os.environ.get("ORCHESTRATOR_TEST_ENGINES", "auto")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Boolean, Index, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from orchestrator_db.models.base import Base, Timestamps, enum_type
+from orchestrator_db.models.base import Base, JSONDoc, Timestamps, enum_type
 from orchestrator_db.types import (
     JSONDocument,
     UTCDateTime,
@@ -56,7 +55,7 @@ class ClientSession(Timestamps, Base):
         default=True,
         server_default=text("true"),
     )
-    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONDocument())
+    metadata_: Mapped[JSONDoc | None] = mapped_column("metadata", JSONDocument())
     last_heartbeat: Mapped[datetime] = mapped_column(
         UTCDateTime(), nullable=False, default=utc_now, server_default=utc_now_sql()
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Index, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -58,7 +57,7 @@ class Task(Timestamps, Base):
         server_default=TaskStatus.PENDING.value,
     )
     config: Mapped[JSONDoc] = mapped_column(JSONDocument(), nullable=False)
-    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONDocument())
+    metadata_: Mapped[JSONDoc | None] = mapped_column("metadata", JSONDocument())
     workspace_path: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column()
     completed_at: Mapped[datetime | None] = mapped_column()

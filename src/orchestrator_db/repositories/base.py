@@ -37,6 +37,7 @@ from sqlalchemy.orm.attributes import instance_state
 from orchestrator_db.error_translation import translate
 from orchestrator_db.errors import ForeignKeyViolationError, NotFoundError, ValidationError
 from orchestrator_db.models.base import Base
+from orchestrator_db.types import UUIDString, canonical_uuid
 
 ModelT = TypeVar("ModelT", bound=Base)
 RowT = TypeVar("RowT")
@@ -76,8 +77,9 @@ class _BulkDefaultContext:
 @dataclass(frozen=True)
 class _BulkPlan:
     sql: str
-    # (attribute key, column key, bind processor, Python default, has server default)
-    columns: tuple[tuple[str, str, Callable[[Any], Any] | None, Any, bool], ...]
+    # (attribute key, column key, bind processor, Python default, has server
+    # default, is a UUID column)
+    columns: tuple[tuple[str, str, Callable[[Any], Any] | None, Any, bool, bool], ...]
 
 
 class Repository(Generic[ModelT]):
@@ -220,8 +222,12 @@ class Repository(Generic[ModelT]):
         )
         return values[0] if len(values) == 1 else values
 
-    def _prefill_primary_key(self, obj: ModelT) -> None:
-        # So that an error raised by the flush can name the row.
+    def _prepare(self, obj: ModelT) -> None:
+        """Fill in the primary key and canonicalise UUIDs before the flush.
+
+        With the key known up front, an error raised by the flush can name the
+        row; with UUIDs canonical, the object matches what the database holds.
+        """
         mapper = self._mapper()
         state_dict = instance_state(obj).dict
         for column in mapper.primary_key:
@@ -229,13 +235,19 @@ class Repository(Generic[ModelT]):
             default = column.default
             if state_dict.get(key) is None and default is not None and default.is_callable:
                 setattr(obj, key, default.arg(_BulkDefaultContext(state_dict)))
+        for prop in mapper.column_attrs:
+            value = state_dict.get(prop.key)
+            if value is not None and isinstance(prop.columns[0].type, UUIDString):
+                canonical = canonical_uuid(value, field=prop.key)
+                if canonical != value:
+                    setattr(obj, prop.key, canonical)
 
     # ----------------------------------------------------------- commands
 
     async def add(self, obj: ModelT) -> ModelT:
         """Add ``obj`` and flush it; the database has checked it on return."""
         self._check_instance(obj)
-        self._prefill_primary_key(obj)
+        self._prepare(obj)
         self.session.add(obj)
         try:
             await self.session.flush()
@@ -387,7 +399,8 @@ class Repository(Generic[ModelT]):
         criteria = self._criteria(where, filters)
         if after is not None:
             values = self._decode_cursor(after, len(keyset))
-            criteria.append(tuple_(*keyset) > tuple_(*values))
+            bound = [literal(v, type_=a.type) for a, v in zip(keyset, values, strict=True)]
+            criteria.append(tuple_(*keyset) > tuple_(*bound))
         statement = select(self.model_type).where(*criteria).order_by(*keyset).limit(limit + 1)
         rows = await self._scalars(statement)
         if len(rows) <= limit:
@@ -468,6 +481,7 @@ class Repository(Generic[ModelT]):
                     column.type.dialect_impl(dialect).bind_processor(dialect),
                     default,
                     column.server_default is not None,
+                    isinstance(column.type, UUIDString),
                 )
             )
         plan = _BulkPlan(compiled.string, tuple(columns))
@@ -483,7 +497,7 @@ class Repository(Generic[ModelT]):
             row: dict[str, Any] = {}
             context = _BulkDefaultContext(row)
             values = []
-            for attr_key, column_key, process, default, server_default in plan.columns:
+            for attr_key, column_key, process, default, server_default, is_uuid in plan.columns:
                 value = state_dict.get(attr_key)
                 if value is None:
                     if default is not None:
@@ -496,6 +510,9 @@ class Repository(Generic[ModelT]):
                             field=attr_key,
                         )
                 row[column_key] = value
+                if is_uuid and value is not None:
+                    # The object should hold what the database holds.
+                    state_dict[attr_key] = canonical_uuid(value, field=attr_key)
                 if value is not None and process is not None:
                     try:
                         value = process(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from sqlalchemy import select
@@ -24,6 +25,8 @@ def encode_value(value: object) -> tuple[ValueType, str]:
     if isinstance(value, int):
         return ValueType.INTEGER, str(value)
     if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(f"configuration floats must be finite, got {value!r}")
         return ValueType.FLOAT, repr(value)
     if isinstance(value, dict | list):
         try:
