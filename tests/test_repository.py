@@ -13,6 +13,8 @@ from orchestrator_db.models import ToolExecution
 from orchestrator_db.types import new_id, utc_now
 from tests.helpers import add_tasks, task
 
+MS = timedelta(milliseconds=1)
+
 
 async def test_add_flushes_and_fills_defaults(db: Database) -> None:
     async with db.unit_of_work() as uow:
@@ -103,11 +105,12 @@ async def test_get_missing_raises_not_found_with_entity_and_key(db: Database) ->
 
 
 async def test_list_filters(db: Database) -> None:
+    now = utc_now()  # distinct created_at: rows added in one millisecond tie
     await add_tasks(
         db,
-        task(title="a", task_type="code", workspace_path="/w/1"),
-        task(title="b", task_type="review", workspace_path=None),
-        task(title="c", task_type="research", workspace_path="/w/2"),
+        task(title="a", task_type="code", workspace_path="/w/1", created_at=now),
+        task(title="b", task_type="review", workspace_path=None, created_at=now + MS),
+        task(title="c", task_type="research", workspace_path="/w/2", created_at=now + 2 * MS),
     )
     async with db.unit_of_work() as uow:
         assert [t.title for t in await uow.tasks.list()] == ["a", "b", "c"]

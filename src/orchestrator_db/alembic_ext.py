@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 from alembic.autogenerate import comparators, renderers
 from alembic.autogenerate.api import AutogenContext
@@ -271,7 +271,7 @@ def compare_triggers(
 # ------------------------------------------------------------ render_item
 
 
-def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     """``render_item`` hook: render the package's types and server defaults
     by reference, so a revision compiles them for whichever engine runs it."""
     from orchestrator_db import types

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.engine import Dialect
 
 from orchestrator_db.engine import BEGIN_MODE_OPTION, normalize_url, url_from_env
@@ -31,15 +31,24 @@ MIGRATION_LOCK_KEY = 0x6F72636864620001  # "orchdb" + 1
 _ALEMBIC_CHECK_PLUGINS = ["alembic.autogenerate.*", "alembic.ext.checkconstraint_byname"]
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+def alembic_config(
+    connection: Connection | None = None,
+    *,
+    script_location: Path | None = None,
+    target_metadata: MetaData | None = None,
+) -> Config:
     """An Alembic ``Config`` for the package's script directory.
 
     With ``connection``, ``env.py`` migrates over it instead of opening its own.
+    ``script_location`` and ``target_metadata`` replace the package's script
+    directory and models (for tools and tests that generate revisions).
     """
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(script_location or MIGRATIONS_DIR))
     if connection is not None:
         config.attributes["connection"] = connection
+    if target_metadata is not None:
+        config.attributes["target_metadata"] = target_metadata
     return config
 
 
@@ -79,7 +88,10 @@ def _include_object(dialect: Dialect) -> Callable[..., bool]:
     return include
 
 
-def _context_options(dialect: Dialect | None) -> dict[str, Any]:
+def context_options(
+    dialect: Dialect | None, target_metadata: MetaData | None = None
+) -> dict[str, Any]:
+    """The migration context options shared by every way of running Alembic."""
     from orchestrator_db import alembic_ext
     from orchestrator_db.models import Base
 
@@ -87,7 +99,7 @@ def _context_options(dialect: Dialect | None) -> dict[str, Any]:
         {} if dialect is None else {"include_object": _include_object(dialect)}
     )
     return options | {
-        "target_metadata": Base.metadata,
+        "target_metadata": target_metadata if target_metadata is not None else Base.metadata,
         # SQLite can ALTER almost nothing; batch mode rebuilds tables there and
         # is a plain ALTER on PostgreSQL.
         "render_as_batch": True,
@@ -111,11 +123,15 @@ class MigrationEnvironment(Protocol):
 
 
 def configure_and_run(
-    context: MigrationEnvironment, *, connection: Connection | None = None, url: str | None = None
+    context: MigrationEnvironment,
+    *,
+    connection: Connection | None = None,
+    url: str | None = None,
+    target_metadata: MetaData | None = None,
 ) -> None:
     """Configure ``context`` and run the migrations it was asked for."""
     if connection is None:
-        context.configure(url=url, literal_binds=True, **_context_options(None))
+        context.configure(url=url, literal_binds=True, **context_options(None, target_metadata))
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -126,7 +142,9 @@ def configure_and_run(
         # with foreign keys on; the PRAGMA is ignored inside a transaction.
         _set_sqlite_foreign_keys(connection, enabled=False)
     try:
-        context.configure(connection=connection, **_context_options(connection.dialect))
+        context.configure(
+            connection=connection, **context_options(connection.dialect, target_metadata)
+        )
         with context.begin_transaction():
             if connection.dialect.name == "postgresql":
                 connection.execute(

@@ -18,13 +18,16 @@ from orchestrator_db.engine import DatabaseSettings, create_engine
 from orchestrator_db.migration import configure_and_run, resolve_url
 
 config = context.config
+# Tools and tests may compare against other models than the package's.
+target_metadata = config.attributes.get("target_metadata")
 
 if config.config_file_name is not None and "connection" not in config.attributes:
     logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
 def run_offline() -> None:
-    configure_and_run(context, url=resolve_url(config, context.get_x_argument(as_dictionary=True)))
+    url = resolve_url(config, context.get_x_argument(as_dictionary=True))
+    configure_and_run(context, url=url, target_metadata=target_metadata)
 
 
 async def run_online() -> None:
@@ -33,7 +36,11 @@ async def run_online() -> None:
     engine = create_engine(url, settings)
     try:
         async with engine.connect() as connection:
-            await connection.run_sync(lambda sync: configure_and_run(context, connection=sync))
+            await connection.run_sync(
+                lambda sync: configure_and_run(
+                    context, connection=sync, target_metadata=target_metadata
+                )
+            )
     finally:
         await engine.dispose()
 
@@ -41,6 +48,6 @@ async def run_online() -> None:
 if context.is_offline_mode():
     run_offline()
 elif (connection := config.attributes.get("connection")) is not None:
-    configure_and_run(context, connection=connection)
+    configure_and_run(context, connection=connection, target_metadata=target_metadata)
 else:
     asyncio.run(run_online())

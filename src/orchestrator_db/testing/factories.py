@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import factory
 
 from orchestrator_db.models import (
@@ -91,9 +89,3 @@ class ConfigurationFactory(factory.Factory):  # type: ignore[misc]
     value_type = ValueType.STRING
     description = None
     is_secret = False
-
-
-def attributes(factory_class: Any, **overrides: Any) -> dict[str, Any]:
-    """The attributes a factory would use, as a dict (for raw inserts in tests)."""
-    built: dict[str, Any] = factory.build(dict, FACTORY_CLASS=factory_class, **overrides)
-    return built
