@@ -23,7 +23,6 @@ from sqlalchemy import (
     Table,
     delete,
     func,
-    insert,
     inspect,
     literal,
     select,
@@ -37,6 +36,7 @@ from sqlalchemy.orm.attributes import instance_state
 from orchestrator_db.error_translation import translate
 from orchestrator_db.errors import ForeignKeyViolationError, NotFoundError, ValidationError
 from orchestrator_db.models.base import Base
+from orchestrator_db.repositories import bulk
 from orchestrator_db.types import UUIDString, canonical_uuid
 
 ModelT = TypeVar("ModelT", bound=Base)
@@ -61,27 +61,6 @@ class Page(Generic[ModelT]):
         return self.next_cursor is not None
 
 
-class _BulkDefaultContext:
-    """Stands in for SQLAlchemy's execution context when the bulk path
-    evaluates Python-side column defaults, which may read the row so far."""
-
-    __slots__ = ("row",)
-
-    def __init__(self, row: dict[str, Any]) -> None:
-        self.row = row
-
-    def get_current_parameters(self, isolate_multiinsert_groups: bool = True) -> dict[str, Any]:
-        return self.row
-
-
-@dataclass(frozen=True)
-class _BulkPlan:
-    sql: str
-    # (attribute key, column key, bind processor, Python default, has server
-    # default, is a UUID column)
-    columns: tuple[tuple[str, str, Callable[[Any], Any] | None, Any, bool, bool], ...]
-
-
 class Repository(Generic[ModelT]):
     """Typed data access for one model inside a unit of work.
 
@@ -98,8 +77,6 @@ class Repository(Generic[ModelT]):
     #: Attributes that order :meth:`list` and :meth:`page`; by default
     #: ``created_at`` then the primary key, which must be covered by an index.
     keyset: ClassVar[tuple[str, ...]] = ()
-
-    _bulk_plans: ClassVar[dict[tuple[type[Any], str], _BulkPlan]] = {}
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -234,7 +211,7 @@ class Repository(Generic[ModelT]):
             key = mapper.get_property_by_column(column).key
             default = column.default
             if state_dict.get(key) is None and default is not None and default.is_callable:
-                setattr(obj, key, default.arg(_BulkDefaultContext(state_dict)))
+                setattr(obj, key, default.arg(bulk.DefaultContext(state_dict)))
         for prop in mapper.column_attrs:
             value = state_dict.get(prop.key)
             if value is not None and isinstance(prop.columns[0].type, UUIDString):
@@ -273,13 +250,13 @@ class Repository(Generic[ModelT]):
             connection = await self.session.connection()
         except Exception as error:
             await self._raise_translated(error)
-        plan = self._bulk_plan(connection.dialect)
-        rows = self._bulk_rows(items, plan)
+        plan = bulk.plan_for(self.model_type, connection.dialect)
+        rows = plan.rows([instance_state(obj).dict for obj in items])
         try:
             await connection.exec_driver_sql(plan.sql, rows)
         except Exception as error:
             await self._raise_translated(error)
-        self._mark_detached(items)
+        bulk.mark_detached(self.model_type, items)
         return items
 
     async def update(self, key: Any, **values: Any) -> ModelT:
@@ -457,84 +434,3 @@ class Repository(Generic[ModelT]):
                 f"invalid page cursor {cursor!r}: pass a next_cursor returned by page()",
                 field="after",
             ) from None
-
-    # ---------------------------------------------------------- bulk path
-
-    @classmethod
-    def _bulk_plan(cls, dialect: Any) -> _BulkPlan:
-        cache_key = (cls.model_type, dialect.name)
-        plan = cls._bulk_plans.get(cache_key)
-        if plan is not None:
-            return plan
-        mapper = cls._mapper()
-        table = cls.model_type.__table__
-        assert isinstance(table, Table)
-        compiled = insert(table).compile(dialect=dialect)
-        columns = []
-        for column_key in compiled.positiontup or ():
-            column = table.c[column_key]
-            default = column.default
-            columns.append(
-                (
-                    mapper.get_property_by_column(column).key,
-                    column.key,
-                    column.type.dialect_impl(dialect).bind_processor(dialect),
-                    default,
-                    column.server_default is not None,
-                    isinstance(column.type, UUIDString),
-                )
-            )
-        plan = _BulkPlan(compiled.string, tuple(columns))
-        cls._bulk_plans[cache_key] = plan
-        return plan
-
-    def _bulk_rows(
-        self, items: builtins.list[ModelT], plan: _BulkPlan
-    ) -> builtins.list[tuple[Any, ...]]:
-        rows = []
-        for obj in items:
-            state_dict = instance_state(obj).dict
-            row: dict[str, Any] = {}
-            context = _BulkDefaultContext(row)
-            values = []
-            for attr_key, column_key, process, default, server_default, is_uuid in plan.columns:
-                value = state_dict.get(attr_key)
-                if value is None:
-                    if default is not None:
-                        value = default.arg(context) if default.is_callable else default.arg
-                        state_dict[attr_key] = value
-                    elif server_default:
-                        raise ValidationError(
-                            f"{self.entity}.{attr_key} has only a database-side default, "
-                            "which a bulk insert cannot apply per row; set it or use add()",
-                            field=attr_key,
-                        )
-                row[column_key] = value
-                if is_uuid and value is not None:
-                    # The object should hold what the database holds.
-                    state_dict[attr_key] = canonical_uuid(value, field=attr_key)
-                if value is not None and process is not None:
-                    try:
-                        value = process(value)
-                    except (LookupError, TypeError, ValueError) as error:
-                        if isinstance(error, ValidationError):
-                            raise
-                        raise ValidationError(
-                            f"{self.entity}.{attr_key} rejected: {error}", field=attr_key
-                        ) from error
-                values.append(value)
-            rows.append(tuple(values))
-        return rows
-
-    def _mark_detached(self, items: builtins.list[ModelT]) -> None:
-        """Give inserted objects their identity, as if loaded and detached.
-
-        The public ``make_transient_to_detached`` does the same but also
-        computes expired attributes, which costs more than the insert itself
-        at ten thousand rows; every column was just written, so none are.
-        """
-        mapper = self._mapper()
-        for obj in items:
-            state = instance_state(obj)
-            state.key = mapper.identity_key_from_instance(obj)
-            state._commit_all(state.dict)

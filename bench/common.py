@@ -1,0 +1,59 @@
+"""Timing helpers shared by the benchmarks. Figures are medians of rounds."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class Row:
+    operation: str
+    package: str
+    baseline: str
+    ratio: float
+    target: str
+    ok: bool
+
+
+async def median_seconds(
+    run: Callable[[], Awaitable[None]],
+    *,
+    rounds: int,
+    setup: Callable[[], Awaitable[None]] | None = None,
+) -> float:
+    """Median wall time of ``run`` over ``rounds`` (``setup`` is not timed).
+
+    Each round starts after a full garbage collection, so that a round does
+    not pay for the collection owed by objects the setup (or an earlier
+    round) created. The collector stays on while the round runs.
+    """
+    times = []
+    for _ in range(rounds):
+        if setup is not None:
+            await setup()
+        gc.collect()
+        started = time.perf_counter()
+        await run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def print_table(title: str, rows: list[Row]) -> None:
+    print(f"\n{title}")
+    header = ("operation", "package", "baseline", "ratio", "target", "")
+    widths = [44, 22, 34, 8, 16, 4]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for row in rows:
+        cells = (
+            row.operation,
+            row.package,
+            row.baseline,
+            f"{row.ratio:.2f}x",
+            row.target,
+            "ok" if row.ok else "MISS",
+        )
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
