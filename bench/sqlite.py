@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+from sqlalchemy import delete
 
 from bench.common import Row, median_seconds, print_table
 from orchestrator_db import Database, Task
@@ -71,7 +72,7 @@ async def bench_add_many(db: Database, path: Path) -> list[Row]:
 
     async def clear() -> None:
         async with db.unit_of_work() as uow:
-            await uow.session.execute(Task.__table__.delete())
+            await uow.session.execute(delete(Task))
             await uow.commit()
 
     objects: list[Task] = []
@@ -245,7 +246,7 @@ async def bench_page(db: Database) -> list[Row]:
     await first_page()
     first = await median_seconds(first_page, rounds=5) / 100
     deep = await median_seconds(deep_page, rounds=5) / 100
-    offset = await median_seconds(deep_offset, rounds=3) / 10
+    deep_offset_time = await median_seconds(deep_offset, rounds=3) / 10
 
     def us(seconds: float) -> str:
         return f"{seconds * 1e6:,.0f} us/page"
@@ -261,9 +262,9 @@ async def bench_page(db: Database) -> list[Row]:
         ),
         Row(
             "  same depth with OFFSET (list)",
-            us(offset),
+            us(deep_offset_time),
             f"first page {us(first)}",
-            offset / first,
+            deep_offset_time / first,
             "(why keyset)",
             True,
         ),

@@ -99,11 +99,7 @@ def engine(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def database_url(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL to an empty, migrated database of ``engine``."""
-    if engine == "sqlite":
-        return sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path)
+def _emptied_postgres_url(request: pytest.FixtureRequest) -> str:
     url = str(request.getfixturevalue("postgres_url"))
 
     async def empty() -> None:
@@ -113,6 +109,22 @@ def database_url(engine: str, request: pytest.FixtureRequest, tmp_path: Path) ->
 
     asyncio.run(empty())
     return url
+
+
+@pytest.fixture
+def database_url(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL to an empty, migrated database of ``engine``."""
+    if engine == "sqlite":
+        return sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path)
+    return _emptied_postgres_url(request)
+
+
+@pytest.fixture
+def postgres_database_url(request: pytest.FixtureRequest) -> str:
+    """An empty, migrated PostgreSQL database, for PostgreSQL-only behaviour."""
+    if "postgresql" not in ENGINES:
+        pytest.skip("PostgreSQL is not among the selected engines")
+    return _emptied_postgres_url(request)
 
 
 @pytest.fixture

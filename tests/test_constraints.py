@@ -153,14 +153,30 @@ async def test_duplicate_primary_keys(db: Database) -> None:
     assert raised.value.constraint == "pk_configurations"
 
 
-async def test_duplicates_in_a_bulk_insert_write_nothing(db: Database) -> None:
+@pytest.mark.parametrize("size", [5, 150])  # 150: PostgreSQL takes the COPY path
+async def test_duplicates_in_a_bulk_insert_write_nothing(db: Database, size: int) -> None:
     (first,) = await add_tasks(db, task())
-    rows = [task() for _ in range(5)] + [task(id=first.id)]
+    rows = [task() for _ in range(size)] + [task(id=first.id)]
     with pytest.raises(DuplicateKeyError):
         async with db.unit_of_work() as uow:
             await uow.tasks.add_many(rows)
     async with db.unit_of_work() as uow:
         assert await uow.tasks.count() == 1
+
+
+@pytest.mark.parametrize("size", [5, 150])
+async def test_missing_parents_in_a_bulk_insert_write_nothing(db: Database, size: int) -> None:
+    (parent,) = await add_tasks(db, task())
+    rows = [ToolExecution(task_id=parent.id, tool_name="x", arguments={}) for _ in range(size)]
+    rows.append(ToolExecution(task_id=new_id(), tool_name="x", arguments={}))
+    with pytest.raises(ForeignKeyViolationError) as raised:
+        async with db.unit_of_work() as uow:
+            await uow.tool_executions.add_many(rows)
+    assert raised.value.entity == "ToolExecution"
+    if db.dialect == "postgresql":
+        assert raised.value.constraint == "fk_tool_executions_task_id_tasks"
+    async with db.unit_of_work() as uow:
+        assert await uow.tool_executions.count() == 0
 
 
 async def test_not_null(db: Database) -> None:

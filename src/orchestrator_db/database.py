@@ -82,12 +82,14 @@ class Database:
         self.settings = DatabaseSettings().with_overrides(**settings)
         self.engine: AsyncEngine = create_engine(self.url, self.settings)
         self._write_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        read_engine = self.engine.execution_options(
-            **{BEGIN_MODE_OPTION: "DEFERRED", READ_ONLY_OPTION: True},
-            postgresql_readonly=True,
-        )
-        self._read_sessions = async_sessionmaker(read_engine, expire_on_commit=False)
-        self._read_engine = read_engine
+        if self.url.get_backend_name() == "sqlite":
+            # One pool: readers open DEFERRED transactions with query_only on.
+            self._read_engine = self.engine.execution_options(
+                **{BEGIN_MODE_OPTION: "DEFERRED", READ_ONLY_OPTION: True}
+            )
+        else:
+            self._read_engine = create_engine(self.url, self.settings, read_only=True)
+        self._read_sessions = async_sessionmaker(self._read_engine, expire_on_commit=False)
 
     @classmethod
     def from_env(cls, **settings: Unpack[DatabaseOptions]) -> Self:
@@ -184,6 +186,8 @@ class Database:
     async def close(self) -> None:
         """Close every pooled connection. The object may be used again after."""
         await self.engine.dispose()
+        if self._read_engine.sync_engine.pool is not self.engine.sync_engine.pool:
+            await self._read_engine.dispose()
 
     async def __aenter__(self) -> Self:
         return self

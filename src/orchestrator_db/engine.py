@@ -73,10 +73,14 @@ class DatabaseSettings:
     ``pool_recycle``
         PostgreSQL 1800 s: below the idle timeouts of common proxies and
         firewalls. SQLite: never (a file connection does not go stale).
-    ``pool_pre_ping``
-        PostgreSQL ``True``: a connection dropped by a server restart or a
-        failover is replaced on checkout instead of failing the next query.
-        SQLite ``False``: there is no server to lose.
+    ``pool_pre_ping`` ``False``
+        A ping costs a round trip on every checkout: a third of a primary-key
+        read in a read-only unit of work. Without it, a connection dropped by
+        a server restart fails once, as
+        :class:`~orchestrator_db.errors.DatabaseUnavailableError`, and
+        SQLAlchemy then replaces every pooled connection; ``pool_recycle``
+        bounds how old a connection gets. Turn it on where failovers are
+        frequent and one failed unit of work is not acceptable.
     ``busy_timeout`` 30 s (SQLite)
         How long a writer waits for the write lock. Every write transaction
         starts with BEGIN IMMEDIATE, so this wait is honoured instead of the
@@ -87,6 +91,8 @@ class DatabaseSettings:
         A server-side cap on any single statement.
     PostgreSQL transactions run at READ COMMITTED, the server default; the
     repositories take row locks (``FOR UPDATE``) where they read-then-write.
+    Read-only units of work use a second pool of the same size, in
+    autocommit with ``default_transaction_read_only`` on.
     """
 
     pool_size: int | None = None
@@ -140,15 +146,26 @@ def is_memory_sqlite(url: URL) -> bool:
     )
 
 
-def create_engine(url: str | URL, settings: DatabaseSettings | None = None) -> AsyncEngine:
-    """Create the async engine for ``url`` with the package's settings applied."""
+def create_engine(
+    url: str | URL, settings: DatabaseSettings | None = None, *, read_only: bool = False
+) -> AsyncEngine:
+    """Create the async engine for ``url`` with the package's settings applied.
+
+    ``read_only`` (PostgreSQL only) makes an engine for read-only units of
+    work: autocommit, so a read costs one round trip instead of three
+    (BEGIN, the query, ROLLBACK), with every statement read-only on the server.
+    Under READ COMMITTED each statement sees a fresh snapshot anyway, so
+    running reads outside a transaction changes nothing they can observe.
+    """
     settings = settings or DatabaseSettings()
     parsed = normalize_url(url)
     options: dict[str, Any] = {"echo": settings.echo, "pool_timeout": settings.pool_timeout}
     if parsed.get_backend_name() == "sqlite":
+        if read_only:
+            raise ValueError("SQLite read-only units share the engine; see Database")
         options.update(_sqlite_options(parsed, settings))
     else:
-        options.update(_postgresql_options(settings))
+        options.update(_postgresql_options(settings, read_only=read_only))
     options.update(settings.extra_engine_options)
     poolclass = options.get("poolclass")
     if poolclass is not None and not issubclass(poolclass, QueuePool):
@@ -185,16 +202,18 @@ def _sqlite_options(url: URL, settings: DatabaseSettings) -> dict[str, Any]:
     return options
 
 
-def _postgresql_options(settings: DatabaseSettings) -> dict[str, Any]:
+def _postgresql_options(settings: DatabaseSettings, *, read_only: bool) -> dict[str, Any]:
     server_settings = {"application_name": settings.application_name}
     if settings.statement_timeout is not None:
         server_settings["statement_timeout"] = str(int(settings.statement_timeout * 1000))
+    if read_only:
+        server_settings["default_transaction_read_only"] = "on"
     return {
         "pool_size": settings.pool_size if settings.pool_size is not None else 10,
         "max_overflow": settings.max_overflow if settings.max_overflow is not None else 20,
         "pool_recycle": settings.pool_recycle if settings.pool_recycle is not None else 1800,
-        "pool_pre_ping": settings.pool_pre_ping if settings.pool_pre_ping is not None else True,
-        "isolation_level": "READ COMMITTED",
+        "pool_pre_ping": bool(settings.pool_pre_ping),
+        "isolation_level": "AUTOCOMMIT" if read_only else "READ COMMITTED",
         "connect_args": {"server_settings": server_settings},
     }
 

@@ -24,6 +24,7 @@ from orchestrator_db.errors import (
     NotNullViolationError,
     ReadOnlyError,
     SchemaNotReadyError,
+    StatementTimeoutError,
     TransactionConflictError,
     ValidationError,
 )
@@ -78,6 +79,10 @@ def translate(
         if _is_connection_failure(orig):
             return DatabaseUnavailableError(f"cannot reach the database: {orig}")
         return None
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        # Raised by asyncpg itself, outside SQLAlchemy (the COPY bulk path).
+        return _translate_postgresql(error, sqlstate, entity, key)
     if isinstance(error, sa_exc.StatementError):
         orig = error.orig
         if isinstance(orig, DataLayerError):
@@ -170,6 +175,10 @@ def _translate_postgresql(
             table = getattr(driver_error, "table_name", None)
             detail = f"{table}.{column} is required" if column else detail
         return kind(entity, key, constraint, detail=detail)
+    if sqlstate == "57014":
+        return StatementTimeoutError(
+            f"{driver_error}: raise statement_timeout or make the statement cheaper"
+        )
     if sqlstate == "25006":
         return ReadOnlyError(f"{driver_error}: this unit of work is read-only")
     if sqlstate in _PG_CONFLICT:

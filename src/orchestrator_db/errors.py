@@ -115,6 +115,10 @@ class TransactionConflictError(DataLayerError):
     """
 
 
+class StatementTimeoutError(DataLayerError):
+    """A statement ran past the server's ``statement_timeout`` and was cancelled."""
+
+
 class DatabaseUnavailableError(DataLayerError):
     """The database cannot be reached, or no connection became free in time."""
 
@@ -146,6 +150,7 @@ __all__ = [
     "NotNullViolationError",
     "ReadOnlyError",
     "SchemaNotReadyError",
+    "StatementTimeoutError",
     "TransactionConflictError",
     "ValidationError",
 ]

@@ -253,7 +253,7 @@ class Repository(Generic[ModelT]):
         plan = bulk.plan_for(self.model_type, connection.dialect)
         rows = plan.rows([instance_state(obj).dict for obj in items])
         try:
-            await connection.exec_driver_sql(plan.sql, rows)
+            await plan.execute(connection, rows)
         except Exception as error:
             await self._raise_translated(error)
         bulk.mark_detached(self.model_type, items)

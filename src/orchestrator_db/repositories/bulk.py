@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Table, insert, inspect
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.attributes import instance_state
 
@@ -50,11 +51,17 @@ class _Column:
     is_uuid: bool
 
 
+#: From this many rows on, PostgreSQL gets COPY instead of executemany.
+COPY_THRESHOLD = 100
+
+
 @dataclass(frozen=True)
 class BulkInsertPlan:
     entity: str
+    table: str
     sql: str
     columns: tuple[_Column, ...]
+    column_names: tuple[str, ...]
 
     @classmethod
     def build(cls, model: type[Base], dialect: Dialect) -> BulkInsertPlan:
@@ -82,7 +89,29 @@ class BulkInsertPlan:
                     is_uuid=is_uuid,
                 )
             )
-        return cls(model.__name__, compiled.string, tuple(columns))
+        names = tuple(table.c[key].name for key in compiled.positiontup or ())
+        return cls(model.__name__, table.name, compiled.string, tuple(columns), names)
+
+    async def execute(self, connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` in the connection's current transaction.
+
+        PostgreSQL takes large batches through COPY (binary), about twice as
+        fast as a pipelined executemany; the rows are the same values the
+        INSERT would bind, encoded by the same asyncpg codecs.
+        """
+        if connection.dialect.name != "postgresql" or len(rows) < COPY_THRESHOLD:
+            await connection.exec_driver_sql(self.sql, rows)
+            return
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        if not driver.is_in_transaction():
+            # COPY goes around SQLAlchemy, which begins lazily: make sure the
+            # rows land in the unit of work's transaction, not in autocommit.
+            await connection.exec_driver_sql("SELECT 1")
+        await driver.copy_records_to_table(
+            self.table, records=rows, columns=list(self.column_names)
+        )
 
     def rows(self, dicts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         """Parameter rows for ``dicts`` (the objects' instance dicts).
@@ -166,5 +195,5 @@ def mark_detached(model: type[Base], items: list[Any]) -> None:
     for obj in items:
         state = instance_state(obj)
         values = state.dict
-        state.key = mapper.identity_key_from_primary_key([values[k] for k in keys])
+        state.key = mapper.identity_key_from_primary_key(tuple([values[k] for k in keys]))
         state._commit_all(values)

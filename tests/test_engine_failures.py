@@ -1,0 +1,144 @@
+"""Failures of the engine itself map to the same typed errors on both engines:
+lock conflicts, lost connections, timeouts; and the PostgreSQL settings hold."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from orchestrator_db import Database, Task
+from orchestrator_db.errors import (
+    DatabaseUnavailableError,
+    StatementTimeoutError,
+    TransactionConflictError,
+)
+from tests.helpers import add_tasks, task
+
+
+async def test_sqlite_lock_wait_past_busy_timeout_is_a_conflict(sqlite_url: str) -> None:
+    db = Database(sqlite_url, busy_timeout=0.2)
+    try:
+        async with db.unit_of_work() as holder:
+            await holder.tasks.add(task())  # holds SQLite's write lock
+            with pytest.raises(TransactionConflictError, match="busy_timeout"):
+                async with db.unit_of_work() as waiter:
+                    await waiter.tasks.count()
+            await holder.commit()
+        async with db.unit_of_work() as uow:
+            assert await uow.tasks.count() == 1
+    finally:
+        await db.close()
+
+
+async def test_postgresql_deadlock_is_a_conflict(postgres_database_url: str) -> None:
+    db = Database(postgres_database_url)
+    first, second = await add_tasks(db, task(title="a"), task(title="b"))
+    both_locked = asyncio.Barrier(2)
+
+    async def lock(order: list[Task]) -> str:
+        try:
+            async with db.unit_of_work() as uow:
+                await uow.tasks.get(order[0].id, for_update=True)
+                await both_locked.wait()
+                await uow.tasks.get(order[1].id, for_update=True)
+                await uow.commit()
+            return "committed"
+        except TransactionConflictError:
+            return "conflict"
+
+    try:
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(lock([first, second]), lock([second, first])), timeout=30
+        )
+    finally:
+        await db.close()
+    assert sorted(outcomes) == ["committed", "conflict"]
+
+
+async def test_postgresql_serialization_failure_is_a_conflict(postgres_database_url: str) -> None:
+    db = Database(postgres_database_url, extra_engine_options={"isolation_level": "SERIALIZABLE"})
+    both_read = asyncio.Barrier(2)
+
+    async def write_skew(name: str) -> str:
+        # Each reads "no review tasks" and adds one: one must fail.
+        try:
+            async with db.unit_of_work() as uow:
+                assert await uow.tasks.count(task_type="review") == 0
+                await both_read.wait()
+                await uow.tasks.add(Task(title=name, task_type="review", config={}))
+                await uow.commit()
+            return "committed"
+        except TransactionConflictError:
+            return "conflict"
+
+    try:
+        outcomes = await asyncio.gather(write_skew("x"), write_skew("y"))
+    finally:
+        await db.close()
+    assert sorted(outcomes) == ["committed", "conflict"]
+
+
+async def test_a_lost_postgresql_connection_is_unavailable(postgres_database_url: str) -> None:
+    db = Database(postgres_database_url)
+    killer = Database(postgres_database_url)
+    try:
+        with pytest.raises(DatabaseUnavailableError):
+            async with db.unit_of_work() as uow:
+                pid = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+                async with killer.engine.begin() as connection:
+                    await connection.execute(
+                        text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
+                    )
+                await uow.tasks.count()
+        async with db.unit_of_work() as uow:  # the pool replaced the dead connection
+            assert await uow.tasks.count() == 0
+    finally:
+        await db.close()
+        await killer.close()
+
+
+async def test_an_unopenable_sqlite_file_is_unavailable(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
+    try:
+        with pytest.raises(DatabaseUnavailableError):
+            async with db.unit_of_work() as uow:
+                await uow.tasks.count()
+        assert not (await db.health_check()).ok
+    finally:
+        await db.close()
+
+
+async def test_postgresql_statement_timeout(postgres_database_url: str) -> None:
+    db = Database(postgres_database_url, statement_timeout=0.2)
+    try:
+        with pytest.raises(StatementTimeoutError):
+            async with db.unit_of_work() as uow:
+                await uow.session.execute(text("SELECT pg_sleep(5)"))
+    finally:
+        await db.close()
+
+
+async def test_postgresql_session_settings(postgres_database_url: str) -> None:
+    db = Database(postgres_database_url, application_name="orchestrator-test")
+    try:
+        async with db.unit_of_work() as uow:
+            row = (
+                await uow.session.execute(
+                    text(
+                        "SELECT current_setting('application_name'), "
+                        "current_setting('transaction_isolation'), "
+                        "current_setting('transaction_read_only')"
+                    )
+                )
+            ).one()
+        assert tuple(row) == ("orchestrator-test", "read committed", "off")
+        async with db.unit_of_work(read_only=True) as uow:
+            read_only = (
+                await uow.session.execute(text("SELECT current_setting('transaction_read_only')"))
+            ).scalar_one()
+        assert read_only == "on"
+    finally:
+        await db.close()
