@@ -256,6 +256,14 @@ async def test_a_changed_trigger_is_replaced(scratch_url: str) -> None:
 # ------------------------------------------- autogenerate: SQLite batch mode
 
 
+def _claim_index_definition(connection: Connection) -> str:
+    if connection.dialect.name == "sqlite":
+        query = "SELECT sql FROM sqlite_master WHERE name = 'idx_tasks_claim'"
+    else:
+        query = "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_tasks_claim'"
+    return str(connection.execute(text(query)).scalar_one())
+
+
 def _models_with_a_new_task_column() -> MetaData:
     """The package's models plus a column SQLite can only add by rebuilding."""
     metadata = MetaData(naming_convention=Base.metadata.naming_convention)
@@ -292,6 +300,9 @@ async def test_a_batch_rebuild_keeps_the_trigger(scratch_url: str, tmp_path: Pat
         rebuilt = _at(upgrade, "op.batch_alter_table", "tasks")
         created = _at(upgrade, "op.create_trigger", "trg_tasks_updated_at")
         assert dropped < rebuilt < created
+        # The DESC claim index would come back ascending from a rebuild.
+        assert _at(upgrade, "op.drop_index", "idx_tasks_claim") < rebuilt
+        assert rebuilt < _at(upgrade, "op.create_index", "idx_tasks_claim")
 
         long_ago = before.created_at - timedelta(days=1)
         for step, action in enumerate(
@@ -303,6 +314,7 @@ async def test_a_batch_rebuild_keeps_the_trigger(scratch_url: str, tmp_path: Pat
             async with db.engine.connect() as connection:
                 await connection.run_sync(alembic, action)
             assert "trg_tasks_updated_at" in await _on(scratch_url, reflect_triggers)
+            assert "priority DESC" in await _on(scratch_url, _claim_index_definition)
             async with db.unit_of_work() as uow:
                 await uow.tasks.update(before.id, updated_at=long_ago)
                 await uow.commit()

@@ -23,6 +23,7 @@ Importing this module (the package's ``env.py`` does) registers:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -30,8 +31,22 @@ from alembic.autogenerate import comparators, renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations, ops
 from alembic.util import DispatchPriority, PriorityDispatchResult
-from sqlalchemy import ClauseElement, DefaultClause, MetaData, TextClause
+from sqlalchemy import (
+    CheckConstraint,
+    ClauseElement,
+    Column,
+    DefaultClause,
+    Enum,
+    Index,
+    MetaData,
+    String,
+    Table,
+    TextClause,
+    text,
+)
 from sqlalchemy.schema import DDL
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import UnaryExpression, conv
 
 from orchestrator_db.triggers import Trigger, declared_triggers, reflect_triggers
 
@@ -265,6 +280,118 @@ def compare_triggers(
         elif trigger.table in model_tables:
             ops_list.append(DropTriggerOp(trigger))
         # Triggers on tables the models do not know are someone else's.
+
+    _preserve_ordered_indexes(autogen_context, ops_list, metadatas)
+    return PriorityDispatchResult.CONTINUE
+
+
+def _descending(index: Index) -> bool:
+    return any(
+        isinstance(expression, UnaryExpression) and expression.modifier is operators.desc_op
+        for expression in index.expressions
+    )
+
+
+def _preserve_ordered_indexes(
+    autogen_context: AutogenContext, ops_list: list[MigrateOperation], metadatas: list[MetaData]
+) -> None:
+    """Keep indexes with DESC columns out of SQLite batch operations.
+
+    SQLite's reflection does not report column order, so a batch rebuild
+    re-creates such an index ascending, and Alembic's batch cannot create one
+    inside a rebuild at all. Their create/drop operations move out of the
+    batch block, and around a rebuild they are dropped before and re-created
+    after, from the model's definition.
+    """
+    assert autogen_context.inspector is not None
+    tables = {table.name: table for md in metadatas for table in md.tables.values()}
+    for modify in [op for op in ops_list if isinstance(op, ops.ModifyTableOps)]:
+        table = tables.get(modify.table_name)
+        ordered = {} if table is None else {str(i.name): i for i in table.indexes if _descending(i)}
+        if not ordered:
+            continue
+        before: list[MigrateOperation] = []
+        after: list[MigrateOperation] = []
+        for op in list(modify.ops):
+            if isinstance(op, ops.CreateIndexOp) and op.index_name in ordered:
+                modify.ops.remove(op)
+                after.append(op)
+            elif isinstance(op, ops.DropIndexOp) and op.index_name in ordered:
+                modify.ops.remove(op)
+                before.append(op)
+        if _needs_sqlite_rebuild(modify):
+            handled = {getattr(op, "index_name", None) for op in before + after}
+            reflected = autogen_context.inspector.get_indexes(modify.table_name)
+            existing = {ix["name"] for ix in reflected}
+            for name, index in ordered.items():
+                if name in existing and name not in handled:
+                    before.append(ops.DropIndexOp.from_index(index))
+                    after.append(ops.CreateIndexOp.from_index(index))
+        position = ops_list.index(modify)
+        ops_list[position : position + 1] = [*before, *([modify] if modify.ops else []), *after]
+
+
+# --------------------------------------------------------- enum CHECKs
+
+_QUOTED = re.compile(r"'((?:[^']|'')*)'")
+
+
+def _enum_checks(table: Table) -> list[tuple[str, str, list[str]]]:
+    """(constraint name, column, allowed values) of every CHECK-backed Enum."""
+    found = []
+    for constraint in table.constraints:
+        type_bound = getattr(constraint, "_type_bound", False)
+        if not (isinstance(constraint, CheckConstraint) and type_bound):
+            continue
+        column = getattr(constraint.sqltext, "left", None)
+        while column is not None and not isinstance(column, Column):
+            column = getattr(column, "clause", None)  # type_coerce() around it
+        if isinstance(column, Column) and isinstance(column.type, Enum) and constraint.name:
+            found.append((str(constraint.name), column.name, list(column.type.enums)))
+    return found
+
+
+def _in_list_check(table: str, name: str, column: str, values: Iterable[str]) -> CheckConstraint:
+    """``column IN ('a', 'b')`` as plain text: identical SQL on both dialects."""
+    literals = ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+    holder = Table(table, MetaData(), Column(column, String))
+    return CheckConstraint(text(f"{column} IN ({literals})"), name=conv(name), table=holder)
+
+
+@comparators.dispatch_for("table")
+def compare_enum_checks(
+    autogen_context: AutogenContext,
+    modify_table_ops: ops.ModifyTableOps,
+    schema: str | None,
+    tname: str,
+    conn_table: Table | None,
+    metadata_table: Table | None,
+) -> PriorityDispatchResult:
+    """Notice a CHECK-backed Enum whose allowed values changed.
+
+    Alembic compares neither CHECK expressions nor Enum values, so widening a
+    status enum would otherwise produce an empty revision. The comparison is
+    on the set of quoted values in the reflected CHECK, which works whatever
+    text the database rewrote the constraint into.
+    """
+    if conn_table is None or metadata_table is None or autogen_context.inspector is None:
+        return PriorityDispatchResult.CONTINUE
+    reflected = {
+        check["name"]: check["sqltext"]
+        for check in autogen_context.inspector.get_check_constraints(tname, schema=schema)
+        if check.get("name")
+    }
+    for name, column, values in _enum_checks(metadata_table):
+        if name not in reflected:
+            continue  # missing altogether: the named-CHECK comparison adds it
+        current = [m.replace("''", "'") for m in _QUOTED.findall(reflected[name])]
+        if sorted(current) == sorted(values):
+            continue
+        old = _in_list_check(tname, name, column, current)
+        new = _in_list_check(tname, name, column, values)
+        modify_table_ops.ops.append(ops.DropConstraintOp.from_constraint(old))
+        modify_table_ops.ops.append(ops.AddConstraintOp.from_constraint(new))
+        log.info("Detected changed values of enum check %r on %r", name, tname)
     return PriorityDispatchResult.CONTINUE
 
 
@@ -276,9 +403,7 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
     by reference, so a revision compiles them for whichever engine runs it."""
     from orchestrator_db import types
 
-    if type_ == "type" and isinstance(
-        obj, types.UTCDateTime | types.UUIDString | types.JSONDocument
-    ):
+    if type_ == "type" and isinstance(obj, types.UTCDateTime | types.UUIDString | types.JSONValue):
         autogen_context.imports.add("import orchestrator_db.types")
         return f"orchestrator_db.types.{type(obj).__name__}()"
     if type_ == "server_default" and isinstance(obj, DefaultClause):

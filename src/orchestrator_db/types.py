@@ -198,13 +198,10 @@ class UUIDString(TypeDecorator[str]):
         return str
 
 
-class JSONDocument(TypeDecorator[Any]):
-    """A JSON object or array (``dict`` or ``list``); ``JSONB`` on PostgreSQL.
-
-    ``None`` is stored as SQL NULL, never as the JSON literal ``null``.
-    Scalars are rejected: every JSON column of the schema holds a document.
-    In-place mutation of a loaded value is not tracked; assign a new value.
-    """
+class JSONValue(TypeDecorator[Any]):
+    """Any JSON value (object, array, string, number, boolean); ``JSONB`` on
+    PostgreSQL. ``None`` is stored as SQL NULL, never as the JSON ``null``.
+    In-place mutation of a loaded value is not tracked; assign a new value."""
 
     impl = JSON
     cache_ok = True
@@ -217,19 +214,26 @@ class JSONDocument(TypeDecorator[Any]):
             return dialect.type_descriptor(postgresql.JSONB(none_as_null=True))
         return dialect.type_descriptor(JSON(none_as_null=True))
 
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is None or isinstance(value, dict | list):
-            return value
-        raise ValidationError(
-            f"expected a JSON object (dict) or array (list), got {type(value).__name__}"
-        )
-
     def coerce_compared_value(self, op: Any, value: Any) -> TypeEngine[Any]:
         return self.impl_instance.coerce_compared_value(op, value)
 
     @property
     def python_type(self) -> type[Any]:
         return object
+
+
+class JSONDocument(JSONValue):
+    """A JSON object or array (``dict`` or ``list``). Scalars are rejected:
+    configuration, arguments and definitions are documents."""
+
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or isinstance(value, dict | list):
+            return value
+        raise ValidationError(
+            f"expected a JSON object (dict) or array (list), got {type(value).__name__}"
+        )
 
 
 class utc_now_sql(FunctionElement[datetime]):

@@ -4,29 +4,48 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Index, Text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from orchestrator_db.models.base import Base, JSONDoc, Timestamps, enum_type
-from orchestrator_db.types import JSONDocument, UUIDString, new_id
+from orchestrator_db.models.base import Base, CreatedAt, JSONDoc, Timestamps, enum_type
+from orchestrator_db.types import JSONDocument, JSONValue, UUIDString, new_id
 
 
 class TaskStatus(enum.StrEnum):
+    """Where a task is in its life.
+
+    ``pending`` tasks are stored but not queued (``add``); ``submit`` queues
+    them as ``blocked`` (waiting for prerequisites) or ``ready`` (claimable);
+    a claim makes them ``running`` under a lease; they end ``completed``,
+    ``failed`` or ``cancelled``.
+    """
+
     PENDING = "pending"
+    BLOCKED = "blocked"
+    READY = "ready"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
 
-#: The lifecycle ``TaskRepository.update_status`` enforces: target -> allowed sources.
+#: Statuses a task never leaves.
+FINISHED_TASK_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+#: The manual lifecycle ``TaskRepository.update_status`` enforces (target ->
+#: allowed sources). Queue moves (submit, claim, retry) have their own methods.
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.RUNNING: frozenset({TaskStatus.PENDING}),
     TaskStatus.COMPLETED: frozenset({TaskStatus.RUNNING}),
     TaskStatus.FAILED: frozenset({TaskStatus.RUNNING}),
     TaskStatus.CANCELLED: frozenset({TaskStatus.PENDING, TaskStatus.RUNNING}),
 }
+
+DEFAULT_PRIORITY = 5
+DEFAULT_MAX_RETRIES = 3
+_READY = text("status = 'ready'")
 
 
 class Task(Timestamps, Base):
@@ -35,14 +54,42 @@ class Task(Timestamps, Base):
     ``idx_tasks_created`` covers ``(created_at, id)`` rather than ``created_at``
     alone: it serves date-range queries and is the keyset order of
     ``TaskRepository.page``, so a deep page is an index seek.
+
+    Queue indexes are partial, so they hold only the rows the queue looks for
+    and stay small however many tasks have finished: ``idx_tasks_claim`` is
+    the claim order of ready tasks (the claim reads its first entries),
+    ``idx_tasks_claim_type`` the same per task type, ``idx_tasks_lease`` the
+    running tasks by lease expiry (for ``requeue_expired``).
     """
 
     __tablename__ = "tasks"
     __table_args__ = (
+        CheckConstraint("priority BETWEEN 0 AND 10", name="priority_range"),
+        CheckConstraint("retry_count >= 0", name="retry_count_not_negative"),
+        CheckConstraint("max_retries >= 0", name="max_retries_not_negative"),
+        CheckConstraint("timeout_seconds > 0", name="timeout_positive"),
         Index("idx_tasks_status", "status"),
         Index("idx_tasks_type", "task_type"),
         Index("idx_tasks_created", "created_at", "id"),
         Index("idx_tasks_workspace", "workspace_path"),
+        Index(
+            "idx_tasks_lease",
+            "lease_expires_at",
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
+        Index(
+            "idx_tasks_parent",
+            "parent_task_id",
+            sqlite_where=text("parent_task_id IS NOT NULL"),
+            postgresql_where=text("parent_task_id IS NOT NULL"),
+        ),
+        Index(
+            "idx_tasks_session",
+            "session_id",
+            sqlite_where=text("session_id IS NOT NULL"),
+            postgresql_where=text("session_id IS NOT NULL"),
+        ),
     )
     __repr_attrs__ = ("title", "task_type", "status")
 
@@ -62,3 +109,70 @@ class Task(Timestamps, Base):
     started_at: Mapped[datetime | None] = mapped_column()
     completed_at: Mapped[datetime | None] = mapped_column()
     error: Mapped[str | None] = mapped_column(Text)
+    # The work queue (revision 0002).
+    priority: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=DEFAULT_PRIORITY, server_default=text("5")
+    )
+    retry_count: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )
+    max_retries: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=DEFAULT_MAX_RETRIES, server_default=text("3")
+    )
+    timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    deadline: Mapped[datetime | None] = mapped_column()
+    parent_task_id: Mapped[str | None] = mapped_column(
+        UUIDString(), ForeignKey("tasks.id", ondelete="SET NULL")
+    )
+    session_id: Mapped[str | None] = mapped_column(
+        UUIDString(), ForeignKey("sessions.id", ondelete="SET NULL")
+    )
+    worker_id: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
+    run_after: Mapped[datetime | None] = mapped_column()
+    result: Mapped[Any] = mapped_column(JSONValue(), nullable=True)
+
+
+# Declared after the class: a DESC column must be the column object itself,
+# which autogenerate compares like any index (a textual "priority DESC" is an
+# expression index, which it cannot reflect on SQLite).
+Index(
+    "idx_tasks_claim",
+    Task.priority.desc(),
+    Task.created_at,
+    Task.id,
+    sqlite_where=_READY,
+    postgresql_where=_READY,
+)
+Index(
+    "idx_tasks_claim_type",
+    Task.task_type,
+    Task.priority.desc(),
+    Task.created_at,
+    Task.id,
+    sqlite_where=_READY,
+    postgresql_where=_READY,
+)
+
+
+class TaskDependency(CreatedAt, Base):
+    """``task_id`` may run only once ``depends_on_id`` has completed.
+
+    Both sides cascade: deleting either task removes the edge. The primary key
+    ``(task_id, depends_on_id)`` serves "what does this task wait for";
+    ``idx_task_dependencies_depends_on`` serves "who waits for this task", the
+    question every completion asks.
+    """
+
+    __tablename__ = "task_dependencies"
+    __table_args__ = (
+        CheckConstraint("task_id <> depends_on_id", name="no_self_dependency"),
+        Index("idx_task_dependencies_depends_on", "depends_on_id"),
+    )
+
+    task_id: Mapped[str] = mapped_column(
+        UUIDString(), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    depends_on_id: Mapped[str] = mapped_column(
+        UUIDString(), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
