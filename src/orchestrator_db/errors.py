@@ -106,6 +106,30 @@ class InvalidTransitionError(DataLayerError):
         self.target = target
 
 
+class DependencyCycleError(ValidationError):
+    """A task dependency that would make the dependency graph cyclic."""
+
+    def __init__(self, task_id: str, depends_on_id: str) -> None:
+        super().__init__(
+            f"task {task_id!r} cannot depend on {depends_on_id!r}: "
+            f"{depends_on_id!r} already depends on {task_id!r}, directly or through others",
+            field="depends_on",
+        )
+        self.task_id = task_id
+        self.depends_on_id = depends_on_id
+
+
+class LeaseLostError(DataLayerError):
+    """A worker acted on a task it no longer holds: its lease expired, the
+    task was requeued or handed to another worker, or it was cancelled."""
+
+    def __init__(self, task_id: str, worker_id: str, reason: str) -> None:
+        super().__init__(f"worker {worker_id!r} does not hold task {task_id!r}: {reason}")
+        self.task_id = task_id
+        self.worker_id = worker_id
+        self.reason = reason
+
+
 class TransactionConflictError(DataLayerError):
     """The transaction lost a race with another one and was rolled back.
 
@@ -143,9 +167,11 @@ __all__ = [
     "ConstraintViolationError",
     "DataLayerError",
     "DatabaseUnavailableError",
+    "DependencyCycleError",
     "DuplicateKeyError",
     "ForeignKeyViolationError",
     "InvalidTransitionError",
+    "LeaseLostError",
     "NotFoundError",
     "NotNullViolationError",
     "ReadOnlyError",

@@ -6,13 +6,13 @@ import enum
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import Enum, FetchedValue, MetaData, inspect
+from sqlalchemy import Enum, FetchedValue, MetaData, event, inspect
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from orchestrator_db.triggers import MAINTAINED_BY_TRIGGER
-from orchestrator_db.types import UTCDateTime, utc_now, utc_now_sql
+from orchestrator_db.types import UTCDateTime, UUIDString, new_id, utc_now, utc_now_sql
 
 #: Every constraint gets a predictable name. Unnamed constraints break SQLite
 #: batch migrations and make driver errors impossible to attribute.
@@ -48,6 +48,22 @@ class Base(AsyncAttrs, DeclarativeBase):
 
     def _repr_value(self, name: str, loaded: dict[str, Any]) -> str:
         return repr(loaded[name]) if name in loaded else "<not loaded>"
+
+
+@event.listens_for(Base, "init", propagate=True)
+def _assign_uuid_primary_key(target: Base, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Give a new object its UUID key at construction, not at flush.
+
+    Code can then wire objects together by id before they are stored (task
+    dependencies in ``submit_many``, say), and errors can name them.
+    """
+    mapper = inspect(type(target))
+    if len(mapper.primary_key) != 1:
+        return
+    column = mapper.primary_key[0]
+    key = mapper.get_property_by_column(column).key
+    if kwargs.get(key) is None and isinstance(column.type, UUIDString):
+        kwargs[key] = new_id()
 
 
 def enum_type(enum_class: type[enum.Enum], name: str) -> Enum:

@@ -1,11 +1,55 @@
-"""Tasks: filters by type, workspace and creation time; a status lifecycle."""
+"""Tasks: filters, the status lifecycle, and the work queue.
+
+The queue in brief (the SQL lives in :mod:`.task_queue`):
+
+* ``submit`` queues a task, ``blocked`` until its prerequisites complete,
+  ``ready`` otherwise;
+* ``claim_next`` / ``claim_batch`` hand ready tasks to a worker under a
+  lease, highest priority first, then oldest; no task is ever handed out
+  twice, however many workers, processes or machines claim at once;
+* the worker extends the lease with ``heartbeat`` and ends with ``complete``
+  (which readies the dependents whose prerequisites are now all complete) or
+  ``fail`` (retried with exponential back-off while ``retry_count <
+  max_retries``, else failed);
+* ``requeue_expired`` returns tasks of dead workers to the queue;
+* only the worker holding a live lease may heartbeat, complete or fail a
+  task; anyone else gets :class:`LeaseLostError`.
+
+When a task fails for good or is cancelled, its unfinished dependents are
+**cancelled** (not failed: they never ran), with the reason in ``error``.
+``cancel`` also cancels the task's children (``parent_task_id``).
+Delivery is at least once: a worker that dies after finishing its work but
+before ``complete`` sees its task run again.
+"""
 
 from __future__ import annotations
 
-from orchestrator_db.errors import InvalidTransitionError, ValidationError
-from orchestrator_db.models.task import TASK_TRANSITIONS, Task, TaskStatus
+import builtins
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from sqlalchemy import Select, func, insert, select, text
+from sqlalchemy.orm.attributes import instance_state
+
+from orchestrator_db.errors import (
+    DependencyCycleError,
+    InvalidTransitionError,
+    LeaseLostError,
+    NotFoundError,
+    ValidationError,
+)
+from orchestrator_db.models.task import (
+    FINISHED_TASK_STATUSES,
+    TASK_TRANSITIONS,
+    Task,
+    TaskDependency,
+    TaskStatus,
+)
+from orchestrator_db.repositories import task_queue as q
 from orchestrator_db.repositories.base import Repository
-from orchestrator_db.types import utc_now
+from orchestrator_db.types import canonical_uuid, utc_now
 
 
 def parse_task_status(value: TaskStatus | str) -> TaskStatus:
@@ -19,24 +63,49 @@ def parse_task_status(value: TaskStatus | str) -> TaskStatus:
         ) from None
 
 
+@dataclass(frozen=True)
+class QueueStats:
+    """Task counts per status, and per task type and status."""
+
+    by_status: dict[TaskStatus, int] = field(default_factory=dict)
+    by_type: dict[str, dict[TaskStatus, int]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+
 class TaskRepository(Repository[Task]):
     model_type = Task
     named_filters = {
         "created_after": lambda value: Task.created_at >= value,
         "created_before": lambda value: Task.created_at < value,
     }
-    protected_fields = frozenset({"status", "started_at", "completed_at", "error"})
+    protected_fields = frozenset(
+        {"status", "started_at", "completed_at", "error", "worker_id", "lease_expires_at"}
+    )
+
+    #: Lease of a claim when the worker does not say.
+    default_lease: ClassVar[timedelta] = timedelta(minutes=5)
+    #: Back-off before retry n (1-based) is ``retry_base_delay * 2 ** (n - 1)``,
+    #: capped at ``retry_max_delay``.
+    retry_base_delay: ClassVar[timedelta] = timedelta(seconds=2)
+    retry_max_delay: ClassVar[timedelta] = timedelta(minutes=10)
+
+    # ------------------------------------------------------- manual lifecycle
 
     async def update_status(
         self, task_id: str, status: TaskStatus | str, *, error: str | None = None
     ) -> Task:
-        """Move a task along its lifecycle and stamp the matching timestamp.
+        """Move a task along its manual lifecycle and stamp the matching time.
 
         pending -> running sets ``started_at``; running -> completed | failed
         and pending | running -> cancelled set ``completed_at``. ``error`` is
         recorded for failed and cancelled tasks. Anything else raises
         :class:`InvalidTransitionError`. The row is locked while it is checked,
-        so two concurrent moves cannot both succeed.
+        so two concurrent moves cannot both succeed. Ending a task has the
+        same effect on its dependents as the queue's ``complete`` and
+        ``fail``: they are released, or cancelled.
         """
         target = parse_task_status(status)
         if error is not None and target not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
@@ -52,4 +121,479 @@ class TaskRepository(Repository[Task]):
             task.completed_at = now
             task.error = error
         await self._flush_and_refresh(task, task_id)
+        await self._after_finish(task, now)
         return task
+
+    # ---------------------------------------------------------- dependencies
+
+    async def submit(self, task: Task, *, depends_on: Iterable[str] = ()) -> Task:
+        """Queue ``task``: ``blocked`` while a prerequisite is unfinished, else
+        ``ready``. A new task is added; a stored ``pending`` one is queued.
+
+        A prerequisite that does not exist raises :class:`NotFoundError`; the
+        task itself as a prerequisite raises :class:`DependencyCycleError`.
+        If a prerequisite already failed or was cancelled, the task is stored
+        ``cancelled``: it could never run.
+        """
+        self._check_instance(task)
+        self._prepare(task)
+        prerequisites = self._ids(depends_on)
+        stored = instance_state(task).persistent
+        if stored and task.status is not TaskStatus.PENDING:
+            raise InvalidTransitionError(self.entity, task.id, task.status.value, "submitted")
+        if task.id in prerequisites:
+            raise DependencyCycleError(task.id, task.id)
+        statuses = await self._statuses(prerequisites, share_lock=True)
+        now = utc_now()
+        self._queue_status(task, [statuses[p] for p in prerequisites], now, prerequisites)
+        if not stored:
+            await self.add(task)
+        if prerequisites:
+            await self._insert_edges([(task.id, p) for p in prerequisites])
+        if stored:
+            await self._flush_and_refresh(task, task.id)
+        return task
+
+    async def submit_many(
+        self, tasks: Sequence[Task], *, dependencies: Mapping[str, Iterable[str]] | None = None
+    ) -> builtins.list[Task]:
+        """Queue many new tasks with one bulk insert.
+
+        ``dependencies`` maps a task id to its prerequisites, which may be
+        tasks of the batch or stored tasks. A cycle inside the batch raises
+        :class:`DependencyCycleError` and nothing is written.
+        """
+        for task in tasks:
+            self._check_instance(task)
+            self._prepare(task)
+        batch = {task.id: task for task in tasks}
+        edges = {
+            canonical_uuid(task_id): self._ids(prerequisites)
+            for task_id, prerequisites in (dependencies or {}).items()
+        }
+        unknown = set(edges) - set(batch)
+        if unknown:
+            raise ValidationError(
+                f"dependencies name tasks that are not in the batch: {sorted(unknown)[:3]}"
+            )
+        order = self._topological(edges, set(batch))
+        external = {p for prereqs in edges.values() for p in prereqs if p not in batch}
+        statuses = await self._statuses(external, share_lock=True)
+        now = utc_now()
+        for task_id in order:
+            prerequisites = edges.get(task_id, [])
+            known = [statuses[p] if p in statuses else batch[p].status for p in prerequisites]
+            self._queue_status(batch[task_id], known, now, prerequisites)
+            statuses[task_id] = batch[task_id].status
+        added = await self.add_many(tasks)
+        pairs = [(task_id, p) for task_id, prereqs in edges.items() for p in prereqs]
+        if pairs:
+            await self._insert_edges(pairs)
+        return added
+
+    async def add_dependency(self, task_id: str, depends_on_id: str) -> bool:
+        """Make ``task_id`` wait for ``depends_on_id``; ``False`` if it already did.
+
+        Refused with :class:`DependencyCycleError` if ``depends_on_id``
+        already depends on ``task_id`` (directly or through others), and with
+        :class:`InvalidTransitionError` if the task is running or finished.
+        A ready task becomes blocked until the new prerequisite completes.
+        """
+        task_id = canonical_uuid(task_id, field="task_id")
+        depends_on_id = canonical_uuid(depends_on_id, field="depends_on_id")
+        if task_id == depends_on_id:
+            raise DependencyCycleError(task_id, depends_on_id)
+        await self._lock_graph()
+        task = await self.get(task_id, for_update=True)
+        if task.status is TaskStatus.RUNNING or task.status in FINISHED_TASK_STATUSES:
+            raise InvalidTransitionError(self.entity, task_id, task.status.value, "blocked")
+        prerequisite = await self.get(depends_on_id)
+        if await self._scalar(q.graph_has_path(depends_on_id, task_id)) is not None:
+            raise DependencyCycleError(task_id, depends_on_id)
+        already = await self._scalar(
+            select(TaskDependency.task_id).where(
+                TaskDependency.task_id == task_id, TaskDependency.depends_on_id == depends_on_id
+            )
+        )
+        if already is not None:
+            return False
+        await self._insert_edges([(task_id, depends_on_id)])
+        if task.status in (TaskStatus.READY, TaskStatus.BLOCKED):
+            now = utc_now()
+            queued = self._queue_status(task, [prerequisite.status], now, [depends_on_id])
+            await self._flush_and_refresh(task, task_id)
+            if queued is TaskStatus.CANCELLED:
+                await self._cancel_closure([task_id], now, str(task.error), keep=[task_id])
+        return True
+
+    async def dependencies_of(self, task_id: str) -> builtins.list[Task]:
+        """The tasks ``task_id`` waits for."""
+        statement = (
+            select(Task)
+            .join(TaskDependency, TaskDependency.depends_on_id == Task.id)
+            .where(TaskDependency.task_id == task_id)
+            .order_by(Task.created_at, Task.id)
+        )
+        return await self._scalars(statement)
+
+    async def dependents_of(self, task_id: str) -> builtins.list[Task]:
+        """The tasks waiting for ``task_id``."""
+        statement = (
+            select(Task)
+            .join(TaskDependency, TaskDependency.task_id == Task.id)
+            .where(TaskDependency.depends_on_id == task_id)
+            .order_by(Task.created_at, Task.id)
+        )
+        return await self._scalars(statement)
+
+    # ----------------------------------------------------------------- claim
+
+    async def claim_next(
+        self,
+        worker_id: str,
+        *,
+        task_types: Collection[str] | None = None,
+        lease: timedelta | None = None,
+    ) -> Task | None:
+        """The ready task with the highest priority (oldest first), now running
+        under ``worker_id``'s lease; ``None`` if nothing is ready."""
+        claimed = await self.claim_batch(worker_id, 1, task_types=task_types, lease=lease)
+        return claimed[0] if claimed else None
+
+    async def claim_batch(
+        self,
+        worker_id: str,
+        limit: int,
+        *,
+        task_types: Collection[str] | None = None,
+        lease: timedelta | None = None,
+    ) -> builtins.list[Task]:
+        """Up to ``limit`` ready tasks, in claim order, running under one lease."""
+        if not worker_id:
+            raise ValidationError("worker_id must be a non-empty string", field="worker_id")
+        if limit < 1:
+            raise ValidationError("limit must be at least 1", field="limit")
+        lease = self._lease(lease)
+        now = utc_now()
+        connection = await self._connection()
+        statement = q.claim_statement(
+            connection.dialect.name,
+            worker_id=worker_id,
+            now=now,
+            lease_until=now + lease,
+            limit=limit,
+            task_types=task_types,
+        )
+        claimed = await self._tasks(statement)
+        claimed.sort(key=lambda t: (-t.priority, t.created_at, t.id))
+        return claimed
+
+    async def heartbeat(
+        self, task_id: str, worker_id: str, *, lease: timedelta | None = None
+    ) -> Task:
+        """Extend the lease of a task ``worker_id`` holds; returns the task."""
+        now = utc_now()
+        until = now + self._lease(lease)
+        return await self._owned_update(task_id, worker_id, now, {"lease_expires_at": until})
+
+    async def complete(self, task_id: str, worker_id: str, result: Any = None) -> Task:
+        """Mark a task ``worker_id`` holds completed, store ``result``, and make
+        ready every dependent whose prerequisites are now all complete, in the
+        same transaction."""
+        now = utc_now()
+        values = {
+            "status": TaskStatus.COMPLETED,
+            "completed_at": now,
+            "lease_expires_at": None,
+            "result": result,
+            "error": None,
+        }
+        task = await self._owned_update(task_id, worker_id, now, values)
+        await self._release([task.id], now)
+        return task
+
+    async def fail(self, task_id: str, worker_id: str, error: str) -> Task:
+        """Record a failed attempt of a task ``worker_id`` holds.
+
+        While ``retry_count < max_retries`` the task goes back to ``ready``
+        after an exponential back-off (``run_after``); then it is ``failed``
+        and its unfinished dependents are cancelled.
+        """
+        now = utc_now()
+        task = await self._owned(task_id, worker_id, now)
+        task.error = error
+        task.lease_expires_at = None
+        if task.retry_count < task.max_retries:
+            task.retry_count += 1
+            task.status = TaskStatus.READY
+            task.worker_id = None
+            task.run_after = now + self.backoff(task.retry_count)
+        else:
+            task.status = TaskStatus.FAILED
+            task.completed_at = now
+        await self._flush_and_refresh(task, task_id)
+        if task.status is TaskStatus.FAILED:
+            await self._after_finish(task, now)
+        return task
+
+    async def cancel(self, task_id: str, *, reason: str | None = None) -> int:
+        """Cancel a task, its unfinished dependents and its children,
+        transitively; returns how many tasks were cancelled."""
+        task = await self.get(task_id, for_update=True)
+        if task.status in FINISHED_TASK_STATUSES:
+            raise InvalidTransitionError(self.entity, task_id, task.status.value, "cancelled")
+        now = utc_now()
+        why = reason or f"cancelled with task {task.id}"
+        return await self._cancel_closure([task.id], now, why, include_children=True)
+
+    async def requeue_expired(self) -> int:
+        """Return running tasks whose lease expired to ``ready`` (a lost worker
+        counts as a failed attempt), or fail them when out of retries (their
+        dependents are cancelled). Returns how many tasks were handled."""
+        now = utc_now()
+        try:
+            requeued = await self.session.execute(q.expired(now, retryable=True))
+            failed = list((await self.session.execute(q.expired(now, retryable=False))).scalars())
+        except Exception as error:
+            await self._raise_translated(error)
+        if failed:
+            reason = "cancelled: a prerequisite failed (lease expired, no retries left)"
+            await self._cancel_closure(failed, now, reason, keep=failed)
+        return int(getattr(requeued, "rowcount", 0)) + len(failed)
+
+    async def ready(
+        self, limit: int = 100, *, task_types: Collection[str] | None = None
+    ) -> builtins.list[Task]:
+        """Claimable tasks in claim order (tasks waiting out a retry back-off
+        are not claimable yet)."""
+        statement = (
+            select(Task)
+            .where(*q.claimable(utc_now(), task_types))
+            .order_by(*q.CLAIM_ORDER)
+            .limit(limit)
+        )
+        return await self._scalars(statement)
+
+    async def stats(self) -> QueueStats:
+        """Task counts per status, and per task type and status."""
+        statement = select(Task.task_type, Task.status, func.count()).group_by(
+            Task.task_type, Task.status
+        )
+        try:
+            rows = (await self.session.execute(statement)).all()
+        except Exception as error:
+            await self._raise_translated(error)
+        by_status: dict[TaskStatus, int] = {}
+        by_type: dict[str, dict[TaskStatus, int]] = {}
+        for task_type, status, count in rows:
+            by_status[status] = by_status.get(status, 0) + count
+            by_type.setdefault(task_type, {})[status] = count
+        return QueueStats(by_status, by_type)
+
+    async def delete(self, key: Any) -> bool:
+        """Delete a task; dependents waiting only for it become ready."""
+        waiting = [str(i) for i in (await self._execute(q.dependents_of([key]))).scalars()]
+        deleted = await super().delete(key)
+        if deleted and waiting:
+            await self._release_candidates(waiting, utc_now())
+        return deleted
+
+    @classmethod
+    def backoff(cls, attempt: int) -> timedelta:
+        """Delay before retry ``attempt`` (1-based): exponential, capped."""
+        delay: timedelta = cls.retry_base_delay * (1 << max(attempt - 1, 0))
+        return min(delay, cls.retry_max_delay)
+
+    # -------------------------------------------------------------- helpers
+
+    def _lease(self, lease: timedelta | None) -> timedelta:
+        lease = self.default_lease if lease is None else lease
+        if lease <= timedelta(0):
+            raise ValidationError("lease must be positive", field="lease")
+        return lease
+
+    @staticmethod
+    def _ids(ids: Iterable[str]) -> builtins.list[str]:
+        """Canonical, de-duplicated, in the order given."""
+        seen: dict[str, None] = {}
+        for value in ids:
+            seen[canonical_uuid(value, field="depends_on")] = None
+        return list(seen)
+
+    async def _connection(self) -> Any:
+        try:
+            return await self.session.connection()
+        except Exception as error:
+            await self._raise_translated(error)
+
+    async def _tasks(self, statement: Any) -> builtins.list[Task]:
+        """Tasks returned by an UPDATE ... RETURNING (``from_statement``)."""
+        try:
+            return list((await self.session.scalars(statement)).all())
+        except Exception as error:
+            await self._raise_translated(error)
+
+    async def _scalar(self, statement: Any) -> Any:
+        try:
+            return (await self.session.execute(statement)).scalar()
+        except Exception as error:
+            await self._raise_translated(error)
+
+    async def _execute(self, statement: Any) -> Any:
+        try:
+            return await self.session.execute(statement)
+        except Exception as error:
+            await self._raise_translated(error)
+
+    async def _lock_graph(self) -> None:
+        connection = await self._connection()
+        if connection.dialect.name == "postgresql":
+            await self._execute(
+                text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=q.GRAPH_LOCK_KEY)
+            )
+
+    async def _statuses(self, ids: Collection[str], *, share_lock: bool) -> dict[str, TaskStatus]:
+        """Statuses of ``ids``; NotFoundError for any that does not exist.
+
+        ``share_lock`` holds the rows (FOR SHARE on PostgreSQL) so that none of
+        them completes between this read and the new edges becoming visible:
+        its completion then waits for this transaction, and sees the edges.
+        """
+        if not ids:
+            return {}
+        statement = select(Task.id, Task.status).where(Task.id.in_(sorted(ids)))
+        if share_lock:
+            statement = statement.with_for_update(read=True)
+        rows = (await self._execute(statement)).all()
+        found = {row[0]: row[1] for row in rows}
+        for task_id in ids:
+            if task_id not in found:
+                raise NotFoundError(self.entity, task_id)
+        return found
+
+    @staticmethod
+    def _queue_status(
+        task: Task, prerequisites: Sequence[TaskStatus], now: datetime, ids: Sequence[str]
+    ) -> TaskStatus:
+        """Set and return the queued status ``prerequisites`` call for."""
+        dead = [
+            pid
+            for pid, status in zip(ids, prerequisites, strict=True)
+            if status in (TaskStatus.FAILED, TaskStatus.CANCELLED)
+        ]
+        if dead:
+            task.status = TaskStatus.CANCELLED
+            task.completed_at = now
+            task.error = f"cancelled: prerequisite {dead[0]} failed or was cancelled"
+        elif all(status is TaskStatus.COMPLETED for status in prerequisites):
+            task.status = TaskStatus.READY
+        else:
+            task.status = TaskStatus.BLOCKED
+        return task.status
+
+    @staticmethod
+    def _topological(edges: Mapping[str, Sequence[str]], batch: set[str]) -> builtins.list[str]:
+        """Batch ids, prerequisites first; DependencyCycleError on a cycle."""
+        inside = {t: [p for p in prereqs if p in batch] for t, prereqs in edges.items()}
+        for task_id, prereqs in inside.items():
+            if task_id in prereqs:
+                raise DependencyCycleError(task_id, task_id)
+        order: builtins.list[str] = []
+        state: dict[str, int] = {}  # 1 visiting, 2 done
+        for root in batch:
+            if state.get(root) == 2:
+                continue
+            stack: builtins.list[tuple[str, int]] = [(root, 0)]
+            while stack:
+                node, index = stack.pop()
+                if index == 0:
+                    if state.get(node) == 2:
+                        continue
+                    state[node] = 1
+                prereqs = inside.get(node, [])
+                if index < len(prereqs):
+                    stack.append((node, index + 1))
+                    nxt = prereqs[index]
+                    if state.get(nxt) == 1:
+                        raise DependencyCycleError(node, nxt)
+                    if state.get(nxt) != 2:
+                        stack.append((nxt, 0))
+                else:
+                    state[node] = 2
+                    order.append(node)
+        return order
+
+    async def _insert_edges(self, pairs: Sequence[tuple[str, str]]) -> None:
+        rows = [{"task_id": t, "depends_on_id": p, "created_at": utc_now()} for t, p in pairs]
+        try:
+            await self.session.execute(insert(TaskDependency), rows)
+        except Exception as error:
+            await self._raise_translated(error)
+
+    async def _owned(self, task_id: str, worker_id: str, now: datetime) -> Task:
+        task = await self.get_or_none(task_id, for_update=True)
+        if task is None:
+            raise NotFoundError(self.entity, task_id)
+        self._check_owner(task, worker_id, now)
+        return task
+
+    async def _owned_update(
+        self, task_id: str, worker_id: str, now: datetime, values: dict[str, Any]
+    ) -> Task:
+        task_id = canonical_uuid(task_id, field="task_id")
+        updated = await self._tasks(q.update_owned(task_id, worker_id, now, values))
+        if updated:
+            return updated[0]
+        # Nothing matched: say why.
+        task = await self.get(task_id)
+        self._check_owner(task, worker_id, now)
+        raise LeaseLostError(task_id, worker_id, "the task changed concurrently")
+
+    def _check_owner(self, task: Task, worker_id: str, now: datetime) -> None:
+        if task.status is not TaskStatus.RUNNING:
+            raise LeaseLostError(task.id, worker_id, f"the task is {task.status.value}")
+        if task.worker_id != worker_id:
+            raise LeaseLostError(task.id, worker_id, f"it is held by {task.worker_id!r}")
+        if task.lease_expires_at is None or task.lease_expires_at <= now:
+            expired = task.lease_expires_at
+            raise LeaseLostError(task.id, worker_id, f"the lease expired at {expired}")
+
+    async def _after_finish(self, task: Task, now: datetime) -> None:
+        """Consequences of a task ending, whichever path ended it."""
+        if task.status is TaskStatus.COMPLETED:
+            await self._release([task.id], now)
+        elif task.status is TaskStatus.FAILED:
+            reason = f"cancelled: prerequisite {task.id} failed"
+            await self._cancel_closure([task.id], now, reason, keep=[task.id])
+        elif task.status is TaskStatus.CANCELLED:
+            reason = f"cancelled with task {task.id}"
+            await self._cancel_closure(
+                [task.id], now, reason, keep=[task.id], include_children=True
+            )
+
+    async def _release(self, completed_ids: Sequence[str], now: datetime) -> None:
+        await self._release_candidates(completed_ids, now, through_edges=True)
+
+    async def _release_candidates(
+        self, ids: Sequence[str], now: datetime, *, through_edges: bool = False
+    ) -> None:
+        candidates: Select[str] = (
+            q.dependents_of(ids) if through_edges else select(Task.id).where(Task.id.in_(ids))
+        )
+        connection = await self._connection()
+        if connection.dialect.name == "postgresql":
+            await self._execute(q.lock_blocked(candidates))
+        await self._execute(q.release(candidates, now))
+
+    async def _cancel_closure(
+        self,
+        start: Sequence[str],
+        now: datetime,
+        reason: str,
+        *,
+        keep: Sequence[str] = (),
+        include_children: bool = False,
+    ) -> int:
+        reached = q.closure(start, include_children=include_children)
+        result = await self._execute(q.cancel_all(reached, now, reason, keep=keep))
+        return int(getattr(result, "rowcount", 0))
