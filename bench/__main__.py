@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import sqlite
+from bench import postgresql, sqlite
 
 
 def main(argv: list[str]) -> int:
@@ -17,8 +17,6 @@ def main(argv: list[str]) -> int:
     if "sqlite" in engines:
         asyncio.run(sqlite.run())
     if "postgresql" in engines:
-        from bench import postgresql
-
         asyncio.run(postgresql.run())
     return 0
 

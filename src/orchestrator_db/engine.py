@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from sqlalchemy import event
+from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -218,8 +219,18 @@ def _postgresql_options(settings: DatabaseSettings, *, read_only: bool) -> dict[
     }
 
 
+class _SQLiteCompiler(SQLiteCompiler):
+    """SQLAlchemy's SQLite compiler ignores table hints; SQLite has one that
+    matters, ``INDEXED BY``, which pins a query to the index it was written
+    for (see the claim in ``repositories.task_queue``)."""
+
+    def get_from_hint_text(self, table: Any, text: str | None) -> str | None:
+        return text
+
+
 def _install_sqlite_listeners(engine: AsyncEngine) -> None:
     sync_engine = engine.sync_engine
+    sync_engine.dialect.statement_compiler = _SQLiteCompiler
 
     @event.listens_for(sync_engine, "connect")
     def _configure_connection(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:

@@ -254,8 +254,38 @@ def _utc_now_postgresql(element: utc_now_sql, compiler: SQLCompiler, **kw: Any) 
     return POSTGRESQL_NOW
 
 
+class utc_now_plus(FunctionElement[datetime]):
+    """The database's current UTC time plus ``seconds`` (a SQL expression,
+    normally a bound parameter), formatted like :class:`UTCDateTime` values.
+
+    Leases and back-offs are computed with the database's clock: with several
+    machines sharing a PostgreSQL server there is one clock, not one per
+    worker, and a value is taken when the statement runs, not before it
+    waited for a lock.
+    """
+
+    type = UTCDateTime()
+    inherit_cache = True
+    name = "utc_now_plus"
+
+
+@compiles(utc_now_plus, "sqlite")
+def _utc_now_plus_sqlite(element: utc_now_plus, compiler: SQLCompiler, **kw: Any) -> str:
+    (seconds,) = element.clauses
+    offset = compiler.process(seconds, **kw)
+    return f"strftime('{SQLITE_TIMESTAMP_FORMAT}', 'now', printf('%+.3f seconds', {offset}))"
+
+
+@compiles(utc_now_plus, "postgresql")
+def _utc_now_plus_postgresql(element: utc_now_plus, compiler: SQLCompiler, **kw: Any) -> str:
+    (seconds,) = element.clauses
+    offset = compiler.process(seconds, **kw)
+    return f"date_trunc('milliseconds', clock_timestamp() + make_interval(secs => {offset}))"
+
+
 @compiles(utc_now_sql)
-def _utc_now_unsupported(element: utc_now_sql, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(utc_now_plus)
+def _utc_now_unsupported(element: FunctionElement[Any], compiler: SQLCompiler, **kw: Any) -> str:
     raise CompileError(
         f"orchestrator_db supports sqlite and postgresql, not {compiler.dialect.name}"
     )

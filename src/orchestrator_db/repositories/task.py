@@ -28,9 +28,9 @@ import builtins
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
-from sqlalchemy import Select, func, insert, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm.attributes import instance_state
 
 from orchestrator_db.errors import (
@@ -121,7 +121,7 @@ class TaskRepository(Repository[Task]):
             task.completed_at = now
             task.error = error
         await self._flush_and_refresh(task, task_id)
-        await self._after_finish(task, now)
+        await self._after_finish(task)
         return task
 
     # ---------------------------------------------------------- dependencies
@@ -208,7 +208,8 @@ class TaskRepository(Repository[Task]):
         if task.status is TaskStatus.RUNNING or task.status in FINISHED_TASK_STATUSES:
             raise InvalidTransitionError(self.entity, task_id, task.status.value, "blocked")
         prerequisite = await self.get(depends_on_id)
-        if await self._scalar(q.graph_has_path(depends_on_id, task_id)) is not None:
+        path = {"start": depends_on_id, "goal": task_id}
+        if await self._scalar(q.path_statement(), path) is not None:
             raise DependencyCycleError(task_id, depends_on_id)
         already = await self._scalar(
             select(TaskDependency.task_id).where(
@@ -223,7 +224,7 @@ class TaskRepository(Repository[Task]):
             queued = self._queue_status(task, [prerequisite.status], now, [depends_on_id])
             await self._flush_and_refresh(task, task_id)
             if queued is TaskStatus.CANCELLED:
-                await self._cancel_closure([task_id], now, str(task.error), keep=[task_id])
+                await self._cancel_closure([task_id], str(task.error), keep_start=True)
         return True
 
     async def dependencies_of(self, task_id: str) -> builtins.list[Task]:
@@ -273,18 +274,15 @@ class TaskRepository(Repository[Task]):
             raise ValidationError("worker_id must be a non-empty string", field="worker_id")
         if limit < 1:
             raise ValidationError("limit must be at least 1", field="limit")
-        lease = self._lease(lease)
-        now = utc_now()
-        connection = await self._connection()
-        statement = q.claim_statement(
-            connection.dialect.name,
-            worker_id=worker_id,
-            now=now,
-            lease_until=now + lease,
-            limit=limit,
-            task_types=task_types,
-        )
-        claimed = await self._tasks(statement)
+        params: dict[str, Any] = {
+            "holder": worker_id,
+            "lease_seconds": self._lease(lease).total_seconds(),
+            "limit": limit,
+        }
+        if task_types:
+            params["task_types"] = sorted(task_types)
+        statement = q.claim_statement(self._dialect, typed=bool(task_types))
+        claimed = await self._tasks(statement, params)
         claimed.sort(key=lambda t: (-t.priority, t.created_at, t.id))
         return claimed
 
@@ -292,24 +290,16 @@ class TaskRepository(Repository[Task]):
         self, task_id: str, worker_id: str, *, lease: timedelta | None = None
     ) -> Task:
         """Extend the lease of a task ``worker_id`` holds; returns the task."""
-        now = utc_now()
-        until = now + self._lease(lease)
-        return await self._owned_update(task_id, worker_id, now, {"lease_expires_at": until})
+        params = {"lease_seconds": self._lease(lease).total_seconds()}
+        return await self._owned_update(q.heartbeat_statement(), task_id, worker_id, params)
 
     async def complete(self, task_id: str, worker_id: str, result: Any = None) -> Task:
         """Mark a task ``worker_id`` holds completed, store ``result``, and make
         ready every dependent whose prerequisites are now all complete, in the
         same transaction."""
-        now = utc_now()
-        values = {
-            "status": TaskStatus.COMPLETED,
-            "completed_at": now,
-            "lease_expires_at": None,
-            "result": result,
-            "error": None,
-        }
-        task = await self._owned_update(task_id, worker_id, now, values)
-        await self._release([task.id], now)
+        statement = q.complete_statement()
+        task = await self._owned_update(statement, task_id, worker_id, {"outcome": result})
+        await self._release([task.id])
         return task
 
     async def fail(self, task_id: str, worker_id: str, error: str) -> Task:
@@ -319,21 +309,20 @@ class TaskRepository(Repository[Task]):
         after an exponential back-off (``run_after``); then it is ``failed``
         and its unfinished dependents are cancelled.
         """
-        now = utc_now()
-        task = await self._owned(task_id, worker_id, now)
-        task.error = error
-        task.lease_expires_at = None
-        if task.retry_count < task.max_retries:
-            task.retry_count += 1
-            task.status = TaskStatus.READY
-            task.worker_id = None
-            task.run_after = now + self.backoff(task.retry_count)
+        task_id = canonical_uuid(task_id, field="task_id")
+        owned = {"task_key": task_id, "holder": worker_id}
+        attempts = (await self._execute(q.owned_attempts_statement(), owned)).first()
+        if attempts is None:
+            await self._explain_not_owned(task_id, worker_id)
+        retry_count, max_retries = attempts
+        if retry_count < max_retries:
+            backoff = self.backoff(retry_count + 1).total_seconds()
+            params = {"task_key": task_id, "message": error, "backoff_seconds": backoff}
+            (task,) = await self._tasks(q.retry_statement(), params)
         else:
-            task.status = TaskStatus.FAILED
-            task.completed_at = now
-        await self._flush_and_refresh(task, task_id)
-        if task.status is TaskStatus.FAILED:
-            await self._after_finish(task, now)
+            params = {"task_key": task_id, "message": error}
+            (task,) = await self._tasks(q.fail_statement(), params)
+            await self._after_finish(task)
         return task
 
     async def cancel(self, task_id: str, *, reason: str | None = None) -> int:
@@ -342,47 +331,36 @@ class TaskRepository(Repository[Task]):
         task = await self.get(task_id, for_update=True)
         if task.status in FINISHED_TASK_STATUSES:
             raise InvalidTransitionError(self.entity, task_id, task.status.value, "cancelled")
-        now = utc_now()
         why = reason or f"cancelled with task {task.id}"
-        return await self._cancel_closure([task.id], now, why, include_children=True)
+        return await self._cancel_closure([task.id], why, include_children=True)
 
     async def requeue_expired(self) -> int:
         """Return running tasks whose lease expired to ``ready`` (a lost worker
         counts as a failed attempt), or fail them when out of retries (their
         dependents are cancelled). Returns how many tasks were handled."""
-        now = utc_now()
-        try:
-            requeued = await self.session.execute(q.expired(now, retryable=True))
-            failed = list((await self.session.execute(q.expired(now, retryable=False))).scalars())
-        except Exception as error:
-            await self._raise_translated(error)
+        requeued = await self._changed(q.expired_statement(retryable=True), {})
+        failed = await self._changed(q.expired_statement(retryable=False), {})
         if failed:
             reason = "cancelled: a prerequisite failed (lease expired, no retries left)"
-            await self._cancel_closure(failed, now, reason, keep=failed)
-        return int(getattr(requeued, "rowcount", 0)) + len(failed)
+            await self._cancel_closure(failed, reason, keep_start=True)
+        return len(requeued) + len(failed)
 
     async def ready(
         self, limit: int = 100, *, task_types: Collection[str] | None = None
     ) -> builtins.list[Task]:
         """Claimable tasks in claim order (tasks waiting out a retry back-off
         are not claimable yet)."""
-        statement = (
-            select(Task)
-            .where(*q.claimable(utc_now(), task_types))
-            .order_by(*q.CLAIM_ORDER)
-            .limit(limit)
-        )
-        return await self._scalars(statement)
+        params: dict[str, Any] = {"limit": limit}
+        if task_types:
+            params["task_types"] = sorted(task_types)
+        return await self._tasks(q.ready_statement(typed=bool(task_types)), params)
 
     async def stats(self) -> QueueStats:
         """Task counts per status, and per task type and status."""
         statement = select(Task.task_type, Task.status, func.count()).group_by(
             Task.task_type, Task.status
         )
-        try:
-            rows = (await self.session.execute(statement)).all()
-        except Exception as error:
-            await self._raise_translated(error)
+        rows = (await self._execute(statement)).all()
         by_status: dict[TaskStatus, int] = {}
         by_type: dict[str, dict[TaskStatus, int]] = {}
         for task_type, status, count in rows:
@@ -392,10 +370,17 @@ class TaskRepository(Repository[Task]):
 
     async def delete(self, key: Any) -> bool:
         """Delete a task; dependents waiting only for it become ready."""
-        waiting = [str(i) for i in (await self._execute(q.dependents_of([key]))).scalars()]
+        waiting = [
+            str(task_id)
+            for task_id in (
+                await self._execute(
+                    select(TaskDependency.task_id).where(TaskDependency.depends_on_id == key)
+                )
+            ).scalars()
+        ]
         deleted = await super().delete(key)
         if deleted and waiting:
-            await self._release_candidates(waiting, utc_now())
+            await self._release(waiting, through_edges=False)
         return deleted
 
     @classmethod
@@ -420,34 +405,55 @@ class TaskRepository(Repository[Task]):
             seen[canonical_uuid(value, field="depends_on")] = None
         return list(seen)
 
-    async def _connection(self) -> Any:
+    @property
+    def _dialect(self) -> str:
+        bind = self.session.bind
+        assert bind is not None, "the unit of work's session is bound to the engine"
+        return bind.dialect.name
+
+    async def _tasks(
+        self, statement: Any, params: Mapping[str, Any] | None = None
+    ) -> builtins.list[Task]:
+        """Tasks returned by a query or an UPDATE ... RETURNING."""
         try:
-            return await self.session.connection()
+            return list((await self.session.scalars(statement, params)).all())
         except Exception as error:
             await self._raise_translated(error)
 
-    async def _tasks(self, statement: Any) -> builtins.list[Task]:
-        """Tasks returned by an UPDATE ... RETURNING (``from_statement``)."""
+    async def _scalar(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
         try:
-            return list((await self.session.scalars(statement)).all())
+            return (await self.session.execute(statement, params)).scalar()
         except Exception as error:
             await self._raise_translated(error)
 
-    async def _scalar(self, statement: Any) -> Any:
+    async def _execute(self, statement: Any, params: Any = None) -> Any:
         try:
-            return (await self.session.execute(statement)).scalar()
+            return await self.session.execute(statement, params)
         except Exception as error:
             await self._raise_translated(error)
 
-    async def _execute(self, statement: Any) -> Any:
+    async def _changed(self, statement: Any, params: Mapping[str, Any]) -> builtins.list[str]:
+        """Run a bulk UPDATE ... RETURNING id; refresh the loaded objects it changed.
+
+        Bulk updates bypass the identity map (their values are SQL, the
+        database's clock), so objects loaded in this unit of work are re-read.
+        """
         try:
-            return await self.session.execute(statement)
+            result = await self.session.execute(
+                statement, params, execution_options={"synchronize_session": False}
+            )
         except Exception as error:
             await self._raise_translated(error)
+        ids = [str(task_id) for task_id in result.scalars()]
+        mapper = self._mapper()
+        for task_id in ids:
+            loaded = self.session.identity_map.get(mapper.identity_key_from_primary_key((task_id,)))
+            if loaded is not None:
+                await self.session.refresh(loaded)
+        return ids
 
     async def _lock_graph(self) -> None:
-        connection = await self._connection()
-        if connection.dialect.name == "postgresql":
+        if self._dialect == "postgresql":
             await self._execute(
                 text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=q.GRAPH_LOCK_KEY)
             )
@@ -495,105 +501,80 @@ class TaskRepository(Repository[Task]):
     def _topological(edges: Mapping[str, Sequence[str]], batch: set[str]) -> builtins.list[str]:
         """Batch ids, prerequisites first; DependencyCycleError on a cycle."""
         inside = {t: [p for p in prereqs if p in batch] for t, prereqs in edges.items()}
-        for task_id, prereqs in inside.items():
-            if task_id in prereqs:
-                raise DependencyCycleError(task_id, task_id)
         order: builtins.list[str] = []
-        state: dict[str, int] = {}  # 1 visiting, 2 done
-        for root in batch:
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+        for root in sorted(batch):
             if state.get(root) == 2:
                 continue
             stack: builtins.list[tuple[str, int]] = [(root, 0)]
+            state[root] = 1
             while stack:
-                node, index = stack.pop()
-                if index == 0:
-                    if state.get(node) == 2:
-                        continue
-                    state[node] = 1
-                prereqs = inside.get(node, [])
-                if index < len(prereqs):
-                    stack.append((node, index + 1))
-                    nxt = prereqs[index]
-                    if state.get(nxt) == 1:
-                        raise DependencyCycleError(node, nxt)
-                    if state.get(nxt) != 2:
-                        stack.append((nxt, 0))
+                node, index = stack[-1]
+                prerequisites = inside.get(node, [])
+                if index < len(prerequisites):
+                    stack[-1] = (node, index + 1)
+                    following = prerequisites[index]
+                    if state.get(following) == 1:
+                        raise DependencyCycleError(node, following)
+                    if state.get(following) != 2:
+                        state[following] = 1
+                        stack.append((following, 0))
                 else:
                     state[node] = 2
                     order.append(node)
+                    stack.pop()
         return order
 
     async def _insert_edges(self, pairs: Sequence[tuple[str, str]]) -> None:
-        rows = [{"task_id": t, "depends_on_id": p, "created_at": utc_now()} for t, p in pairs]
-        try:
-            await self.session.execute(insert(TaskDependency), rows)
-        except Exception as error:
-            await self._raise_translated(error)
-
-    async def _owned(self, task_id: str, worker_id: str, now: datetime) -> Task:
-        task = await self.get_or_none(task_id, for_update=True)
-        if task is None:
-            raise NotFoundError(self.entity, task_id)
-        self._check_owner(task, worker_id, now)
-        return task
+        now = utc_now()
+        rows = [{"task_id": t, "depends_on_id": p, "created_at": now} for t, p in pairs]
+        await self._execute(insert(TaskDependency), rows)
 
     async def _owned_update(
-        self, task_id: str, worker_id: str, now: datetime, values: dict[str, Any]
+        self, statement: Any, task_id: str, worker_id: str, params: Mapping[str, Any]
     ) -> Task:
         task_id = canonical_uuid(task_id, field="task_id")
-        updated = await self._tasks(q.update_owned(task_id, worker_id, now, values))
-        if updated:
-            return updated[0]
-        # Nothing matched: say why.
-        task = await self.get(task_id)
-        self._check_owner(task, worker_id, now)
-        raise LeaseLostError(task_id, worker_id, "the task changed concurrently")
+        owned = {"task_key": task_id, "holder": worker_id, **params}
+        updated = await self._tasks(statement, owned)
+        if not updated:
+            await self._explain_not_owned(task_id, worker_id)
+        return updated[0]
 
-    def _check_owner(self, task: Task, worker_id: str, now: datetime) -> None:
+    async def _explain_not_owned(self, task_id: str, worker_id: str) -> NoReturn:
+        """Raise the error that says why ``worker_id`` does not hold the task."""
+        task = await self.get(task_id)  # NotFoundError if it is gone
         if task.status is not TaskStatus.RUNNING:
-            raise LeaseLostError(task.id, worker_id, f"the task is {task.status.value}")
+            raise LeaseLostError(task_id, worker_id, f"the task is {task.status.value}")
         if task.worker_id != worker_id:
-            raise LeaseLostError(task.id, worker_id, f"it is held by {task.worker_id!r}")
-        if task.lease_expires_at is None or task.lease_expires_at <= now:
-            expired = task.lease_expires_at
-            raise LeaseLostError(task.id, worker_id, f"the lease expired at {expired}")
+            raise LeaseLostError(task_id, worker_id, f"it is held by {task.worker_id!r}")
+        raise LeaseLostError(task_id, worker_id, f"the lease expired at {task.lease_expires_at}")
 
-    async def _after_finish(self, task: Task, now: datetime) -> None:
+    async def _after_finish(self, task: Task) -> None:
         """Consequences of a task ending, whichever path ended it."""
         if task.status is TaskStatus.COMPLETED:
-            await self._release([task.id], now)
+            await self._release([task.id])
         elif task.status is TaskStatus.FAILED:
             reason = f"cancelled: prerequisite {task.id} failed"
-            await self._cancel_closure([task.id], now, reason, keep=[task.id])
+            await self._cancel_closure([task.id], reason, keep_start=True)
         elif task.status is TaskStatus.CANCELLED:
             reason = f"cancelled with task {task.id}"
-            await self._cancel_closure(
-                [task.id], now, reason, keep=[task.id], include_children=True
-            )
+            await self._cancel_closure([task.id], reason, keep_start=True, include_children=True)
 
-    async def _release(self, completed_ids: Sequence[str], now: datetime) -> None:
-        await self._release_candidates(completed_ids, now, through_edges=True)
-
-    async def _release_candidates(
-        self, ids: Sequence[str], now: datetime, *, through_edges: bool = False
-    ) -> None:
-        candidates: Select[str] = (
-            q.dependents_of(ids) if through_edges else select(Task.id).where(Task.id.in_(ids))
-        )
-        connection = await self._connection()
-        if connection.dialect.name == "postgresql":
-            await self._execute(q.lock_blocked(candidates))
-        await self._execute(q.release(candidates, now))
+    async def _release(self, ids: Sequence[str], *, through_edges: bool = True) -> None:
+        """Ready the blocked dependents of ``ids`` (or ``ids`` themselves) whose
+        prerequisites are all complete."""
+        params = {"ids": list(ids)}
+        if self._dialect == "postgresql":
+            await self._execute(q.lock_blocked_statement(through_edges=through_edges), params)
+        await self._changed(q.release_statement(through_edges=through_edges), params)
 
     async def _cancel_closure(
         self,
         start: Sequence[str],
-        now: datetime,
         reason: str,
         *,
-        keep: Sequence[str] = (),
+        keep_start: bool = False,
         include_children: bool = False,
     ) -> int:
-        reached = q.closure(start, include_children=include_children)
-        result = await self._execute(q.cancel_all(reached, now, reason, keep=keep))
-        return int(getattr(result, "rowcount", 0))
+        statement = q.cancel_statement(include_children=include_children, keep_start=keep_start)
+        return len(await self._changed(statement, {"ids": list(start), "message": reason}))

@@ -1,5 +1,8 @@
 """SQL of the task queue, per dialect, as SQLAlchemy statements.
 
+Bulk updates return the ids they changed, so the repository can refresh the
+objects of those rows that are loaded in the unit of work.
+
 Kept apart from :class:`~orchestrator_db.repositories.task.TaskRepository` so
 the statements that carry the queue's guarantees can be read in one place:
 
@@ -10,6 +13,8 @@ the statements that carry the queue's guarantees can be read in one place:
   ``FOR UPDATE SKIP LOCKED``, so concurrent claimers skip each other's rows
   instead of waiting or double-claiming. The CTE also keeps the planner from
   updating more rows than the LIMIT.
+* the owner's actions (heartbeat, complete, fail): conditional updates that
+  match only while the worker holds a live lease.
 * the release of dependents: a dependent becomes ready when none of its
   prerequisites is unfinished. Two prerequisites completing at the same
   instant in two transactions must not both conclude "the other one is still
@@ -19,22 +24,28 @@ the statements that carry the queue's guarantees can be read in one place:
 * the closure of a cancellation: the task, its dependents and its children,
   transitively, through unfinished tasks only (one recursive CTE).
 
-Status comparisons that match a partial index predicate are rendered as
-literals: neither SQLite nor a generic PostgreSQL plan can use a partial
-index for ``status = ?``.
+Times come from the database's clock (:class:`~orchestrator_db.types.utc_now_plus`):
+one clock for every worker and machine, read when the statement runs rather
+than before it waited for a lock. Status comparisons that match a partial
+index predicate are rendered as literals, because neither SQLite nor a
+generic PostgreSQL plan can use a partial index for ``status = ?``.
+
+The statements are built once per dialect and variant and executed with
+parameters: building SQLAlchemy expressions costs more than running them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from datetime import datetime
+import functools
 from typing import Any
 
 from sqlalchemy import (
     CTE,
     ColumnElement,
+    Float,
     Select,
     Update,
+    bindparam,
     exists,
     literal_column,
     or_,
@@ -46,10 +57,24 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.selectable import ExecutableReturnsRows
 
 from orchestrator_db.models.task import FINISHED_TASK_STATUSES, Task, TaskDependency, TaskStatus
+from orchestrator_db.types import utc_now_plus, utc_now_sql
 
 #: Key of the PostgreSQL advisory lock that serialises changes to the
 #: dependency graph, so that two concurrent additions cannot close a cycle.
 GRAPH_LOCK_KEY = 0x6F72636864620002
+
+#: Claim order: highest priority first, then oldest, then id for a total order.
+CLAIM_ORDER = (Task.priority.desc(), Task.created_at, Task.id)
+
+_Prerequisite = aliased(Task, name="prerequisite")
+
+
+def _now() -> ColumnElement[Any]:
+    return utc_now_sql()
+
+
+def _now_plus(name: str) -> ColumnElement[Any]:
+    return utc_now_plus(bindparam(name, type_=Float()))
 
 
 def has_status(status: TaskStatus) -> ColumnElement[bool]:
@@ -61,47 +86,7 @@ def is_unfinished() -> ColumnElement[bool]:
     return Task.status.not_in([s.value for s in FINISHED_TASK_STATUSES])
 
 
-#: Claim order: highest priority first, then oldest, then id for a total order.
-CLAIM_ORDER = (Task.priority.desc(), Task.created_at, Task.id)
-
-
-def claimable(now: datetime, task_types: Collection[str] | None) -> list[ColumnElement[bool]]:
-    criteria = [
-        has_status(TaskStatus.READY),
-        or_(Task.run_after.is_(None), Task.run_after <= now),
-    ]
-    if task_types:
-        criteria.append(Task.task_type.in_(sorted(task_types)))
-    return criteria
-
-
-def claim_statement(
-    dialect: str,
-    *,
-    worker_id: str,
-    now: datetime,
-    lease_until: datetime,
-    limit: int,
-    task_types: Collection[str] | None,
-) -> ExecutableReturnsRows:
-    """Mark up to ``limit`` ready tasks running for ``worker_id``; returns them."""
-    candidates = (
-        select(Task.id).where(*claimable(now, task_types)).order_by(*CLAIM_ORDER).limit(limit)
-    )
-    values: dict[str, Any] = {
-        "status": TaskStatus.RUNNING,
-        "worker_id": worker_id,
-        "lease_expires_at": lease_until,
-        "started_at": now,
-        # Set explicitly: the trigger keeps it, and SQLite's RETURNING shows it.
-        "updated_at": now,
-    }
-    statement: Update
-    if dialect == "postgresql":
-        picked = candidates.with_for_update(skip_locked=True).cte("candidates")
-        statement = update(Task).where(Task.id == picked.c.id).values(**values)
-    else:
-        statement = update(Task).where(Task.id.in_(candidates.scalar_subquery())).values(**values)
+def _returning_tasks(statement: Update) -> ExecutableReturnsRows:
     return (
         select(Task)
         .from_statement(statement.returning(Task))
@@ -109,63 +94,172 @@ def claim_statement(
     )
 
 
-def owned_by(task_id: str, worker_id: str, now: datetime) -> list[ColumnElement[bool]]:
-    """The task is running under ``worker_id``'s live lease."""
+def claimable(*, typed: bool) -> list[ColumnElement[bool]]:
+    """Ready, not waiting out a back-off, and (``typed``) of ``:task_types``."""
+    criteria = [
+        has_status(TaskStatus.READY),
+        or_(Task.run_after.is_(None), Task.run_after <= _now()),
+    ]
+    if typed:
+        criteria.append(Task.task_type.in_(bindparam("task_types", expanding=True)))
+    return criteria
+
+
+def _claim_index(*, typed: bool) -> str:
+    # Without statistics SQLite prefers idx_tasks_status and sorts every ready
+    # row; naming the partial index makes the claim an index range scan (and
+    # a query the index cannot serve fails loudly instead of slowly).
+    return "INDEXED BY idx_tasks_claim_type" if typed else "INDEXED BY idx_tasks_claim"
+
+
+@functools.cache
+def ready_statement(*, typed: bool) -> Select[Task]:
+    """``:limit`` claimable tasks in claim order."""
+    return (
+        select(Task)
+        .with_hint(Task, _claim_index(typed=typed), "sqlite")
+        .where(*claimable(typed=typed))
+        .order_by(*CLAIM_ORDER)
+        .limit(bindparam("limit"))
+    )
+
+
+@functools.cache
+def claim_statement(dialect: str, *, typed: bool) -> ExecutableReturnsRows:
+    """Mark up to ``:limit`` claimable tasks running for ``:holder`` under a
+    lease of ``:lease_seconds`` seconds; returns them."""
+    candidates = (
+        select(Task.id)
+        .with_hint(Task, _claim_index(typed=typed), "sqlite")
+        .where(*claimable(typed=typed))
+        .order_by(*CLAIM_ORDER)
+        .limit(bindparam("limit"))
+    )
+    values: dict[str, Any] = {
+        "status": TaskStatus.RUNNING,
+        "worker_id": bindparam("holder"),
+        "lease_expires_at": _now_plus("lease_seconds"),
+        "started_at": _now(),
+        # Set explicitly: the trigger keeps it, and SQLite's RETURNING shows it.
+        "updated_at": _now(),
+    }
+    if dialect == "postgresql":
+        picked = candidates.with_for_update(skip_locked=True).cte("candidates")
+        statement = update(Task).where(Task.id == picked.c.id)
+    else:
+        statement = update(Task).where(Task.id.in_(candidates.scalar_subquery()))
+    return _returning_tasks(statement.values(**values))
+
+
+def _owned() -> list[ColumnElement[bool]]:
+    """``:task_key`` is running under ``:holder``'s live lease."""
     return [
-        Task.id == task_id,
+        Task.id == bindparam("task_key"),
         has_status(TaskStatus.RUNNING),
-        Task.worker_id == worker_id,
-        Task.lease_expires_at > now,
+        Task.worker_id == bindparam("holder"),
+        Task.lease_expires_at > _now(),
     ]
 
 
-def update_owned(
-    task_id: str, worker_id: str, now: datetime, values: dict[str, Any]
-) -> ExecutableReturnsRows:
-    statement = (
-        update(Task)
-        .where(*owned_by(task_id, worker_id, now))
-        .values(updated_at=now, **values)
-        .returning(Task)
-    )
-    return select(Task).from_statement(statement).execution_options(populate_existing=True)
+@functools.cache
+def heartbeat_statement() -> ExecutableReturnsRows:
+    values = {"lease_expires_at": _now_plus("lease_seconds"), "updated_at": _now()}
+    return _returning_tasks(update(Task).where(*_owned()).values(**values))
 
 
-def dependents_of(task_ids: Sequence[str]) -> Select[str]:
-    return select(TaskDependency.task_id).where(TaskDependency.depends_on_id.in_(task_ids))
+@functools.cache
+def complete_statement() -> ExecutableReturnsRows:
+    values = {
+        "status": TaskStatus.COMPLETED,
+        "completed_at": _now(),
+        "lease_expires_at": None,
+        "result": bindparam("outcome", type_=Task.result.type),
+        "error": None,
+        "updated_at": _now(),
+    }
+    return _returning_tasks(update(Task).where(*_owned()).values(**values))
 
 
-def lock_blocked(candidate_ids: Select[str]) -> Select[str]:
-    """Lock blocked candidates in id order (PostgreSQL; a consistent order
+@functools.cache
+def owned_attempts_statement() -> Select[int, int]:
+    """The attempt counters of an owned task, locked (for ``fail``)."""
+    return select(Task.retry_count, Task.max_retries).where(*_owned()).with_for_update()
+
+
+@functools.cache
+def retry_statement() -> ExecutableReturnsRows:
+    """Back to ready after ``:backoff_seconds`` seconds, one attempt more."""
+    values = {
+        "status": TaskStatus.READY,
+        "retry_count": Task.retry_count + 1,
+        "run_after": _now_plus("backoff_seconds"),
+        "worker_id": None,
+        "lease_expires_at": None,
+        "error": bindparam("message"),
+        "updated_at": _now(),
+    }
+    return _returning_tasks(update(Task).where(Task.id == bindparam("task_key")).values(**values))
+
+
+@functools.cache
+def fail_statement() -> ExecutableReturnsRows:
+    values = {
+        "status": TaskStatus.FAILED,
+        "completed_at": _now(),
+        "lease_expires_at": None,
+        "error": bindparam("message"),
+        "updated_at": _now(),
+    }
+    return _returning_tasks(update(Task).where(Task.id == bindparam("task_key")).values(**values))
+
+
+def _candidates(*, through_edges: bool) -> Select[str]:
+    """Dependents of ``:ids`` (``through_edges``), or ``:ids`` themselves."""
+    ids: Any = bindparam("ids", expanding=True)
+    if through_edges:
+        return select(TaskDependency.task_id).where(TaskDependency.depends_on_id.in_(ids))
+    return select(Task.id).where(Task.id.in_(ids))
+
+
+@functools.cache
+def lock_blocked_statement(*, through_edges: bool) -> Select[str]:
+    """Lock the blocked candidates in id order (PostgreSQL; a consistent order
     keeps two releasing transactions from deadlocking)."""
     return (
         select(Task.id)
-        .where(has_status(TaskStatus.BLOCKED), Task.id.in_(candidate_ids))
+        .where(
+            has_status(TaskStatus.BLOCKED), Task.id.in_(_candidates(through_edges=through_edges))
+        )
         .order_by(Task.id)
         .with_for_update()
     )
 
 
-def release(candidate_ids: Select[str], now: datetime) -> Update:
+@functools.cache
+def release_statement(*, through_edges: bool) -> Update:
     """Make ready every blocked candidate none of whose prerequisites is unfinished."""
-    prerequisite = aliased(Task)
     waiting = exists().where(
         TaskDependency.task_id == Task.id,
-        prerequisite.id == TaskDependency.depends_on_id,
-        prerequisite.status != TaskStatus.COMPLETED,
+        _Prerequisite.id == TaskDependency.depends_on_id,
+        _Prerequisite.status != TaskStatus.COMPLETED,
     )
     return (
         update(Task)
-        .where(has_status(TaskStatus.BLOCKED), Task.id.in_(candidate_ids), ~waiting)
-        .values(status=TaskStatus.READY, updated_at=now)
+        .where(
+            has_status(TaskStatus.BLOCKED),
+            Task.id.in_(_candidates(through_edges=through_edges)),
+            ~waiting,
+        )
+        .values(status=TaskStatus.READY, updated_at=_now())
+        .returning(Task.id)
     )
 
 
-def closure(task_ids: Sequence[str], *, include_children: bool) -> CTE:
-    """``task_ids`` and the unfinished tasks reachable from them through
+def _closure(*, include_children: bool) -> CTE:
+    """``:ids`` and the unfinished tasks reachable from them through
     dependents (and children). The walk does not pass through finished
     tasks; the start may be finished (a task that just failed)."""
-    start = select(Task.id.label("id")).where(Task.id.in_(task_ids))
+    start = select(Task.id.label("id")).where(Task.id.in_(bindparam("ids", expanding=True)))
     reached = start.cte("reached", recursive=True)
     edges: list[Select[Any, Any]] = [
         select(TaskDependency.task_id.label("child"), TaskDependency.depends_on_id.label("parent"))
@@ -186,30 +280,33 @@ def closure(task_ids: Sequence[str], *, include_children: bool) -> CTE:
     return reached.union(step)
 
 
-def cancel_all(reached: CTE, now: datetime, reason: str, *, keep: Sequence[str] = ()) -> Update:
+@functools.cache
+def cancel_statement(*, include_children: bool, keep_start: bool) -> Update:
+    """Cancel the closure of ``:ids`` with ``:message`` (sparing the start
+    tasks themselves when ``keep_start``)."""
+    reached = _closure(include_children=include_children)
     criteria = [Task.id.in_(select(reached.c.id)), is_unfinished()]
-    if keep:
-        criteria.append(Task.id.not_in(keep))
+    if keep_start:
+        criteria.append(Task.id.not_in(bindparam("ids", expanding=True)))
     return (
         update(Task)
         .where(*criteria)
         .values(
             status=TaskStatus.CANCELLED,
-            completed_at=now,
+            completed_at=_now(),
             lease_expires_at=None,
-            error=reason,
-            updated_at=now,
+            error=bindparam("message"),
+            updated_at=_now(),
         )
+        .returning(Task.id)
     )
 
 
-def expired(now: datetime, *, retryable: bool) -> Update:
+@functools.cache
+def expired_statement(*, retryable: bool) -> Update:
     """Running tasks whose lease ran out: back to ready while they have
     retries left (a crash counts as a failed attempt), otherwise failed."""
-    base = [
-        has_status(TaskStatus.RUNNING),
-        Task.lease_expires_at < now,
-    ]
+    base = [has_status(TaskStatus.RUNNING), Task.lease_expires_at < _now()]
     if retryable:
         return (
             update(Task)
@@ -221,28 +318,37 @@ def expired(now: datetime, *, retryable: bool) -> Update:
                 run_after=None,
                 retry_count=Task.retry_count + 1,
                 error="lease expired before the worker finished",
-                updated_at=now,
+                updated_at=_now(),
             )
+            .returning(Task.id)
         )
     return (
         update(Task)
         .where(*base, Task.retry_count >= Task.max_retries)
         .values(
             status=TaskStatus.FAILED,
-            completed_at=now,
+            completed_at=_now(),
             lease_expires_at=None,
             error="lease expired before the worker finished; no retries left",
-            updated_at=now,
+            updated_at=_now(),
         )
         .returning(Task.id)
     )
 
 
-def graph_has_path(start: str, goal: str) -> Select[Any]:
-    """1 if ``goal`` is reachable from ``start`` following prerequisites."""
-    walk = select(TaskDependency.depends_on_id.label("id")).where(TaskDependency.task_id == start)
+@functools.cache
+def path_statement() -> Select[Any]:
+    """1 if ``:goal`` is reachable from ``:start`` following prerequisites."""
+    walk = select(TaskDependency.depends_on_id.label("id")).where(
+        TaskDependency.task_id == bindparam("start")
+    )
     reached = walk.cte("prerequisites", recursive=True)
     reached = reached.union(
         select(TaskDependency.depends_on_id).where(TaskDependency.task_id == reached.c.id)
     )
-    return select(literal_column("1")).select_from(reached).where(reached.c.id == goal).limit(1)
+    return (
+        select(literal_column("1"))
+        .select_from(reached)
+        .where(reached.c.id == bindparam("goal"))
+        .limit(1)
+    )
