@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -24,9 +25,9 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata, produce_migrations, render_python_code
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Connection, Integer, MetaData, text
+from sqlalchemy import Column, Connection, Integer, MetaData, inspect, text
 
-from orchestrator_db import Database
+from orchestrator_db import Database, Task
 from orchestrator_db.alembic_ext import CreateTriggerOp, DropTriggerOp, render_item
 from orchestrator_db.migration import (
     MIGRATIONS_DIR,
@@ -403,3 +404,55 @@ def test_the_wheel_ships_the_migrations_and_they_run_from_it(tmp_path: Path) -> 
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == head_revision()
+
+
+# ------------------------------------------------------- data across 0002
+
+
+async def test_the_queue_revision_keeps_every_row_both_ways(empty_url: str) -> None:
+    """0001 -> head with data present keeps every row; head -> 0001 keeps every
+    task, mapping blocked/ready to pending as the revision documents."""
+    db = Database(empty_url)
+    try:
+        await db.migrate("0001")
+        ids = [str(uuid.uuid4()) for _ in range(4)]
+        statuses = ["pending", "running", "completed", "cancelled"]
+        async with db.engine.begin() as connection:
+            for task_id, status in zip(ids, statuses, strict=True):
+                await connection.execute(
+                    text(
+                        "INSERT INTO tasks (id, title, task_type, status, config) "
+                        "VALUES (:id, :title, 'code', :status, :config)"
+                    ),
+                    {"id": task_id, "title": f"task {status}", "status": status, "config": "{}"},
+                )
+        await db.migrate()
+        async with db.unit_of_work() as uow:
+            kept = {t.id: t for t in await uow.tasks.list()}
+            assert set(kept) == set(ids)
+            assert [kept[i].status.value for i in ids] == statuses
+            assert all(t.priority == 5 and t.max_retries == 3 for t in kept.values())
+            blocked = await uow.tasks.submit(
+                Task(title="blocked", task_type="code", config={}), depends_on=[ids[0]]
+            )
+            ready = await uow.tasks.submit(Task(title="ready", task_type="code", config={}))
+            await uow.tasks.update(ids[0], title="touched after the rebuild")
+            await uow.commit()
+        async with db.unit_of_work() as uow:
+            touched = await uow.tasks.get(ids[0])
+        assert touched.updated_at > touched.created_at  # the trigger survived
+
+        await db.downgrade("0001")
+        async with db.engine.connect() as connection:
+            result = await connection.execute(text("SELECT id, status FROM tasks"))
+            rows = {str(task_id): str(status) for task_id, status in result.all()}
+            tables = await connection.run_sync(lambda c: inspect(c).get_table_names())
+        assert "task_dependencies" not in tables
+        assert rows.pop(blocked.id) == "pending"
+        assert rows.pop(ready.id) == "pending"
+        assert rows == dict(zip(ids, statuses, strict=True))
+        await db.migrate()
+        async with db.unit_of_work() as uow:
+            assert await uow.tasks.count() == 6
+    finally:
+        await db.close()
