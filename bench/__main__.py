@@ -1,7 +1,7 @@
 """``make bench``: the package against raw drivers, measured in the same run.
 
-Run ``python -m bench [sqlite|postgresql ...]``; by default SQLite, plus
-PostgreSQL when it is reachable on 127.0.0.1:5432.
+Run ``python -m bench [sqlite] [postgresql] [queue]``; by default all three
+(PostgreSQL parts are skipped, loudly, when the server is unreachable).
 """
 
 from __future__ import annotations
@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import postgresql, sqlite
+from bench import postgresql, queue, sqlite
 
 
 def main(argv: list[str]) -> int:
-    engines = argv or ["sqlite", "postgresql"]
+    engines = argv or ["sqlite", "postgresql", "queue"]
     if "sqlite" in engines:
         asyncio.run(sqlite.run())
     if "postgresql" in engines:
         asyncio.run(postgresql.run())
+    if "queue" in engines:
+        asyncio.run(queue.run())
     return 0
 
 

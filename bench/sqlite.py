@@ -35,7 +35,7 @@ COLUMNS = (
     "id, title, description, task_type, status, config, metadata, workspace_path, "
     "started_at, completed_at, error, created_at, updated_at"
 )
-SELECT_BY_ID = f"SELECT {COLUMNS} FROM tasks WHERE id = ?"  # noqa: S608 - constant
+SELECT_BY_ID = f"SELECT {COLUMNS} FROM tasks WHERE id = ?"
 
 
 def task_values(count: int) -> list[dict[str, Any]]:

@@ -7,9 +7,10 @@ a SELECT (open cursor, execute, fetch, close) and two ROLLBACKs when a
 connection goes back to the pool after a transaction.
 
 This adapter runs the whole statement (cursor, execute, fetch, close) as one
-function in the worker thread, and skips COMMIT/ROLLBACK when SQLite reports
-no open transaction. The SQL, the parameters, the results and the exceptions
-are exactly those of the stock adapter; only the number of hops changes.
+function in the worker thread, sends a transaction's BEGIN in the same hop as
+its first statement, and skips COMMIT/ROLLBACK when SQLite reports no open
+transaction. The SQL, the parameters, the results and the exceptions are
+exactly those of the stock adapter; only the number of hops changes.
 
 It relies on two internals of aiosqlite (``Connection._execute`` and
 ``Connection._conn``, stable since 0.17); :func:`dbapi` returns ``None`` when
@@ -35,9 +36,11 @@ _Outcome = tuple[Any, list[Any], int, Any, bool]
 
 
 def _run_statement(
-    connection: sqlite3.Connection, operation: str, parameters: Any, many: bool
+    connection: sqlite3.Connection, begin: str | None, operation: str, parameters: Any, many: bool
 ) -> _Outcome:
     """Runs in aiosqlite's worker thread."""
+    if begin is not None:
+        connection.execute(begin)
     cursor = connection.cursor()
     try:
         if many:
@@ -103,32 +106,48 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         adapt = self._adapt_connection
         assert isinstance(adapt, OneHopConnection)
         async with adapt._execute_mutex:
+            begin, adapt._pending_begin = adapt._pending_begin, None
             outcome: _Outcome = await self._connection._execute(
-                _run_statement, self._connection._conn, operation, parameters, many
+                _run_statement, self._connection._conn, begin, operation, parameters, many
             )
         self._description, rows, self._rowcount, self._lastrowid, adapt._in_transaction = outcome
         self._rows = collections.deque(rows)
 
 
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
-    """Knows whether SQLite has a transaction open, to skip empty COMMITs/ROLLBACKs."""
+    """Knows whether SQLite has a transaction open, to skip empty COMMITs and
+    ROLLBACKs, and holds a BEGIN back until the statement it precedes."""
 
-    __slots__ = ("_in_transaction",)
+    __slots__ = ("_in_transaction", "_pending_begin")
     _cursor_cls = OneHopCursor  # type: ignore[assignment]
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self._in_transaction = True  # unknown until the first statement: be safe
+        self._pending_begin: str | None = None
+
+    def defer_begin(self, statement: str) -> None:
+        """Run ``statement`` (a BEGIN) just before the next statement, in its hop.
+
+        A BEGIN IMMEDIATE that cannot get the lock then fails as that
+        statement, which is where the unit of work would have waited anyway.
+        """
+        self._pending_begin = statement
+        self._in_transaction = True
 
     def commit(self) -> None:
-        if self._in_transaction:
+        if self._pending_begin is not None:
+            self._pending_begin = None  # nothing ran: nothing to commit
+        elif self._in_transaction:
             super().commit()
-            self._in_transaction = False
+        self._in_transaction = False
 
     def rollback(self) -> None:
-        if self._in_transaction:
+        if self._pending_begin is not None:
+            self._pending_begin = None
+        elif self._in_transaction:
             super().rollback()
-            self._in_transaction = False
+        self._in_transaction = False
 
 
 class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):

@@ -256,5 +256,10 @@ def _install_sqlite_listeners(engine: AsyncEngine) -> None:
             )
             info[READ_ONLY_OPTION] = read_only
         statement = _BEGIN_STATEMENTS[options.get(BEGIN_MODE_OPTION, "IMMEDIATE")]
-        if statement is not None:
+        if statement is None:
+            return
+        adapted = connection.connection.dbapi_connection
+        if isinstance(adapted, _aiosqlite_adapter.OneHopConnection):
+            adapted.defer_begin(statement)  # sent with the first statement: one hop fewer
+        else:
             connection.exec_driver_sql(statement)

@@ -37,13 +37,14 @@ parameters: building SQLAlchemy expressions costs more than running them.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     CTE,
     ColumnElement,
     Float,
     Select,
+    Table,
     Update,
     bindparam,
     exists,
@@ -67,6 +68,10 @@ GRAPH_LOCK_KEY = 0x6F72636864620002
 CLAIM_ORDER = (Task.priority.desc(), Task.created_at, Task.id)
 
 _Prerequisite = aliased(Task, name="prerequisite")
+# Bulk updates that return ids only are Core statements on the table: the ORM
+# would rebuild them on every execution to mirror them onto loaded objects,
+# which the repository does itself, only for the rows that changed.
+_TASKS = cast(Table, Task.__table__)
 
 
 def _now() -> ColumnElement[Any]:
@@ -244,7 +249,7 @@ def release_statement(*, through_edges: bool) -> Update:
         _Prerequisite.status != TaskStatus.COMPLETED,
     )
     return (
-        update(Task)
+        update(_TASKS)
         .where(
             has_status(TaskStatus.BLOCKED),
             Task.id.in_(_candidates(through_edges=through_edges)),
@@ -289,7 +294,7 @@ def cancel_statement(*, include_children: bool, keep_start: bool) -> Update:
     if keep_start:
         criteria.append(Task.id.not_in(bindparam("ids", expanding=True)))
     return (
-        update(Task)
+        update(_TASKS)
         .where(*criteria)
         .values(
             status=TaskStatus.CANCELLED,
@@ -309,7 +314,7 @@ def expired_statement(*, retryable: bool) -> Update:
     base = [has_status(TaskStatus.RUNNING), Task.lease_expires_at < _now()]
     if retryable:
         return (
-            update(Task)
+            update(_TASKS)
             .where(*base, Task.retry_count < Task.max_retries)
             .values(
                 status=TaskStatus.READY,
@@ -323,7 +328,7 @@ def expired_statement(*, retryable: bool) -> Update:
             .returning(Task.id)
         )
     return (
-        update(Task)
+        update(_TASKS)
         .where(*base, Task.retry_count >= Task.max_retries)
         .values(
             status=TaskStatus.FAILED,

@@ -1,0 +1,375 @@
+"""The work queue: claim+complete throughput, and claim time against queue depth.
+
+Each worker loops "claim the next task, complete it" until the queue is
+empty. Workers are processes (each with one unit of work at a time), which
+is how an orchestrator scales on one machine; throughput is tasks per second
+from the moment every worker is ready to the moment the queue is empty.
+
+The raw baselines run the very same SQL, compiled from the package's own
+statements (claim, complete, release of dependents), through raw sqlite3 and
+raw asyncpg, with no ORM and no thread hops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import sqlite3
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.common import Row, print_table
+from orchestrator_db import Database, Task
+from orchestrator_db.repositories import task_queue as q
+
+WORKER_COUNTS = (1, 4, 8)
+PACKAGE_TASKS = 3_000
+RAW_TASKS = 20_000
+DEPTHS = (10_000, 1_000_000)
+ADMIN_DSN = os.environ.get("ORCHESTRATOR_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def _fill(db: Database, count: int) -> None:
+    for start in range(0, count, 20_000):
+        batch = [
+            Task(title="t", task_type="code", config={}) for _ in range(min(20_000, count - start))
+        ]
+        async with db.unit_of_work() as uow:
+            await uow.tasks.submit_many(batch)
+            await uow.commit()
+
+
+# ----------------------------------------------------------------- package
+
+
+def _package_worker(url: str, name: str, ready: Any, go: Any) -> int:
+    async def run() -> int:
+        db = Database(url)
+        done = 0
+        try:
+            async with db.unit_of_work(read_only=True) as uow:
+                await uow.tasks.count()  # connect before the clock starts
+            ready.set()
+            go.wait()
+            while True:
+                async with db.unit_of_work() as uow:
+                    task = await uow.tasks.claim_next(name)
+                    await uow.commit()
+                if task is None:
+                    return done
+                async with db.unit_of_work() as uow:
+                    await uow.tasks.complete(task.id, name)
+                    await uow.commit()
+                done += 1
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+def _in_processes(target: Any, args: list[tuple[Any, ...]]) -> tuple[float, list[int]]:
+    """Start one process per ``args``; time from all-ready to all-done."""
+    context = multiprocessing.get_context("spawn")
+    go = context.Event()
+    readies = [context.Event() for _ in args]
+    results = context.Queue()
+    processes = [
+        context.Process(target=_collect, args=(results, target, (*a, ready, go)))
+        for a, ready in zip(args, readies, strict=True)
+    ]
+    for process in processes:
+        process.start()
+    for ready in readies:
+        ready.wait(120)
+    started = time.perf_counter()
+    go.set()
+    counts = [results.get(timeout=600) for _ in processes]
+    elapsed = time.perf_counter() - started
+    for process in processes:
+        process.join(30)
+    return elapsed, counts
+
+
+def _collect(results: Any, target: Any, args: tuple[Any, ...]) -> None:
+    results.put(target(*args))
+
+
+async def package_throughput(url: str, workers: int) -> float:
+    db = Database(url)
+    try:
+        await _fill(db, PACKAGE_TASKS)
+    finally:
+        await db.close()
+    args = [(url, f"w{i}") for i in range(workers)]
+    elapsed, counts = await asyncio.to_thread(_in_processes, _package_worker, args)
+    assert sum(counts) == PACKAGE_TASKS, counts
+    return PACKAGE_TASKS / elapsed
+
+
+# --------------------------------------------------------------- raw drivers
+
+
+Compiled = tuple[str, tuple[str, ...], dict[str, Any]]
+
+
+def _compiled(statement: Any, dialect: Any, **sample: Any) -> Compiled:
+    """SQL text as SQLAlchemy would send it, its positional parameter names
+    and their default values. ``sample`` fills expanding parameters (IN)."""
+    statement = getattr(statement, "element", statement)  # from_statement wrapper
+    compiled = statement.compile(dialect=dialect)
+    defaults = compiled.construct_params(sample, _check=False)
+    expanded = compiled._process_parameters_for_postcompile(defaults)
+    return expanded.statement, tuple(expanded.positiontup or ()), dict(expanded.parameters)
+
+
+def _bind(compiled: Compiled, **values: Any) -> tuple[Any, ...]:
+    _, names, defaults = compiled
+    merged = {**defaults, **values}
+    return tuple(merged[name] for name in names)
+
+
+def _queue_sql(db: Database) -> tuple[Compiled, Compiled, Compiled]:
+    """The package's claim, complete and release, compiled for ``db``."""
+    dialect = db.engine.sync_engine.dialect
+    return (
+        _compiled(q.claim_statement(db.dialect, typed=False), dialect),
+        _compiled(q.complete_statement(), dialect),
+        _compiled(q.release_statement(through_edges=True), dialect, ids=["x"]),
+    )
+
+
+# --------------------------------------------------------------- raw SQLite
+
+
+def _raw_sqlite_worker(
+    path: str, sql: tuple[Compiled, Compiled, Compiled], name: str, ready: Any, go: Any
+) -> int:
+    claim, complete, release = sql
+    connection = sqlite3.connect(path, isolation_level=None, timeout=30)
+    connection.execute("PRAGMA synchronous = NORMAL")
+    connection.execute("PRAGMA foreign_keys = ON")
+    ready.set()
+    go.wait()
+    done = 0
+    while True:
+        connection.execute("BEGIN IMMEDIATE")
+        claim_args = _bind(claim, holder=name, lease_seconds=300.0, limit=1)
+        row = connection.execute(claim[0], claim_args).fetchone()
+        connection.execute("COMMIT")
+        if row is None:
+            return done
+        connection.execute("BEGIN IMMEDIATE")
+        complete_args = _bind(complete, task_key=row[0], holder=name, outcome=None)
+        connection.execute(complete[0], complete_args).fetchall()
+        connection.execute(release[0], _bind(release, ids_1=row[0])).fetchall()
+        connection.execute("COMMIT")
+        done += 1
+
+
+async def raw_sqlite_throughput(db: Database, path: str, workers: int) -> float:
+    await _fill(db, RAW_TASKS)
+    sql = _queue_sql(db)
+    args = [(path, sql, f"raw{i}") for i in range(workers)]
+    elapsed, counts = await asyncio.to_thread(_in_processes, _raw_sqlite_worker, args)
+    assert sum(counts) == RAW_TASKS, counts
+    return RAW_TASKS / elapsed
+
+
+# ------------------------------------------------------------ claim vs depth
+
+
+async def claim_time(db: Database, samples: int = 300) -> float:
+    """Median seconds of one claim in its own unit of work."""
+    times = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        async with db.unit_of_work() as uow:
+            await uow.tasks.claim_next("probe")
+            await uow.commit()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+async def depth_rows(url_for: Any) -> list[Row]:
+    measured = {}
+    for depth in DEPTHS:
+        url, cleanup = await url_for(f"depth{depth}")
+        db = Database(url)
+        try:
+            await db.migrate()
+            await _fill(db, depth)
+            measured[depth] = await claim_time(db)
+        finally:
+            await db.close()
+            await cleanup()
+    low, high = DEPTHS
+    ratio = measured[high] / measured[low]
+    return [
+        Row(
+            f"claim with {high:,} queued",
+            f"{measured[high] * 1e6:,.0f} us",
+            f"with {low:,} queued {measured[low] * 1e6:,.0f} us",
+            ratio,
+            "flat (<= 1.5x)",
+            ratio <= 1.5,
+        )
+    ]
+
+
+# ------------------------------------------------------------------ runners
+
+
+async def run_sqlite() -> None:
+    directory = Path(tempfile.mkdtemp(prefix="orchestrator_db-queue-"))
+    rows: list[Row] = []
+
+    async def fresh(name: str) -> tuple[str, Any]:
+        path = directory / f"{name}.db"
+        db = Database(f"sqlite+aiosqlite:///{path}")
+        await db.migrate()
+        await db.close()
+
+        async def cleanup() -> None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+        return f"sqlite+aiosqlite:///{path}", cleanup
+
+    raw_rates = {}
+    for workers in (1, 4):
+        url, cleanup = await fresh(f"raw{workers}")
+        db = Database(url)
+        raw_rates[workers] = await raw_sqlite_throughput(db, url.split("///", 1)[1], workers)
+        await db.close()
+        await cleanup()
+    for workers in WORKER_COUNTS:
+        url, cleanup = await fresh(f"package{workers}")
+        rate = await package_throughput(url, workers)
+        await cleanup()
+        baseline = raw_rates[1]
+        rows.append(
+            Row(
+                f"claim+complete, {workers} worker process(es)",
+                f"{rate:,.0f} tasks/s",
+                f"raw sqlite3, 1 process {baseline:,.0f}/s",
+                rate / baseline,
+                ">= 0.3x raw (4 workers)" if workers == 4 else "(for context)",
+                rate / baseline >= 0.3 if workers == 4 else True,
+            )
+        )
+    rows.append(
+        Row(
+            "  raw sqlite3, 4 processes",
+            f"{raw_rates[4]:,.0f} tasks/s",
+            f"raw sqlite3, 1 process {raw_rates[1]:,.0f}/s",
+            raw_rates[4] / raw_rates[1],
+            "(for context)",
+            True,
+        )
+    )
+
+    async def sqlite_depth(name: str) -> tuple[str, Any]:
+        return await fresh(name)
+
+    rows += await depth_rows(sqlite_depth)
+    print_table("SQLite work queue", rows)
+
+
+async def _pg_admin(statement: str) -> None:
+    connection = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def _raw_asyncpg_worker(
+    dsn: str, sql: tuple[Compiled, Compiled, Compiled], name: str, ready: Any, go: Any
+) -> int:
+    claim, complete, release = sql
+
+    async def run() -> int:
+        connection = await asyncpg.connect(dsn)
+        ready.set()
+        await asyncio.to_thread(go.wait)
+        done = 0
+        while True:
+            async with connection.transaction():
+                claim_args = _bind(claim, holder=name, lease_seconds=300.0, limit=1)
+                row = await connection.fetchrow(claim[0], *claim_args)
+            if row is None:
+                await connection.close()
+                return done
+            async with connection.transaction():
+                complete_args = _bind(complete, task_key=row[0], holder=name, outcome=None)
+                await connection.fetch(complete[0], *complete_args)
+                await connection.fetch(release[0], *_bind(release, ids_1=row[0]))
+            done += 1
+
+    return asyncio.run(run())
+
+
+async def run_postgresql() -> None:
+    try:
+        await _pg_admin("SELECT 1")
+    except (OSError, asyncpg.PostgresError) as error:
+        print(f"\n!! PostgreSQL queue benchmarks SKIPPED: {ADMIN_DSN} unreachable ({error})")
+        return
+    base = ADMIN_DSN.rsplit("/", 1)[0]
+
+    async def fresh(name: str) -> tuple[str, Any]:
+        database = f"odb_queue_{os.getpid()}_{name}"
+        await _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await _pg_admin(f'CREATE DATABASE "{database}"')
+        url = f"{base}/{database}".replace("postgresql://", "postgresql+asyncpg://", 1)
+        db = Database(url)
+        await db.migrate()
+        await db.close()
+
+        async def cleanup() -> None:
+            await _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+        return url, cleanup
+
+    rows: list[Row] = []
+    raw_rates = {}
+    for workers in (1, 4):
+        url, cleanup = await fresh(f"raw{workers}")
+        db = Database(url)
+        await _fill(db, RAW_TASKS // 2)
+        sql = _queue_sql(db)
+        await db.close()
+        dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        args = [(dsn, sql, f"raw{i}") for i in range(workers)]
+        elapsed, counts = await asyncio.to_thread(_in_processes, _raw_asyncpg_worker, args)
+        assert sum(counts) == RAW_TASKS // 2, counts
+        raw_rates[workers] = (RAW_TASKS // 2) / elapsed
+        await cleanup()
+    for workers in WORKER_COUNTS:
+        url, cleanup = await fresh(f"package{workers}")
+        rate = await package_throughput(url, workers)
+        await cleanup()
+        baseline = raw_rates[min(workers, 4)]
+        rows.append(
+            Row(
+                f"claim+complete, {workers} worker process(es)",
+                f"{rate:,.0f} tasks/s",
+                f"raw asyncpg, {min(workers, 4)} process(es) {baseline:,.0f}/s",
+                rate / baseline,
+                "(reported)",
+                True,
+            )
+        )
+    rows += await depth_rows(fresh)
+    print_table("PostgreSQL work queue", rows)
+
+
+async def run() -> None:
+    await run_sqlite()
+    await run_postgresql()
