@@ -481,3 +481,20 @@ async def test_queue_columns_are_checked(db: Database) -> None:
         with pytest.raises(CheckViolationError):
             async with db.unit_of_work() as uow:
                 await uow.tasks.add(task(**bad))
+
+
+async def test_complete_and_claim_moves_to_the_next_task_in_one_unit(db: Database) -> None:
+    a, b, c = await submit(db, task(priority=9), task(priority=5), task(), depends_on={2: [0]})
+    first = await claim(db, "w")
+    assert first is not None and first.id == a.id
+    async with db.unit_of_work() as uow:
+        following = await uow.tasks.complete_and_claim(a.id, "w", {"ok": 1})
+        await uow.commit()
+    # c became ready when a completed; b (priority 5) and c (5, newer) compete.
+    assert following is not None and following.id == b.id
+    async with db.unit_of_work() as uow:
+        last = await uow.tasks.complete_and_claim(b.id, "w")
+        assert last is not None and last.id == c.id
+        assert await uow.tasks.complete_and_claim(c.id, "w") is None
+        await uow.commit()
+    assert await statuses(db, a, b, c) == [TaskStatus.COMPLETED] * 3

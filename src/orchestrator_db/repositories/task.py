@@ -302,6 +302,21 @@ class TaskRepository(Repository[Task]):
         await self._release([task.id])
         return task
 
+    async def complete_and_claim(
+        self,
+        task_id: str,
+        worker_id: str,
+        result: Any = None,
+        *,
+        task_types: Collection[str] | None = None,
+        lease: timedelta | None = None,
+    ) -> Task | None:
+        """Complete a task ``worker_id`` holds and claim its next one, in one
+        transaction: a worker loop then commits once per task instead of twice.
+        Returns the next task, or ``None`` if nothing is ready."""
+        await self.complete(task_id, worker_id, result)
+        return await self.claim_next(worker_id, task_types=task_types, lease=lease)
+
     async def fail(self, task_id: str, worker_id: str, error: str) -> Task:
         """Record a failed attempt of a task ``worker_id`` holds.
 

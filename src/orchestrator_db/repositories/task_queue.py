@@ -54,7 +54,6 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.orm import aliased
 from sqlalchemy.sql.selectable import ExecutableReturnsRows
 
 from orchestrator_db.models.task import FINISHED_TASK_STATUSES, Task, TaskDependency, TaskStatus
@@ -67,11 +66,12 @@ GRAPH_LOCK_KEY = 0x6F72636864620002
 #: Claim order: highest priority first, then oldest, then id for a total order.
 CLAIM_ORDER = (Task.priority.desc(), Task.created_at, Task.id)
 
-_Prerequisite = aliased(Task, name="prerequisite")
-# Bulk updates that return ids only are Core statements on the table: the ORM
-# would rebuild them on every execution to mirror them onto loaded objects,
-# which the repository does itself, only for the rows that changed.
+# Bulk updates that return ids only are Core statements on the tables (built
+# from table columns, not mapped attributes): the ORM would rebuild them on
+# every execution to mirror them onto loaded objects, which the repository
+# does itself, only for the rows that changed.
 _TASKS = cast(Table, Task.__table__)
+_EDGES = cast(Table, TaskDependency.__table__)
 
 
 def _now() -> ColumnElement[Any]:
@@ -218,24 +218,35 @@ def fail_statement() -> ExecutableReturnsRows:
     return _returning_tasks(update(Task).where(Task.id == bindparam("task_key")).values(**values))
 
 
-def _candidates(*, through_edges: bool) -> Select[str]:
+def _candidates(*, through_edges: bool) -> Select[Any]:
     """Dependents of ``:ids`` (``through_edges``), or ``:ids`` themselves."""
     ids: Any = bindparam("ids", expanding=True)
     if through_edges:
-        return select(TaskDependency.task_id).where(TaskDependency.depends_on_id.in_(ids))
-    return select(Task.id).where(Task.id.in_(ids))
+        return select(_EDGES.c.task_id).where(_EDGES.c.depends_on_id.in_(ids))
+    return select(_TASKS.c.id).where(_TASKS.c.id.in_(ids))
+
+
+def _status_is(status: TaskStatus, table: Any = None) -> ColumnElement[bool]:
+    """:func:`has_status` for the table (Core) statements below."""
+    column = (table if table is not None else _TASKS).c.status
+    return column == literal_column(f"'{status.value}'")
+
+
+def _unfinished() -> ColumnElement[bool]:
+    return _TASKS.c.status.not_in([s.value for s in FINISHED_TASK_STATUSES])
 
 
 @functools.cache
-def lock_blocked_statement(*, through_edges: bool) -> Select[str]:
+def lock_blocked_statement(*, through_edges: bool) -> Select[Any]:
     """Lock the blocked candidates in id order (PostgreSQL; a consistent order
     keeps two releasing transactions from deadlocking)."""
     return (
-        select(Task.id)
+        select(_TASKS.c.id)
         .where(
-            has_status(TaskStatus.BLOCKED), Task.id.in_(_candidates(through_edges=through_edges))
+            _status_is(TaskStatus.BLOCKED),
+            _TASKS.c.id.in_(_candidates(through_edges=through_edges)),
         )
-        .order_by(Task.id)
+        .order_by(_TASKS.c.id)
         .with_for_update()
     )
 
@@ -243,20 +254,21 @@ def lock_blocked_statement(*, through_edges: bool) -> Select[str]:
 @functools.cache
 def release_statement(*, through_edges: bool) -> Update:
     """Make ready every blocked candidate none of whose prerequisites is unfinished."""
+    prerequisite = _TASKS.alias("prerequisite")
     waiting = exists().where(
-        TaskDependency.task_id == Task.id,
-        _Prerequisite.id == TaskDependency.depends_on_id,
-        _Prerequisite.status != TaskStatus.COMPLETED,
+        _EDGES.c.task_id == _TASKS.c.id,
+        prerequisite.c.id == _EDGES.c.depends_on_id,
+        prerequisite.c.status != literal_column(f"'{TaskStatus.COMPLETED.value}'"),
     )
     return (
         update(_TASKS)
         .where(
-            has_status(TaskStatus.BLOCKED),
-            Task.id.in_(_candidates(through_edges=through_edges)),
+            _status_is(TaskStatus.BLOCKED),
+            _TASKS.c.id.in_(_candidates(through_edges=through_edges)),
             ~waiting,
         )
         .values(status=TaskStatus.READY, updated_at=_now())
-        .returning(Task.id)
+        .returning(_TASKS.c.id)
     )
 
 
@@ -264,23 +276,24 @@ def _closure(*, include_children: bool) -> CTE:
     """``:ids`` and the unfinished tasks reachable from them through
     dependents (and children). The walk does not pass through finished
     tasks; the start may be finished (a task that just failed)."""
-    start = select(Task.id.label("id")).where(Task.id.in_(bindparam("ids", expanding=True)))
+    tasks, edges_table = _TASKS.c, _EDGES.c
+    start = select(tasks.id.label("id")).where(tasks.id.in_(bindparam("ids", expanding=True)))
     reached = start.cte("reached", recursive=True)
     edges: list[Select[Any, Any]] = [
-        select(TaskDependency.task_id.label("child"), TaskDependency.depends_on_id.label("parent"))
+        select(edges_table.task_id.label("child"), edges_table.depends_on_id.label("parent"))
     ]
     if include_children:
         edges.append(
-            select(Task.id.label("child"), Task.parent_task_id.label("parent")).where(
-                Task.parent_task_id.is_not(None)
+            select(tasks.id.label("child"), tasks.parent_task_id.label("parent")).where(
+                tasks.parent_task_id.is_not(None)
             )
         )
     edge = union_all(*edges).subquery("edge") if len(edges) > 1 else edges[0].subquery("edge")
     step = (
-        select(Task.id)
-        .join(edge, edge.c.child == Task.id)
+        select(tasks.id)
+        .join(edge, edge.c.child == tasks.id)
         .join(reached, reached.c.id == edge.c.parent)
-        .where(is_unfinished())
+        .where(_unfinished())
     )
     return reached.union(step)
 
@@ -290,9 +303,9 @@ def cancel_statement(*, include_children: bool, keep_start: bool) -> Update:
     """Cancel the closure of ``:ids`` with ``:message`` (sparing the start
     tasks themselves when ``keep_start``)."""
     reached = _closure(include_children=include_children)
-    criteria = [Task.id.in_(select(reached.c.id)), is_unfinished()]
+    criteria = [_TASKS.c.id.in_(select(reached.c.id)), _unfinished()]
     if keep_start:
-        criteria.append(Task.id.not_in(bindparam("ids", expanding=True)))
+        criteria.append(_TASKS.c.id.not_in(bindparam("ids", expanding=True)))
     return (
         update(_TASKS)
         .where(*criteria)
@@ -303,7 +316,7 @@ def cancel_statement(*, include_children: bool, keep_start: bool) -> Update:
             error=bindparam("message"),
             updated_at=_now(),
         )
-        .returning(Task.id)
+        .returning(_TASKS.c.id)
     )
 
 
@@ -311,25 +324,26 @@ def cancel_statement(*, include_children: bool, keep_start: bool) -> Update:
 def expired_statement(*, retryable: bool) -> Update:
     """Running tasks whose lease ran out: back to ready while they have
     retries left (a crash counts as a failed attempt), otherwise failed."""
-    base = [has_status(TaskStatus.RUNNING), Task.lease_expires_at < _now()]
+    tasks = _TASKS.c
+    base = [_status_is(TaskStatus.RUNNING), tasks.lease_expires_at < _now()]
     if retryable:
         return (
             update(_TASKS)
-            .where(*base, Task.retry_count < Task.max_retries)
+            .where(*base, tasks.retry_count < tasks.max_retries)
             .values(
                 status=TaskStatus.READY,
                 worker_id=None,
                 lease_expires_at=None,
                 run_after=None,
-                retry_count=Task.retry_count + 1,
+                retry_count=tasks.retry_count + 1,
                 error="lease expired before the worker finished",
                 updated_at=_now(),
             )
-            .returning(Task.id)
+            .returning(tasks.id)
         )
     return (
         update(_TASKS)
-        .where(*base, Task.retry_count >= Task.max_retries)
+        .where(*base, tasks.retry_count >= tasks.max_retries)
         .values(
             status=TaskStatus.FAILED,
             completed_at=_now(),
@@ -337,7 +351,7 @@ def expired_statement(*, retryable: bool) -> Update:
             error="lease expired before the worker finished; no retries left",
             updated_at=_now(),
         )
-        .returning(Task.id)
+        .returning(tasks.id)
     )
 
 
