@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 ORCHESTRATOR_TEST_ENGINES ?= auto
 export ORCHESTRATOR_TEST_ENGINES
 
-.PHONY: install run demo test lint typecheck migration-gate pytest bench migrate downgrade clean
+.PHONY: install run demo test lint typecheck migration-gate pytest bench migrate downgrade seed clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ migrate: install
 
 downgrade: install
 	$(BIN)/alembic downgrade -1
+
+## Create the demo project, worker types and tickets (running it again changes nothing).
+seed: install migrate
+	$(BIN)/orchestrator-db seed
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache orchestrator.db orchestrator.db-wal orchestrator.db-shm

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import text
+
 from orchestrator_db import Database, Task, Workflow
 from orchestrator_db.models import ClientSession, ConnectionType
 
@@ -31,3 +33,15 @@ async def add_tasks(db: Database, *tasks: Task) -> list[Task]:
         added = [await uow.tasks.add(t) for t in tasks]
         await uow.commit()
     return added
+
+
+async def raw_insert(db: Database, table: str, **values: Any) -> None:
+    """Insert through SQL text, bypassing every Python-side check. Table and
+    column names come from the test itself; values are bound parameters."""
+    columns = ", ".join(values)
+    placeholders = ", ".join(f":{name}" for name in values)
+    async with db.unit_of_work() as uow:
+        await uow.session.execute(
+            text(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"), values
+        )
+        await uow.commit()

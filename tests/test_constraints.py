@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from orchestrator_db import Configuration, Database, ToolExecution, ValueType
 from orchestrator_db.errors import (
@@ -18,18 +17,7 @@ from orchestrator_db.errors import (
     NotNullViolationError,
 )
 from orchestrator_db.types import new_id
-from tests.helpers import add_tasks, task, workflow
-
-
-async def raw_insert(db: Database, table: str, **values: Any) -> None:
-    """Insert through SQL text, bypassing every Python-side check."""
-    columns = ", ".join(values)
-    placeholders = ", ".join(f":{name}" for name in values)
-    async with db.unit_of_work() as uow:
-        await uow.session.execute(
-            text(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"), values
-        )
-        await uow.commit()
+from tests.helpers import add_tasks, raw_insert, task, workflow
 
 
 def doc() -> str:

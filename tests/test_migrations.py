@@ -456,3 +456,39 @@ async def test_the_queue_revision_keeps_every_row_both_ways(empty_url: str) -> N
             assert await uow.tasks.count() == 6
     finally:
         await db.close()
+
+
+async def test_the_pipeline_revision_round_trips_with_data(empty_url: str) -> None:
+    """0002 with data -> head -> 0002: queue data untouched both ways; the
+    pipeline tables come and go with their rows."""
+    db = Database(empty_url)
+    try:
+        await db.migrate("0002")
+        async with db.engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO tasks (id, title, task_type, status, config, priority) "
+                    "VALUES (:id, 'kept', 'code', 'ready', '{}', 7)"
+                ),
+                {"id": str(uuid.uuid4())},
+            )
+        await db.migrate()
+        from orchestrator_db.seed import seed_demo
+
+        assert (await seed_demo(db)).changed
+        async with db.unit_of_work() as uow:
+            (kept,) = await uow.tasks.list()
+            assert (kept.title, kept.priority) == ("kept", 7)
+            assert await uow.tickets.count() == 3
+        await db.downgrade("0002")
+        async with db.engine.connect() as connection:
+            tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
+            titles = (await connection.execute(text("SELECT title FROM tasks"))).scalars().all()
+        assert not tables & {"projects", "worker_types", "tickets", "comments", "workers", "events"}
+        assert titles == ["kept"]
+        await db.migrate()
+        async with db.unit_of_work() as uow:
+            assert await uow.tickets.count() == 0
+            assert await uow.tasks.count() == 1
+    finally:
+        await db.close()

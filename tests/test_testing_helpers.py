@@ -7,9 +7,15 @@ from pathlib import Path
 from orchestrator_db import Database
 from orchestrator_db.testing import (
     ClientSessionFactory,
+    CommentFactory,
     ConfigurationFactory,
+    EventFactory,
+    ProjectFactory,
     TaskFactory,
+    TicketFactory,
     ToolExecutionFactory,
+    WorkerFactory,
+    WorkerTypeFactory,
     WorkflowFactory,
     WorkflowTaskFactory,
     migrated_database,
@@ -34,6 +40,32 @@ async def test_every_factory_builds_rows_the_database_accepts(db: Database) -> N
         assert len(await uow.sessions.list_active()) == 3
         assert await uow.configurations.count() == 1
     assert len({t.task_type for t in tasks}) == 3
+
+
+async def test_the_pipeline_factories_build_rows_the_database_accepts(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        project = await uow.projects.add(ProjectFactory())
+        types = await uow.worker_types.add_many(
+            WorkerTypeFactory.build_batch(3, project_id=project.repository_name)
+        )
+        plan = [t.worker_type for t in types]
+        tickets = await uow.tickets.add_many(
+            TicketFactory.build_batch(4, project_id=project.repository_name, execution_plan=plan)
+        )
+        await uow.comments.add_many(CommentFactory.build_batch(2, ticket_id=tickets[0].ticket_id))
+        workers = await uow.workers.add_many(
+            WorkerFactory.build_batch(2, project_id=project.repository_name)
+        )
+        await uow.events.add(
+            EventFactory(project_id=project.repository_name, ticket_id=tickets[0].ticket_id)
+        )
+        await uow.commit()
+    async with db.unit_of_work(read_only=True) as uow:
+        assert sorted(plan) == ["coder", "planner", "reviewer"]
+        assert await uow.tickets.count(project_id=project.repository_name) == 4
+        assert len(await uow.comments.for_ticket(tickets[0].ticket_id)) == 2
+        assert len(await uow.workers.for_project(project.repository_name)) == len(workers) == 2
+        assert await uow.events.count(processed=False) == 1
 
 
 async def test_migrated_database_is_ready_and_removed() -> None:

@@ -38,6 +38,16 @@ async def _health(db: Database, args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+async def _seed(db: Database, args: argparse.Namespace) -> None:
+    from orchestrator_db.seed import seed_demo
+
+    report = await seed_demo(db)
+    if report.changed:
+        print("created: " + ", ".join(report.created))
+    else:
+        print("demo data already present: nothing to do")
+
+
 async def _demo(db: Database, args: argparse.Namespace) -> None:
     from orchestrator_db.demo import run_demo
 
@@ -50,6 +60,7 @@ COMMANDS: dict[str, Callable[[Database, argparse.Namespace], Awaitable[None]]] =
     "current": _current,
     "health": _health,
     "demo": _demo,
+    "seed": _seed,
 }
 
 
@@ -64,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("current", help="print the current revision")
     commands.add_parser("health", help="print a health report; exit 1 if unhealthy")
     commands.add_parser("demo", help="exercise every repository and print what happened")
+    commands.add_parser("seed", help="create the demo project and tickets (idempotent)")
     return root
 
 

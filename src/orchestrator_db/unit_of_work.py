@@ -15,9 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from orchestrator_db.error_translation import translate
 from orchestrator_db.repositories.configuration import ConfigurationRepository
+from orchestrator_db.repositories.event import EventRepository
+from orchestrator_db.repositories.project import ProjectRepository, WorkerTypeRepository
 from orchestrator_db.repositories.session import SessionRepository
 from orchestrator_db.repositories.task import TaskRepository
+from orchestrator_db.repositories.ticket import CommentRepository, TicketRepository
 from orchestrator_db.repositories.tool_execution import ToolExecutionRepository
+from orchestrator_db.repositories.worker import WorkerRepository
 from orchestrator_db.repositories.workflow import WorkflowRepository
 
 
@@ -29,13 +33,19 @@ class AbstractUnitOfWork(Protocol):
     tool_executions: ToolExecutionRepository
     sessions: SessionRepository
     configurations: ConfigurationRepository
+    projects: ProjectRepository
+    worker_types: WorkerTypeRepository
+    tickets: TicketRepository
+    comments: CommentRepository
+    workers: WorkerRepository
+    events: EventRepository
 
     async def commit(self) -> None: ...
 
     async def rollback(self) -> None: ...
 
 
-class UnitOfWork:
+class UnitOfWork(AbstractUnitOfWork):
     """A transaction with typed repositories.
 
     Obtain one from :meth:`orchestrator_db.Database.unit_of_work`::
@@ -49,11 +59,7 @@ class UnitOfWork:
     translated when they leave the block.
     """
 
-    tasks: TaskRepository
-    workflows: WorkflowRepository
-    tool_executions: ToolExecutionRepository
-    sessions: SessionRepository
-    configurations: ConfigurationRepository
+    # The repository attributes are declared once, on AbstractUnitOfWork.
     session: AsyncSession
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
@@ -66,6 +72,12 @@ class UnitOfWork:
         self.tool_executions = ToolExecutionRepository(session)
         self.sessions = SessionRepository(session)
         self.configurations = ConfigurationRepository(session)
+        self.projects = ProjectRepository(session)
+        self.worker_types = WorkerTypeRepository(session)
+        self.tickets = TicketRepository(session)
+        self.comments = CommentRepository(session)
+        self.workers = WorkerRepository(session)
+        self.events = EventRepository(session)
         return self
 
     async def __aexit__(

@@ -14,11 +14,12 @@ import builtins
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Select,
     Table,
     delete,
@@ -37,12 +38,21 @@ from orchestrator_db.error_translation import translate
 from orchestrator_db.errors import ForeignKeyViolationError, NotFoundError, ValidationError
 from orchestrator_db.models.base import Base
 from orchestrator_db.repositories import bulk
-from orchestrator_db.types import UUIDString, canonical_uuid
+from orchestrator_db.types import UUIDString, canonical_uuid, utc_now
 
 ModelT = TypeVar("ModelT", bound=Base)
 RowT = TypeVar("RowT")
 Criterion = ColumnElement[bool]
 FilterBuilder = Callable[[Any], Criterion]
+
+
+def cutoff(older_than: timedelta | datetime) -> datetime:
+    """The instant ``older_than`` names: an age back from now, or an instant."""
+    if isinstance(older_than, datetime):
+        return older_than
+    if older_than < timedelta(0):
+        raise ValidationError("older_than must not be negative", field="older_than")
+    return utc_now() - older_than
 
 
 @dataclass(frozen=True)
@@ -184,6 +194,14 @@ class Repository(Generic[ModelT]):
                 return str(constraint.name)
         return None
 
+    @classmethod
+    def _database_generates_keys(cls) -> bool:
+        """Integer keys without a Python default come from the database."""
+        return any(
+            isinstance(column.type, Integer) and column.default is None
+            for column in cls._mapper().primary_key
+        )
+
     def _check_instance(self, obj: object) -> ModelT:
         if not isinstance(obj, self.model_type):
             raise ValidationError(
@@ -240,10 +258,20 @@ class Repository(Generic[ModelT]):
         returned objects in the unit of work: they come back *detached* with
         their identity. Read them freely; to change one, use :meth:`update`
         (or ``uow.session.add(obj)`` to re-attach it).
+
+        Models whose keys the database generates (integer ids) go through the
+        ORM's own batched INSERT ... RETURNING instead, and stay attached.
         """
         items = [self._check_instance(obj) for obj in objs]
         if not items:
             return []
+        if self._database_generates_keys():
+            self.session.add_all(items)
+            try:
+                await self.session.flush()
+            except Exception as error:
+                await self._raise_translated(error)
+            return items
         try:
             # Pending objects (parents added with add()) must exist first.
             await self.session.flush()
@@ -406,6 +434,30 @@ class Repository(Generic[ModelT]):
             return (await self.session.execute(statement)).first() is not None
         except Exception as error:
             await self._raise_translated(error)
+
+    async def _bulk_update(
+        self, statement: Any, params: Mapping[str, Any] | None = None
+    ) -> builtins.list[Any]:
+        """Run an UPDATE ... RETURNING <primary key>; refresh the loaded
+        objects it changed; return their keys.
+
+        Bulk updates bypass the identity map (their values may be SQL, such
+        as the database's clock), so objects already loaded in this unit of
+        work are re-read rather than left stale.
+        """
+        try:
+            result = await self.session.execute(
+                statement, params, execution_options={"synchronize_session": False}
+            )
+        except Exception as error:
+            await self._raise_translated(error)
+        keys = list(result.scalars())
+        mapper = self._mapper()
+        for key in keys:
+            loaded = self.session.identity_map.get(mapper.identity_key_from_primary_key((key,)))
+            if loaded is not None:
+                await self.session.refresh(loaded)
+        return keys
 
     async def _scalars(self, statement: Select[RowT]) -> builtins.list[RowT]:
         try:

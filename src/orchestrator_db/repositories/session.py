@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import update
 
-from orchestrator_db.errors import InvalidTransitionError, ValidationError
+from orchestrator_db.errors import InvalidTransitionError
 from orchestrator_db.models.session import ClientSession, ConnectionType
-from orchestrator_db.repositories.base import Repository
+from orchestrator_db.repositories.base import Repository, cutoff
 from orchestrator_db.types import utc_now
 
 
@@ -59,15 +59,10 @@ class SessionRepository(Repository[ClientSession]):
     async def expire_stale(self, older_than: timedelta | datetime) -> int:
         """Close active sessions silent since ``older_than`` (an age or an
         instant); returns how many were closed."""
-        if isinstance(older_than, timedelta):
-            if older_than < timedelta(0):
-                raise ValidationError("older_than must not be negative", field="older_than")
-            cutoff = utc_now() - older_than
-        else:
-            cutoff = older_than
+        since = cutoff(older_than)
         statement = (
             update(ClientSession)
-            .where(ClientSession.is_active.is_(True), ClientSession.last_heartbeat < cutoff)
+            .where(ClientSession.is_active.is_(True), ClientSession.last_heartbeat < since)
             .values(is_active=False)
         )
         try:

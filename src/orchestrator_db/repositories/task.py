@@ -448,24 +448,7 @@ class TaskRepository(Repository[Task]):
             await self._raise_translated(error)
 
     async def _changed(self, statement: Any, params: Mapping[str, Any]) -> builtins.list[str]:
-        """Run a bulk UPDATE ... RETURNING id; refresh the loaded objects it changed.
-
-        Bulk updates bypass the identity map (their values are SQL, the
-        database's clock), so objects loaded in this unit of work are re-read.
-        """
-        try:
-            result = await self.session.execute(
-                statement, params, execution_options={"synchronize_session": False}
-            )
-        except Exception as error:
-            await self._raise_translated(error)
-        ids = [str(task_id) for task_id in result.scalars()]
-        mapper = self._mapper()
-        for task_id in ids:
-            loaded = self.session.identity_map.get(mapper.identity_key_from_primary_key((task_id,)))
-            if loaded is not None:
-                await self.session.refresh(loaded)
-        return ids
+        return [str(key) for key in await self._bulk_update(statement, params)]
 
     async def _lock_graph(self) -> None:
         if self._dialect == "postgresql":

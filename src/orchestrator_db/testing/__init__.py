@@ -11,18 +11,30 @@
 from orchestrator_db.testing.database import migrated_database
 from orchestrator_db.testing.factories import (
     ClientSessionFactory,
+    CommentFactory,
     ConfigurationFactory,
+    EventFactory,
+    ProjectFactory,
     TaskFactory,
+    TicketFactory,
     ToolExecutionFactory,
+    WorkerFactory,
+    WorkerTypeFactory,
     WorkflowFactory,
     WorkflowTaskFactory,
 )
 
 __all__ = [
     "ClientSessionFactory",
+    "CommentFactory",
     "ConfigurationFactory",
+    "EventFactory",
+    "ProjectFactory",
     "TaskFactory",
+    "TicketFactory",
     "ToolExecutionFactory",
+    "WorkerFactory",
+    "WorkerTypeFactory",
     "WorkflowFactory",
     "WorkflowTaskFactory",
     "migrated_database",

@@ -6,13 +6,21 @@ import factory
 
 from orchestrator_db.models import (
     ClientSession,
+    Comment,
     Configuration,
     ConnectionType,
+    Event,
+    EventType,
+    Project,
     Task,
     TaskStatus,
+    Ticket,
     ToolExecution,
     ToolExecutionStatus,
     ValueType,
+    Worker,
+    WorkerStatus,
+    WorkerType,
     Workflow,
     WorkflowStatus,
     WorkflowTask,
@@ -89,3 +97,67 @@ class ConfigurationFactory(factory.Factory):  # type: ignore[misc]
     value_type = ValueType.STRING
     description = None
     is_secret = False
+
+
+class ProjectFactory(factory.Factory):  # type: ignore[misc]
+    class Meta:
+        model = Project
+
+    repository_name = factory.Sequence(lambda n: f"acme/repo-{n}")
+    path = factory.LazyAttribute(lambda o: f"/srv/{o.repository_name}")
+    short_description = None
+
+
+class WorkerTypeFactory(factory.Factory):  # type: ignore[misc]
+    """Needs ``project_id`` of a stored project."""
+
+    class Meta:
+        model = WorkerType
+
+    worker_type = factory.Iterator(["planner", "coder", "reviewer"])
+    system_prompt = factory.LazyAttribute(lambda o: f"You are the {o.worker_type}.")
+
+
+class TicketFactory(factory.Factory):  # type: ignore[misc]
+    """Needs ``project_id`` and an ``execution_plan`` of its worker types."""
+
+    class Meta:
+        model = Ticket
+
+    ticket_id = factory.Sequence(lambda n: f"T-{n}")
+    title = factory.Sequence(lambda n: f"ticket {n}")
+    execution_plan = factory.LazyFunction(lambda: ["coder"])
+
+
+class CommentFactory(factory.Factory):  # type: ignore[misc]
+    """Needs ``ticket_id`` of a stored ticket."""
+
+    class Meta:
+        model = Comment
+
+    worker_type = "coder"
+    stage_number = 1
+    content = factory.Faker("sentence")
+
+
+class WorkerFactory(factory.Factory):  # type: ignore[misc]
+    """Needs ``project_id`` and a ``worker_type`` the project defines."""
+
+    class Meta:
+        model = Worker
+
+    worker_id = factory.Sequence(lambda n: f"worker-{n}")
+    worker_type = "coder"
+    status = WorkerStatus.SPAWNING
+    queue_name = factory.LazyAttribute(lambda o: f"queue.{o.worker_type}")
+    pid = factory.Sequence(lambda n: 10_000 + n)
+
+
+class EventFactory(factory.Factory):  # type: ignore[misc]
+    """Needs ``project_id`` (and the ticket or worker it is about)."""
+
+    class Meta:
+        model = Event
+
+    event_type = EventType.TICKET_STAGE_COMPLETED
+    stage = "coder"

@@ -1,0 +1,47 @@
+"""Projects and their worker types."""
+
+from __future__ import annotations
+
+import builtins
+
+from sqlalchemy import select
+
+from orchestrator_db.errors import NotFoundError
+from orchestrator_db.models.project import Project, WorkerType
+from orchestrator_db.repositories.base import Repository
+
+
+class ProjectRepository(Repository[Project]):
+    model_type = Project
+    keyset = ("repository_name",)
+
+
+class WorkerTypeRepository(Repository[WorkerType]):
+    model_type = WorkerType
+
+    async def for_project(self, project_id: str) -> builtins.list[WorkerType]:
+        """The worker types of a project, by name."""
+        statement = (
+            select(WorkerType)
+            .where(WorkerType.project_id == project_id)
+            .order_by(WorkerType.worker_type)
+        )
+        return await self._scalars(statement)
+
+    async def named(self, project_id: str, worker_type: str) -> WorkerType:
+        """The worker type ``worker_type`` of a project; NotFoundError if absent."""
+        statement = select(WorkerType).where(
+            WorkerType.project_id == project_id, WorkerType.worker_type == worker_type
+        )
+        found = await self._scalars(statement)
+        if not found:
+            raise NotFoundError("WorkerType", (project_id, worker_type))
+        return found[0]
+
+    async def missing(self, project_id: str, names: builtins.list[str]) -> builtins.list[str]:
+        """Those of ``names`` the project does not define, in the order given."""
+        statement = select(WorkerType.worker_type).where(
+            WorkerType.project_id == project_id, WorkerType.worker_type.in_(set(names))
+        )
+        defined = set(await self._scalars(statement))
+        return [name for name in dict.fromkeys(names) if name not in defined]

@@ -1,0 +1,104 @@
+"""Workers: registration, lifecycle, liveness; stopping one emits an event."""
+
+from __future__ import annotations
+
+import builtins
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from orchestrator_db.errors import InvalidTransitionError, ValidationError
+from orchestrator_db.models.event import EventType
+from orchestrator_db.models.worker import (
+    STOPPED_WORKER_STATUSES,
+    WORKER_TRANSITIONS,
+    Worker,
+    WorkerStatus,
+)
+from orchestrator_db.repositories.base import Repository, cutoff
+from orchestrator_db.repositories.event import EventRepository
+from orchestrator_db.repositories.project import WorkerTypeRepository
+from orchestrator_db.types import utc_now
+
+
+def _status(value: WorkerStatus | str) -> WorkerStatus:
+    try:
+        return WorkerStatus(value)
+    except ValueError:
+        raise ValidationError(
+            f"unknown worker status {value!r}; expected one of: "
+            f"{', '.join(s.value for s in WorkerStatus)}",
+            field="status",
+        ) from None
+
+
+class WorkerRepository(Repository[Worker]):
+    model_type = Worker
+    keyset = ("started_at", "worker_id")
+    protected_fields = frozenset({"status"})
+
+    async def add(self, obj: Worker) -> Worker:
+        """Register a worker (``spawning``); its type must exist in its project."""
+        self._check_instance(obj)
+        await WorkerTypeRepository(self.session).named(obj.project_id, obj.worker_type)
+        return await super().add(obj)
+
+    async def set_status(
+        self, worker_id: str, status: WorkerStatus | str, *, reason: str | None = None
+    ) -> Worker:
+        """Move a worker along spawning -> active <-> idle -> finished, with
+        failed reachable from any live status. Stopping (finished, failed)
+        emits a ``worker_stopped`` event with ``reason`` in the same
+        transaction. Illegal moves raise :class:`InvalidTransitionError`."""
+        target = _status(status)
+        worker = await self.get(worker_id, for_update=True)
+        if worker.status not in WORKER_TRANSITIONS.get(target, frozenset()):
+            raise InvalidTransitionError(self.entity, worker_id, worker.status.value, target.value)
+        worker.status = target
+        worker.last_activity = utc_now()
+        await self._flush_and_refresh(worker, worker_id)
+        if target in STOPPED_WORKER_STATUSES:
+            await EventRepository(self.session).emit(
+                EventType.WORKER_STOPPED,
+                project_id=worker.project_id,
+                worker_id=worker.worker_id,
+                reason=reason or target.value,
+            )
+        return worker
+
+    async def stop(
+        self, worker_id: str, *, failed: bool = False, reason: str | None = None
+    ) -> Worker:
+        """Stop a worker: ``finished``, or ``failed``; emits ``worker_stopped``."""
+        target = WorkerStatus.FAILED if failed else WorkerStatus.FINISHED
+        return await self.set_status(worker_id, target, reason=reason)
+
+    async def touch(self, worker_id: str) -> Worker:
+        """Record activity now. A stopped worker cannot report activity."""
+        worker = await self.get(worker_id, for_update=True)
+        if worker.status in STOPPED_WORKER_STATUSES:
+            raise InvalidTransitionError(self.entity, worker_id, worker.status.value, "active")
+        worker.last_activity = utc_now()
+        await self._flush_and_refresh(worker, worker_id)
+        return worker
+
+    async def stale(self, older_than: timedelta | datetime) -> builtins.list[Worker]:
+        """Live workers (spawning, active, idle) silent since ``older_than``
+        (an age or an instant), least recently active first."""
+        since = cutoff(older_than)
+        statement = (
+            select(Worker)
+            .where(
+                Worker.status.not_in([s.value for s in STOPPED_WORKER_STATUSES]),
+                Worker.last_activity < since,
+            )
+            .order_by(Worker.last_activity, Worker.worker_id)
+        )
+        return await self._scalars(statement)
+
+    async def for_project(
+        self, project_id: str, *, status: WorkerStatus | str | None = None
+    ) -> builtins.list[Worker]:
+        if status is None:
+            return await self.list(project_id=project_id)
+        return await self.list(project_id=project_id, status=_status(status))
