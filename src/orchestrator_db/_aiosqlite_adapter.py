@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import sqlite3
+import threading
 from typing import Any
 
 import aiosqlite
@@ -152,8 +153,21 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
 
 class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
     def connect(self, *arg: Any, **kw: Any) -> OneHopConnection:
-        stock = super().connect(*arg, **kw)
-        return OneHopConnection(self, stock._connection)
+        if "async_creator_fn" in kw:
+            return OneHopConnection(self, super().connect(*arg, **kw)._connection)
+        connection = self.aiosqlite.connect(*arg, **kw)
+        # aiosqlite < 0.22 connections are threads; later ones hold one.
+        thread = connection if isinstance(connection, threading.Thread) else connection._thread
+        thread.daemon = True  # as SQLAlchemy's adapter: never block interpreter exit
+        try:
+            return OneHopConnection(self, await_(connection))
+        except BaseException:
+            # When opening fails, aiosqlite queues the stop of its worker thread
+            # without awaiting it; if the event loop closes first, the thread
+            # dies with "Event loop is closed". Its remaining work is trivial:
+            # wait for it while the loop is still open.
+            thread.join(timeout=1.0)
+            raise
 
 
 def dbapi() -> OneHopDBAPI | None:
