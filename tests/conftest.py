@@ -5,8 +5,10 @@ migrated once per run (the schema is built by the migrations, never by
 ``create_all``). PostgreSQL: a database created for this run (and xdist
 worker), migrated once, emptied before each test and dropped at the end.
 
-``ORCHESTRATOR_TEST_ENGINES`` selects engines: ``sqlite``, ``postgresql``, a
-comma-separated list, or ``auto`` (the default: PostgreSQL when reachable).
+``ORCHESTRATOR_TEST_ENGINES`` selects engines: ``sqlite``, ``sqlite-inline``
+(SQLite with ``sqlite_execution="inline"``), ``postgresql``, a comma-separated
+list, or ``auto`` (the default: all three, PostgreSQL when reachable). Tests
+that open their own ``Database`` pass it ``database_options``.
 Naming ``postgresql`` explicitly makes an unreachable server an error rather
 than a skip.
 """
@@ -18,6 +20,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -25,7 +28,7 @@ from sqlalchemy import text
 from orchestrator_db import Database
 from orchestrator_db.models import Base
 from tests import pg
-from tests.support import postgres_skipped, selected_engines
+from tests.support import ENGINE_OPTIONS, is_sqlite, postgres_skipped, selected_engines
 
 ENGINES = selected_engines()
 
@@ -114,9 +117,15 @@ def _emptied_postgres_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def database_url(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A URL to an empty, migrated database of ``engine``."""
-    if engine == "sqlite":
+    if is_sqlite(engine):
         return sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path)
     return _emptied_postgres_url(request)
+
+
+@pytest.fixture
+def database_options(engine: str) -> dict[str, Any]:
+    """The ``Database`` settings of ``engine``."""
+    return dict(ENGINE_OPTIONS[engine])
 
 
 @pytest.fixture
@@ -128,8 +137,8 @@ def postgres_database_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
+async def db(database_url: str, database_options: dict[str, Any]) -> AsyncIterator[Database]:
+    database = Database(database_url, **database_options)
     try:
         yield database
     finally:

@@ -61,6 +61,8 @@ def gate(engine: str, url: str) -> bool:
 def main() -> int:
     ok = True
     for engine in selected_engines():
+        if engine == "sqlite-inline":
+            continue  # the revisions are the same; "sqlite" gates them
         if engine == "sqlite":
             with tempfile.TemporaryDirectory() as directory:
                 ok &= gate(engine, f"sqlite+aiosqlite:///{Path(directory) / 'gate.db'}")

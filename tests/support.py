@@ -8,6 +8,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, inspect, text
 
@@ -21,16 +22,29 @@ def postgres_skipped() -> bool:
     return os.environ.get("ORCHESTRATOR_TEST_ENGINES", "auto") == "auto" and not pg.ensure_server()
 
 
+#: Test engines: a database and the ``Database`` settings it runs with.
+#: ``sqlite-inline`` is SQLite with statements run on the event loop's thread.
+ENGINE_OPTIONS: dict[str, dict[str, Any]] = {
+    "sqlite": {},
+    "sqlite-inline": {"sqlite_execution": "inline"},
+    "postgresql": {},
+}
+
+
+def is_sqlite(engine: str) -> bool:
+    return engine.startswith("sqlite")
+
+
 def selected_engines() -> list[str]:
     """Engines named by ``ORCHESTRATOR_TEST_ENGINES`` (``auto`` by default)."""
     setting = os.environ.get("ORCHESTRATOR_TEST_ENGINES", "auto")
     if setting == "auto":
         if pg.ensure_server():
-            return ["sqlite", "postgresql"]
+            return ["sqlite", "sqlite-inline", "postgresql"]
         warnings.warn("PostgreSQL is not reachable: SQLite only", stacklevel=1)
-        return ["sqlite"]
+        return ["sqlite", "sqlite-inline"]
     engines = [name.strip() for name in setting.split(",") if name.strip()]
-    unknown = set(engines) - {"sqlite", "postgresql"}
+    unknown = set(engines) - set(ENGINE_OPTIONS)
     if unknown:
         raise SystemExit(f"unknown engines in ORCHESTRATOR_TEST_ENGINES: {sorted(unknown)}")
     if "postgresql" in engines and not pg.ensure_server():

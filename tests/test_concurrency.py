@@ -62,9 +62,9 @@ async def test_read_modify_write_with_a_row_lock_loses_no_update(db: Database) -
         assert await uow.configurations.get_value("counter") == WRITERS * 15
 
 
-def _process_main(url: str, name: str, writers: int, rounds: int) -> int:
+def _process_main(url: str, options: dict[str, Any], name: str, writers: int, rounds: int) -> int:
     async def run() -> int:
-        db = Database(url)
+        db = Database(url, **options)
         try:
             counts = await asyncio.gather(
                 *(_writer(db, f"{name}.{i}", rounds) for i in range(writers))
@@ -77,8 +77,10 @@ def _process_main(url: str, name: str, writers: int, rounds: int) -> int:
     return asyncio.run(run())
 
 
-async def test_two_processes_against_one_database(database_url: str) -> None:
-    db = Database(database_url)
+async def test_two_processes_against_one_database(
+    database_url: str, database_options: dict[str, Any]
+) -> None:
+    db = Database(database_url, **database_options)
     async with db.unit_of_work() as uow:
         await uow.configurations.set("counter", 0)
         await uow.commit()
@@ -86,7 +88,8 @@ async def test_two_processes_against_one_database(database_url: str) -> None:
     loop = asyncio.get_running_loop()
     with context.Pool(2) as pool:
         jobs: list[Any] = [
-            pool.apply_async(_process_main, (database_url, f"p{p}", 4, 30)) for p in range(2)
+            pool.apply_async(_process_main, (database_url, database_options, f"p{p}", 4, 30))
+            for p in range(2)
         ]
         done = await loop.run_in_executor(None, lambda: [job.get(timeout=240) for job in jobs])
     assert done == [4 * 30, 4 * 30]

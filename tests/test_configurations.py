@@ -98,9 +98,9 @@ SECRET = "sk-live-5ecret-value"
 
 
 async def test_secrets_stay_out_of_repr_str_and_logs(
-    database_url: str, caplog: pytest.LogCaptureFixture
+    database_url: str, database_options: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    db = Database(database_url, echo=True)
+    db = Database(database_url, echo=True, **database_options)
     try:
         with caplog.at_level(logging.INFO, logger="sqlalchemy.engine"):
             async with db.unit_of_work() as uow:

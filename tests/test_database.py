@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,8 +42,10 @@ async def test_health_of_an_unreachable_database() -> None:
     assert report.current_revision is None
 
 
-async def test_an_exhausted_pool_raises_instead_of_hanging(database_url: str) -> None:
-    db = Database(database_url, pool_size=1, max_overflow=0, pool_timeout=0.5)
+async def test_an_exhausted_pool_raises_instead_of_hanging(
+    database_url: str, database_options: dict[str, Any]
+) -> None:
+    db = Database(database_url, pool_size=1, max_overflow=0, pool_timeout=0.5, **database_options)
     try:
         async with db.unit_of_work() as holder:
             await holder.tasks.count()  # holds the only connection

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from orchestrator_db import Database, Task
+from orchestrator_db.engine import SQLiteExecution
 from orchestrator_db.errors import (
     DatabaseUnavailableError,
     StatementTimeoutError,
@@ -19,9 +20,14 @@ from orchestrator_db.errors import (
 )
 from tests.helpers import add_tasks, task
 
+EXECUTION_MODES = pytest.mark.parametrize("execution", ["thread", "inline"])
 
-async def test_sqlite_lock_wait_past_busy_timeout_is_a_conflict(sqlite_url: str) -> None:
-    db = Database(sqlite_url, busy_timeout=0.2)
+
+@EXECUTION_MODES
+async def test_sqlite_lock_wait_past_busy_timeout_is_a_conflict(
+    sqlite_url: str, execution: SQLiteExecution
+) -> None:
+    db = Database(sqlite_url, busy_timeout=0.2, sqlite_execution=execution)
     try:
         async with db.unit_of_work() as holder:
             await holder.tasks.add(task())  # holds SQLite's write lock
@@ -31,6 +37,46 @@ async def test_sqlite_lock_wait_past_busy_timeout_is_a_conflict(sqlite_url: str)
             await holder.commit()
         async with db.unit_of_work() as uow:
             assert await uow.tasks.count() == 1
+    finally:
+        await db.close()
+
+
+@EXECUTION_MODES
+async def test_a_writer_waiting_for_the_lock_lets_the_event_loop_run(
+    sqlite_url: str, execution: SQLiteExecution
+) -> None:
+    """The waiter gets the lock once the holder commits; meanwhile the event
+    loop keeps running other coroutines (inline: the wait is an asyncio
+    sleep, not SQLite's busy handler)."""
+    db = Database(sqlite_url, sqlite_execution=execution)
+    ticks = 0
+    holder_done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not holder_done.is_set():
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    async def waiter() -> None:
+        async with db.unit_of_work() as uow:
+            await uow.tasks.add(task(title="second"))
+            await uow.commit()
+
+    try:
+        async with db.unit_of_work() as holder:
+            await holder.tasks.add(task(title="first"))  # holds the write lock
+            ticking = asyncio.create_task(ticker())
+            waiting = asyncio.create_task(waiter())
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # still waiting for the lock
+            await holder.commit()
+        holder_done.set()
+        await asyncio.wait_for(waiting, 10)
+        await ticking
+        assert ticks >= 10  # about 30: the loop was never held during the wait
+        async with db.unit_of_work(read_only=True) as uow:
+            assert sorted(t.title for t in await uow.tasks.list()) == ["first", "second"]
     finally:
         await db.close()
 

@@ -40,13 +40,13 @@ from orchestrator_db.triggers import declared_triggers, reflect_triggers
 from tests import pg
 from tests.conftest import ENGINES
 from tests.helpers import add_tasks, task
-from tests.support import ROOT, run_alembic, schema_objects
+from tests.support import ROOT, is_sqlite, run_alembic, schema_objects
 
 
 @pytest.fixture
 async def empty_url(engine: str, tmp_path: Path) -> AsyncIterator[str]:
     """A URL to an empty database (no schema at all) of ``engine``."""
-    if engine == "sqlite":
+    if is_sqlite(engine):
         yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
         return
     name = f"odb_mig_{os.getpid()}_{tmp_path.name[-12:].replace('-', '_').lower()}"

@@ -54,9 +54,9 @@ async def test_four_consumers_deliver_each_event_exactly_once(db: Database) -> N
         assert await uow.events.count(processed=True) == EVENTS
 
 
-def _consumer_process(url: str, name: str) -> list[int]:
+def _consumer_process(url: str, options: dict[str, Any], name: str) -> list[int]:
     async def run() -> list[int]:
-        db = Database(url)
+        db = Database(url, **options)
         try:
             lists = await asyncio.gather(*(consume(db, f"{name}.{i}") for i in range(2)))
             return [event_id for handled in lists for event_id in handled]
@@ -66,15 +66,18 @@ def _consumer_process(url: str, name: str) -> list[int]:
     return asyncio.run(run())
 
 
-async def test_consumers_in_two_processes(database_url: str) -> None:
-    db = Database(database_url)
+async def test_consumers_in_two_processes(
+    database_url: str, database_options: dict[str, Any]
+) -> None:
+    db = Database(database_url, **database_options)
     try:
         await emit_events(db)
         context = multiprocessing.get_context("spawn")
         loop = asyncio.get_running_loop()
         with context.Pool(2) as pool:
             jobs: list[Any] = [
-                pool.apply_async(_consumer_process, (database_url, f"p{p}")) for p in range(2)
+                pool.apply_async(_consumer_process, (database_url, database_options, f"p{p}"))
+                for p in range(2)
             ]
             results = await loop.run_in_executor(
                 None, lambda: [job.get(timeout=240) for job in jobs]

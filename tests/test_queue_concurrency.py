@@ -99,9 +99,9 @@ async def test_eight_workers_drain_five_thousand_tasks(db: Database) -> None:
     await verify(db, edges, [task_id for done in results for task_id in done])
 
 
-def _process_worker(url: str, worker_id: str) -> list[str]:
+def _process_worker(url: str, options: dict[str, Any], worker_id: str) -> list[str]:
     async def run() -> list[str]:
-        db = Database(url)
+        db = Database(url, **options)
         try:
             lists = await asyncio.gather(*(drain(db, f"{worker_id}.{i}") for i in range(2)))
             return [task_id for done in lists for task_id in done]
@@ -111,15 +111,18 @@ def _process_worker(url: str, worker_id: str) -> list[str]:
     return asyncio.run(run())
 
 
-async def test_three_processes_drain_five_thousand_tasks(database_url: str) -> None:
-    db = Database(database_url)
+async def test_three_processes_drain_five_thousand_tasks(
+    database_url: str, database_options: dict[str, Any]
+) -> None:
+    db = Database(database_url, **database_options)
     try:
         edges = await populate(db, TASKS, seed=11)
         context = multiprocessing.get_context("spawn")
         loop = asyncio.get_running_loop()
         with context.Pool(3) as pool:
             jobs: list[Any] = [
-                pool.apply_async(_process_worker, (database_url, f"process-{p}")) for p in range(3)
+                pool.apply_async(_process_worker, (database_url, database_options, f"process-{p}"))
+                for p in range(3)
             ]
             results = await loop.run_in_executor(None, lambda: [j.get(timeout=400) for j in jobs])
         assert sum(1 for done in results if done) >= 2, "the work should be shared"
@@ -128,9 +131,9 @@ async def test_three_processes_drain_five_thousand_tasks(database_url: str) -> N
         await db.close()
 
 
-def _claim_and_hang(url: str, claimed: Any) -> None:
+def _claim_and_hang(url: str, options: dict[str, Any], claimed: Any) -> None:
     async def run() -> None:
-        db = Database(url)
+        db = Database(url, **options)
         async with db.unit_of_work() as uow:
             task = await uow.tasks.claim_next("doomed", lease=timedelta(seconds=1))
             await uow.commit()
@@ -141,15 +144,19 @@ def _claim_and_hang(url: str, claimed: Any) -> None:
     asyncio.run(run())
 
 
-async def test_a_killed_worker_loses_no_task(database_url: str) -> None:
-    db = Database(database_url)
+async def test_a_killed_worker_loses_no_task(
+    database_url: str, database_options: dict[str, Any]
+) -> None:
+    db = Database(database_url, **database_options)
     try:
         async with db.unit_of_work() as uow:
             task = await uow.tasks.submit(Task(title="survivor", task_type="code", config={}))
             await uow.commit()
         context = multiprocessing.get_context("spawn")
         claimed = context.Event()
-        worker = context.Process(target=_claim_and_hang, args=(database_url, claimed))
+        worker = context.Process(
+            target=_claim_and_hang, args=(database_url, database_options, claimed)
+        )
         worker.start()
         assert await asyncio.to_thread(claimed.wait, 60), "the worker never claimed"
         assert worker.pid is not None

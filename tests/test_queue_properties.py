@@ -52,9 +52,11 @@ def edge_sequences(draw: st.DrawFn) -> tuple[int, list[tuple[int, int]]]:
     return size, list(edges)
 
 
-def run_on(url: str, scenario: Callable[[Database], Awaitable[Any]]) -> Any:
+def run_on(
+    url: str, options: dict[str, Any], scenario: Callable[[Database], Awaitable[Any]]
+) -> Any:
     async def go() -> Any:
-        db = Database(url)
+        db = Database(url, **options)
         try:
             async with db.unit_of_work() as uow:  # every example starts empty
                 await uow.session.execute(delete(Task))
@@ -69,7 +71,9 @@ def run_on(url: str, scenario: Callable[[Database], Awaitable[Any]]) -> Any:
 @PROPERTY_SETTINGS
 @given(graph=dags())
 def test_any_dag_drains_in_topological_order(
-    database_url: str, graph: tuple[int, dict[int, list[int]], list[int], list[int]]
+    database_url: str,
+    database_options: dict[str, Any],
+    graph: tuple[int, dict[int, list[int]], list[int], list[int]],
 ) -> None:
     size, edges, order, priorities = graph
 
@@ -97,7 +101,7 @@ def test_any_dag_drains_in_topological_order(
             assert await uow.tasks.count(status=TaskStatus.COMPLETED) == size
         return drained
 
-    drained = run_on(database_url, scenario)
+    drained = run_on(database_url, database_options, scenario)
     assert sorted(drained) == list(range(size))
     position = {node: index for index, node in enumerate(drained)}
     for node, prerequisites in edges.items():
@@ -125,7 +129,7 @@ def creates_cycle(accepted: set[tuple[int, int]], edge: tuple[int, int]) -> bool
 @PROPERTY_SETTINGS
 @given(case=edge_sequences())
 def test_edges_closing_a_cycle_are_always_refused(
-    database_url: str, case: tuple[int, list[tuple[int, int]]]
+    database_url: str, database_options: dict[str, Any], case: tuple[int, list[tuple[int, int]]]
 ) -> None:
     size, edges = case
 
@@ -164,7 +168,7 @@ def test_edges_closing_a_cycle_are_always_refused(
         expected = {(tasks[t].id, tasks[p].id) for t, p in accepted}
         return accepted, refused, stored, expected
 
-    accepted, refused, stored, expected = run_on(database_url, scenario)
+    accepted, refused, stored, expected = run_on(database_url, database_options, scenario)
     assert refused >= 1, "the generated edges always contain a cycle"
     assert stored == expected
     for edge in accepted:

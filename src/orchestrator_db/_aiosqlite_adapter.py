@@ -12,6 +12,18 @@ its first statement, and skips COMMIT/ROLLBACK when SQLite reports no open
 transaction. The SQL, the parameters, the results and the exceptions are
 exactly those of the stock adapter; only the number of hops changes.
 
+Inline execution (``sqlite_execution="inline"``) goes further: the statement
+runs on the event loop's own thread, with no hop at all. A statement then
+holds the event loop for as long as SQLite works on it (tens of
+microseconds for the queue's statements, milliseconds for a large bulk
+insert or a WAL checkpoint), in exchange for a unit of work costing about
+half as much. Waiting for the write lock must not hold the loop, so inline
+connections have no busy timeout in C: a BEGIN that finds the database
+locked returns at once, and the adapter retries it after an asyncio sleep,
+on SQLite's own schedule, until ``busy_timeout`` has passed. Inline
+statements never suspend, so each transaction yields to the event loop once,
+as it begins, for the other coroutines' sake.
+
 It relies on two internals of aiosqlite (``Connection._execute`` and
 ``Connection._conn``, stable since 0.17); :func:`dbapi` returns ``None`` when
 they are missing, and the stock adapter is used instead.
@@ -19,9 +31,11 @@ they are missing, and the stock adapter is used instead.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import sqlite3
 import threading
+import time
 from typing import Any
 
 import aiosqlite
@@ -36,10 +50,15 @@ from sqlalchemy.util.concurrency import await_
 _Outcome = tuple[Any, list[Any], int, Any, bool]
 
 
+#: Seconds between attempts to take a lock, as SQLite's own busy handler
+#: waits (without its 50 and 100 ms steps: a lock is rarely held that long).
+_LOCK_RETRY_DELAYS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025)
+
+
 def _run_statement(
     connection: sqlite3.Connection, begin: str | None, operation: str, parameters: Any, many: bool
 ) -> _Outcome:
-    """Runs in aiosqlite's worker thread."""
+    """Runs in aiosqlite's worker thread (or, inline, in the caller's)."""
     if begin is not None:
         connection.execute(begin)
     cursor = connection.cursor()
@@ -55,6 +74,25 @@ def _run_statement(
         return description, rows, cursor.rowcount, cursor.lastrowid, connection.in_transaction
     finally:
         cursor.close()
+
+
+def _attempt(
+    connection: sqlite3.Connection, begin: str | None, operation: str, parameters: Any, many: bool
+) -> _Outcome | sqlite3.OperationalError:
+    """Run a statement inline; return (rather than raise) a lock conflict
+    that may be retried: one met before anything of the transaction ran."""
+    # A statement that opens the transaction, or a single autocommit
+    # statement, has done nothing when it finds the database locked. An
+    # autocommit executemany may have committed some of its rows.
+    retryable = begin is not None or (not many and not connection.in_transaction)
+    try:
+        return _run_statement(connection, begin, operation, parameters, many)
+    except sqlite3.OperationalError as error:
+        if not retryable or error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+            raise
+        if begin is not None and connection.in_transaction:
+            connection.rollback()  # BEGIN DEFERRED ran; the first read did not
+        return error
 
 
 class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
@@ -108,22 +146,59 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         assert isinstance(adapt, OneHopConnection)
         async with adapt._execute_mutex:
             begin, adapt._pending_begin = adapt._pending_begin, None
-            outcome: _Outcome = await self._connection._execute(
-                _run_statement, self._connection._conn, begin, operation, parameters, many
-            )
+            connection = self._connection._conn
+            if adapt._dbapi_inline:
+                outcome = await _run_inline(
+                    connection, begin, operation, parameters, many, adapt._lock_timeout
+                )
+            else:
+                outcome = await self._connection._execute(
+                    _run_statement, connection, begin, operation, parameters, many
+                )
         self._description, rows, self._rowcount, self._lastrowid, adapt._in_transaction = outcome
         self._rows = collections.deque(rows)
+
+
+async def _run_inline(
+    connection: sqlite3.Connection,
+    begin: str | None,
+    operation: str,
+    parameters: Any,
+    many: bool,
+    lock_timeout: float,
+) -> _Outcome:
+    if begin is not None:
+        # Inline statements never suspend, so a coroutine looping over units
+        # of work would never let the others run (a worker's heartbeat, say).
+        # Every transaction yields to the event loop once, where it begins.
+        await asyncio.sleep(0)
+    deadline: float | None = None
+    attempt = 0
+    while True:
+        outcome = _attempt(connection, begin, operation, parameters, many)
+        if not isinstance(outcome, sqlite3.OperationalError):
+            return outcome
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + lock_timeout
+        if now >= deadline:
+            raise outcome
+        delay = _LOCK_RETRY_DELAYS[min(attempt, len(_LOCK_RETRY_DELAYS) - 1)]
+        await asyncio.sleep(min(delay, deadline - now))
+        attempt += 1
 
 
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
     """Knows whether SQLite has a transaction open, to skip empty COMMITs and
     ROLLBACKs, and holds a BEGIN back until the statement it precedes."""
 
-    __slots__ = ("_in_transaction", "_pending_begin")
+    __slots__ = ("_dbapi_inline", "_in_transaction", "_lock_timeout", "_pending_begin")
     _cursor_cls = OneHopCursor  # type: ignore[assignment]
 
-    def __init__(self, dbapi: Any, connection: Any) -> None:
+    def __init__(self, dbapi: OneHopDBAPI, connection: Any) -> None:
         super().__init__(dbapi, connection)
+        self._dbapi_inline = dbapi.inline
+        self._lock_timeout = dbapi.lock_timeout
         self._in_transaction = True  # unknown until the first statement: be safe
         self._pending_begin: str | None = None
 
@@ -140,18 +215,44 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         if self._pending_begin is not None:
             self._pending_begin = None  # nothing ran: nothing to commit
         elif self._in_transaction:
-            super().commit()
+            self._end_transaction(commit=True)
         self._in_transaction = False
 
     def rollback(self) -> None:
         if self._pending_begin is not None:
             self._pending_begin = None
         elif self._in_transaction:
-            super().rollback()
+            self._end_transaction(commit=False)
         self._in_transaction = False
+
+    def _end_transaction(self, *, commit: bool) -> None:
+        if not self._dbapi_inline:
+            if commit:
+                super().commit()
+            else:
+                super().rollback()
+            return
+        # In WAL mode a COMMIT needs no lock it does not already hold: it
+        # cannot meet a locked database, so it needs no retry.
+        connection = self._connection._conn
+        try:
+            if commit:
+                connection.commit()
+            else:
+                connection.rollback()
+        except Exception as error:
+            self._handle_exception(error)
 
 
 class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """``inline``: run statements on the event loop's thread, waiting up to
+    ``lock_timeout`` seconds for a locked database (see the module's doc)."""
+
+    def __init__(self, *, inline: bool = False, lock_timeout: float = 30.0) -> None:
+        super().__init__(aiosqlite, sqlite3)
+        self.inline = inline
+        self.lock_timeout = lock_timeout
+
     def connect(self, *arg: Any, **kw: Any) -> OneHopConnection:
         if "async_creator_fn" in kw:
             return OneHopConnection(self, super().connect(*arg, **kw)._connection)
@@ -170,8 +271,8 @@ class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
             raise
 
 
-def dbapi() -> OneHopDBAPI | None:
+def dbapi(*, inline: bool = False, lock_timeout: float = 30.0) -> OneHopDBAPI | None:
     """The adapter module to pass as ``create_engine(module=...)``, if usable."""
     if not (hasattr(aiosqlite.Connection, "_execute") and hasattr(aiosqlite.Connection, "_conn")):
         return None
-    return OneHopDBAPI(aiosqlite, sqlite3)
+    return OneHopDBAPI(inline=inline, lock_timeout=lock_timeout)

@@ -17,6 +17,7 @@ from orchestrator_db.engine import (
     BEGIN_MODE_OPTION,
     READ_ONLY_OPTION,
     DatabaseSettings,
+    SQLiteExecution,
     create_engine,
     normalize_url,
     url_from_env,
@@ -35,6 +36,7 @@ class DatabaseOptions(TypedDict, total=False):
     pool_recycle: int
     pool_pre_ping: bool
     busy_timeout: float
+    sqlite_execution: SQLiteExecution
     application_name: str
     statement_timeout: float
     echo: bool
