@@ -26,7 +26,7 @@ import aiosqlite
 import asyncpg
 
 from bench.common import Row, print_table
-from orchestrator_db import Database, Task
+from orchestrator_db import Database, DatabaseOptions, SQLiteExecution, Task
 from orchestrator_db.repositories import task_queue as q
 
 WORKER_COUNTS = (1, 4, 8)
@@ -49,12 +49,14 @@ async def _fill(db: Database, count: int) -> None:
 # ----------------------------------------------------------------- package
 
 
-def _package_worker(url: str, name: str, fused: bool, ready: Any, go: Any) -> int:
+def _package_worker(
+    url: str, name: str, fused: bool, options: DatabaseOptions, ready: Any, go: Any
+) -> int:
     """Claim, complete, repeat: two units of work per task, or (``fused``)
     one ``complete_and_claim`` per task."""
 
     async def run() -> int:
-        db = Database(url)
+        db = Database(url, **options)
         done = 0
         try:
             async with db.unit_of_work(read_only=True) as uow:
@@ -111,13 +113,15 @@ def _collect(results: Any, target: Any, args: tuple[Any, ...]) -> None:
     results.put(target(*args))
 
 
-async def package_throughput(url: str, workers: int, *, fused: bool = False) -> float:
+async def package_throughput(
+    url: str, workers: int, *, fused: bool = False, options: DatabaseOptions | None = None
+) -> float:
     db = Database(url)
     try:
         await _fill(db, PACKAGE_TASKS)
     finally:
         await db.close()
-    args = [(url, f"w{i}", fused) for i in range(workers)]
+    args = [(url, f"w{i}", fused, options or {}) for i in range(workers)]
     elapsed, counts = await asyncio.to_thread(_in_processes, _package_worker, args)
     assert sum(counts) == PACKAGE_TASKS, counts
     return PACKAGE_TASKS / elapsed
@@ -151,7 +155,7 @@ def _queue_sql(db: Database) -> tuple[Compiled, Compiled, Compiled]:
     return (
         _compiled(q.claim_statement(db.dialect, typed=False), dialect),
         _compiled(q.complete_statement(), dialect),
-        _compiled(q.release_statement(through_edges=True), dialect, ids=["x"]),
+        _compiled(q.release_statement(through_edges=True, single=True), dialect),
     )
 
 
@@ -178,7 +182,7 @@ def _raw_sqlite_worker(
         connection.execute("BEGIN IMMEDIATE")
         complete_args = _bind(complete, task_key=row[0], holder=name, outcome=None)
         connection.execute(complete[0], complete_args).fetchall()
-        connection.execute(release[0], _bind(release, ids_1=row[0])).fetchall()
+        connection.execute(release[0], _bind(release, one_id=row[0])).fetchall()
         connection.execute("COMMIT")
         done += 1
 
@@ -207,7 +211,7 @@ def _raw_aiosqlite_worker(
                 await connection.execute("BEGIN IMMEDIATE")
                 complete_args = _bind(complete, task_key=row[0], holder=name, outcome=None)
                 await connection.execute_fetchall(complete[0], complete_args)
-                await connection.execute_fetchall(release[0], _bind(release, ids_1=row[0]))
+                await connection.execute_fetchall(release[0], _bind(release, one_id=row[0]))
                 await connection.execute("COMMIT")
                 done += 1
 
@@ -298,16 +302,24 @@ async def run_sqlite() -> None:
     aio_rate = await raw_sqlite_throughput(db, url.split("///", 1)[1], 1, through_aiosqlite=True)
     await db.close()
     await cleanup()
-    for fused in (False, True):
+    # (fused, sqlite_execution): the plain loop, then complete_and_claim in
+    # both execution modes.
+    variants: list[tuple[bool, SQLiteExecution]] = [
+        (False, "thread"),
+        (True, "thread"),
+        (True, "inline"),
+    ]
+    for fused, execution in variants:
         for workers in WORKER_COUNTS:
-            url, cleanup = await fresh(f"package{workers}{fused}")
-            rate = await package_throughput(url, workers, fused=fused)
+            url, cleanup = await fresh(f"package{workers}{fused}{execution}")
+            options: DatabaseOptions = {"sqlite_execution": execution}
+            rate = await package_throughput(url, workers, fused=fused, options=options)
             await cleanup()
             baseline = raw_rates[1]
             loop = "complete_and_claim" if fused else "claim+complete"
             rows.append(
                 Row(
-                    f"{loop}, {workers} worker process(es)",
+                    f"{loop} ({execution}), {workers} process(es)",
                     f"{rate:,.0f} tasks/s",
                     f"raw sqlite3, 1 process {baseline:,.0f}/s",
                     rate / baseline,
@@ -371,7 +383,7 @@ def _raw_asyncpg_worker(
             async with connection.transaction():
                 complete_args = _bind(complete, task_key=row[0], holder=name, outcome=None)
                 await connection.fetch(complete[0], *complete_args)
-                await connection.fetch(release[0], *_bind(release, ids_1=row[0]))
+                await connection.fetch(release[0], *_bind(release, one_id=row[0]))
             done += 1
 
     return asyncio.run(run())

@@ -498,3 +498,29 @@ async def test_complete_and_claim_moves_to_the_next_task_in_one_unit(db: Databas
         assert await uow.tasks.complete_and_claim(c.id, "w") is None
         await uow.commit()
     assert await statuses(db, a, b, c) == [TaskStatus.COMPLETED] * 3
+
+
+async def test_complete_and_claim_stores_the_result_and_refreshes_a_loaded_task(
+    db: Database,
+) -> None:
+    (a,) = await submit(db, task())
+    await claim(db, "w")
+    async with db.unit_of_work() as uow:
+        loaded = await uow.tasks.get(a.id)
+        assert await uow.tasks.complete_and_claim(a.id, "w", {"ok": 1}) is None
+        assert loaded.status is TaskStatus.COMPLETED and loaded.result == {"ok": 1}
+        assert loaded.completed_at is not None and loaded.lease_expires_at is None
+        await uow.commit()
+    async with db.unit_of_work() as uow:
+        stored = await uow.tasks.get(a.id)
+        assert (stored.status, stored.result) == (TaskStatus.COMPLETED, {"ok": 1})
+
+
+async def test_complete_and_claim_by_a_stranger_claims_nothing(db: Database) -> None:
+    a, b = await submit(db, task(priority=9), task())
+    await claim(db, "owner")
+    async with db.unit_of_work() as uow:
+        with pytest.raises(LeaseLostError, match="held by 'owner'"):
+            await uow.tasks.complete_and_claim(a.id, "stranger")
+        await uow.commit()
+    assert await statuses(db, a, b) == [TaskStatus.RUNNING, TaskStatus.READY]

@@ -101,3 +101,12 @@ async def test_release_finds_dependents_through_the_edge_index(queued_db: Databa
     text = await plan(queued_db, q.release_statement(through_edges=True), ids=[new_id(), new_id()])
     assert "idx_task_dependencies_depends_on" in text or "pk_task_dependencies" in text, text
     assert "Seq Scan on tasks" not in text
+
+
+async def test_the_one_task_release_finds_dependents_through_the_edge_index(
+    queued_db: Database,
+) -> None:
+    statement = q.release_statement(through_edges=True, single=True)
+    text = await plan(queued_db, statement, one_id=new_id())
+    assert "idx_task_dependencies_depends_on" in text or "pk_task_dependencies" in text, text
+    assert "Seq Scan on tasks" not in text

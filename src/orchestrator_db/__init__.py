@@ -13,7 +13,7 @@ Quick start::
 """
 
 from orchestrator_db.database import Database, DatabaseOptions, HealthReport, PoolStatus
-from orchestrator_db.engine import DatabaseSettings
+from orchestrator_db.engine import DatabaseSettings, SQLiteExecution
 from orchestrator_db.models import (
     ClientSession,
     Comment,
@@ -58,6 +58,7 @@ __all__ = [
     "Project",
     "QueueStats",
     "Repository",
+    "SQLiteExecution",
     "Stage",
     "Task",
     "TaskDependency",

@@ -314,7 +314,12 @@ class TaskRepository(Repository[Task]):
         """Complete a task ``worker_id`` holds and claim its next one, in one
         transaction: a worker loop then commits once per task instead of twice.
         Returns the next task, or ``None`` if nothing is ready."""
-        await self.complete(task_id, worker_id, result)
+        task_id = canonical_uuid(task_id, field="task_id")
+        owned = {"task_key": task_id, "holder": worker_id, "outcome": result}
+        completed = await self._changed(q.complete_id_statement(), owned)
+        if not completed:
+            await self._explain_not_owned(task_id, worker_id)
+        await self._release(completed)
         return await self.claim_next(worker_id, task_types=task_types, lease=lease)
 
     async def fail(self, task_id: str, worker_id: str, error: str) -> Task:
@@ -561,10 +566,14 @@ class TaskRepository(Repository[Task]):
     async def _release(self, ids: Sequence[str], *, through_edges: bool = True) -> None:
         """Ready the blocked dependents of ``ids`` (or ``ids`` themselves) whose
         prerequisites are all complete."""
-        params = {"ids": list(ids)}
+        if not ids:
+            return
+        single = len(ids) == 1
+        params: dict[str, Any] = {"one_id": ids[0]} if single else {"ids": list(ids)}
+        variant = {"through_edges": through_edges, "single": single}
         if self._dialect == "postgresql":
-            await self._execute(q.lock_blocked_statement(through_edges=through_edges), params)
-        await self._changed(q.release_statement(through_edges=through_edges), params)
+            await self._execute(q.lock_blocked_statement(**variant), params)
+        await self._changed(q.release_statement(**variant), params)
 
     async def _cancel_closure(
         self,

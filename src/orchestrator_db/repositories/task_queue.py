@@ -156,13 +156,14 @@ def claim_statement(dialect: str, *, typed: bool) -> ExecutableReturnsRows:
     return _returning_tasks(statement.values(**values))
 
 
-def _owned() -> list[ColumnElement[bool]]:
-    """``:task_key`` is running under ``:holder``'s live lease."""
+def _owned(columns: Any = Task) -> list[ColumnElement[bool]]:
+    """``:task_key`` is running under ``:holder``'s live lease (``columns``:
+    the mapped class, or ``_TASKS.c`` for a Core statement)."""
     return [
-        Task.id == bindparam("task_key"),
-        has_status(TaskStatus.RUNNING),
-        Task.worker_id == bindparam("holder"),
-        Task.lease_expires_at > _now(),
+        columns.id == bindparam("task_key"),
+        columns.status == literal_column(f"'{TaskStatus.RUNNING.value}'"),
+        columns.worker_id == bindparam("holder"),
+        columns.lease_expires_at > _now(),
     ]
 
 
@@ -172,9 +173,8 @@ def heartbeat_statement() -> ExecutableReturnsRows:
     return _returning_tasks(update(Task).where(*_owned()).values(**values))
 
 
-@functools.cache
-def complete_statement() -> ExecutableReturnsRows:
-    values = {
+def _completion() -> dict[str, Any]:
+    return {
         "status": TaskStatus.COMPLETED,
         "completed_at": _now(),
         "lease_expires_at": None,
@@ -182,7 +182,19 @@ def complete_statement() -> ExecutableReturnsRows:
         "error": None,
         "updated_at": _now(),
     }
-    return _returning_tasks(update(Task).where(*_owned()).values(**values))
+
+
+@functools.cache
+def complete_statement() -> ExecutableReturnsRows:
+    return _returning_tasks(update(Task).where(*_owned()).values(**_completion()))
+
+
+@functools.cache
+def complete_id_statement() -> Update:
+    """:func:`complete_statement` returning only the id, for callers that do
+    not need the task back (loading it costs a third of a worker's loop)."""
+    statement = update(_TASKS).where(*_owned(_TASKS.c)).values(**_completion())
+    return statement.returning(_TASKS.c.id)
 
 
 @functools.cache
@@ -218,12 +230,17 @@ def fail_statement() -> ExecutableReturnsRows:
     return _returning_tasks(update(Task).where(Task.id == bindparam("task_key")).values(**values))
 
 
-def _candidates(*, through_edges: bool) -> Select[Any]:
-    """Dependents of ``:ids`` (``through_edges``), or ``:ids`` themselves."""
-    ids: Any = bindparam("ids", expanding=True)
-    if through_edges:
-        return select(_EDGES.c.task_id).where(_EDGES.c.depends_on_id.in_(ids))
-    return select(_TASKS.c.id).where(_TASKS.c.id.in_(ids))
+def _candidates(*, through_edges: bool, single: bool) -> Select[Any]:
+    """Dependents of ``:ids`` (``through_edges``), or ``:ids`` themselves.
+
+    ``single`` takes one id, ``:one_id``, instead: an expanding IN is rendered
+    anew on every execution, which costs a third of a one-task release.
+    """
+    column = _EDGES.c.depends_on_id if through_edges else _TASKS.c.id
+    match = (
+        column == bindparam("one_id") if single else column.in_(bindparam("ids", expanding=True))
+    )
+    return select(_EDGES.c.task_id if through_edges else _TASKS.c.id).where(match)
 
 
 def _status_is(status: TaskStatus, table: Any = None) -> ColumnElement[bool]:
@@ -237,14 +254,14 @@ def _unfinished() -> ColumnElement[bool]:
 
 
 @functools.cache
-def lock_blocked_statement(*, through_edges: bool) -> Select[Any]:
+def lock_blocked_statement(*, through_edges: bool, single: bool = False) -> Select[Any]:
     """Lock the blocked candidates in id order (PostgreSQL; a consistent order
     keeps two releasing transactions from deadlocking)."""
     return (
         select(_TASKS.c.id)
         .where(
             _status_is(TaskStatus.BLOCKED),
-            _TASKS.c.id.in_(_candidates(through_edges=through_edges)),
+            _TASKS.c.id.in_(_candidates(through_edges=through_edges, single=single)),
         )
         .order_by(_TASKS.c.id)
         .with_for_update()
@@ -252,7 +269,7 @@ def lock_blocked_statement(*, through_edges: bool) -> Select[Any]:
 
 
 @functools.cache
-def release_statement(*, through_edges: bool) -> Update:
+def release_statement(*, through_edges: bool, single: bool = False) -> Update:
     """Make ready every blocked candidate none of whose prerequisites is unfinished."""
     prerequisite = _TASKS.alias("prerequisite")
     waiting = exists().where(
@@ -264,7 +281,7 @@ def release_statement(*, through_edges: bool) -> Update:
         update(_TASKS)
         .where(
             _status_is(TaskStatus.BLOCKED),
-            _TASKS.c.id.in_(_candidates(through_edges=through_edges)),
+            _TASKS.c.id.in_(_candidates(through_edges=through_edges, single=single)),
             ~waiting,
         )
         .values(status=TaskStatus.READY, updated_at=_now())
