@@ -68,6 +68,30 @@ async def test_add_many_inserts_in_bulk_and_returns_detached_objects(db: Databas
         assert loaded.updated_at == loaded.created_at
 
 
+@pytest.mark.parametrize("size", [10, 150])  # executemany, and COPY on PostgreSQL
+async def test_add_many_writes_columns_set_in_some_rows_and_nulls_elsewhere(
+    db: Database, size: int
+) -> None:
+    # description is set in every third row, workspace_path in none: the
+    # batch leaves workspace_path out of its INSERT, and must still store NULL.
+    items = [
+        task(title=f"t{i}", description=f"d{i}" if i % 3 == 0 else None) for i in range(size)
+    ]
+    async with db.unit_of_work() as uow:
+        await uow.tasks.add_many(items)
+        # A second batch binding other columns uses another INSERT.
+        others = await uow.tasks.add_many([task(workspace_path="/w", priority=9)])
+        await uow.commit()
+    async with db.unit_of_work(read_only=True) as uow:
+        stored = {t.title: t for t in await uow.tasks.list(limit=size + 1)}
+    for i in range(size):
+        row = stored[f"t{i}"]
+        assert row.description == (f"d{i}" if i % 3 == 0 else None)
+        assert row.workspace_path is None and row.priority == 5
+    assert (stored["a task"].workspace_path, stored["a task"].priority) == ("/w", 9)
+    assert others[0].description is None
+
+
 async def test_add_many_of_nothing(db: Database) -> None:
     async with db.unit_of_work() as uow:
         assert await uow.tasks.add_many([]) == []
