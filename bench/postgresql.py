@@ -18,6 +18,7 @@ import asyncpg
 
 from bench.common import Row, median_seconds, print_table
 from bench.sqlite import BULK_ROWS, GET_OPS, PAGE_SIZE, PAGE_TABLE_ROWS, task_values
+from bench.sqlite import COLUMNS as TASK_COLUMNS
 from orchestrator_db import Database, Task
 from orchestrator_db.repositories.task import TaskRepository
 from orchestrator_db.types import utc_now
@@ -29,10 +30,7 @@ RAW_INSERT = (
     "INSERT INTO tasks (id, title, task_type, status, config, created_at, updated_at) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7)"
 )
-SELECT_BY_ID = (
-    "SELECT id, title, description, task_type, status, config, metadata, workspace_path, "
-    "started_at, completed_at, error, created_at, updated_at FROM tasks WHERE id = $1"
-)
+SELECT_BY_ID = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"
 
 
 def raw_records(values: list[dict[str, Any]]) -> list[tuple[Any, ...]]:

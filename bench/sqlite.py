@@ -31,10 +31,9 @@ GET_OPS = 1_000
 PAGE_TABLE_ROWS = 100_000
 PAGE_SIZE = 50
 
-COLUMNS = (
-    "id, title, description, task_type, status, config, metadata, workspace_path, "
-    "started_at, completed_at, error, created_at, updated_at"
-)
+# Every column of tasks, as the package's get reads them (names from our own
+# schema, not values: nothing here is user input).
+COLUMNS = ", ".join(column.name for column in Task.__table__.columns)
 SELECT_BY_ID = f"SELECT {COLUMNS} FROM tasks WHERE id = ?"
 
 
