@@ -74,9 +74,7 @@ async def test_add_many_writes_columns_set_in_some_rows_and_nulls_elsewhere(
 ) -> None:
     # description is set in every third row, workspace_path in none: the
     # batch leaves workspace_path out of its INSERT, and must still store NULL.
-    items = [
-        task(title=f"t{i}", description=f"d{i}" if i % 3 == 0 else None) for i in range(size)
-    ]
+    items = [task(title=f"t{i}", description=f"d{i}" if i % 3 == 0 else None) for i in range(size)]
     async with db.unit_of_work() as uow:
         await uow.tasks.add_many(items)
         # A second batch binding other columns uses another INSERT.
