@@ -233,8 +233,8 @@ async def raw_sqlite_throughput(
 # ------------------------------------------------------------ claim vs depth
 
 
-async def claim_time(db: Database, samples: int = 300) -> float:
-    """Median seconds of one claim in its own unit of work."""
+async def claim_times(db: Database, samples: int) -> list[float]:
+    """Seconds of ``samples`` claims, each in its own unit of work."""
     times = []
     for _ in range(samples):
         started = time.perf_counter()
@@ -242,21 +242,33 @@ async def claim_time(db: Database, samples: int = 300) -> float:
             await uow.tasks.claim_next("probe")
             await uow.commit()
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return times
 
 
-async def depth_rows(url_for: Any) -> list[Row]:
-    measured = {}
-    for depth in DEPTHS:
-        url, cleanup = await url_for(f"depth{depth}")
-        db = Database(url)
-        try:
+async def depth_rows(url_for: Any, settle: Any = None, rounds: int = 6) -> list[Row]:
+    """Median claim time at each depth. Both queues are filled first (then
+    ``settle``, which flushes what the bulk load left to write), and claims
+    alternate between them in rounds, so that a burst of disk latency (a
+    claim's commit waits for a flush) lands on both depths alike."""
+    opened: dict[int, tuple[Database, Any]] = {}
+    samples: dict[int, list[float]] = {depth: [] for depth in DEPTHS}
+    try:
+        for depth in DEPTHS:
+            url, cleanup = await url_for(f"depth{depth}")
+            db = Database(url)
+            opened[depth] = (db, cleanup)
             await db.migrate()
             await _fill(db, depth)
-            measured[depth] = await claim_time(db)
-        finally:
+        if settle is not None:
+            await settle()
+        for _ in range(rounds):
+            for depth, (db, _) in opened.items():
+                samples[depth] += await claim_times(db, 50)
+    finally:
+        for db, cleanup in opened.values():
             await db.close()
             await cleanup()
+    measured = {depth: statistics.median(times) for depth, times in samples.items()}
     low, high = DEPTHS
     ratio = measured[high] / measured[low]
     return [
@@ -442,7 +454,7 @@ async def run_postgresql() -> None:
                     True,
                 )
             )
-    rows += await depth_rows(fresh)
+    rows += await depth_rows(fresh, settle=lambda: _pg_admin("CHECKPOINT"))
     print_table("PostgreSQL work queue", rows)
 
 
