@@ -16,8 +16,8 @@ Inline execution (``sqlite_execution="inline"``) goes further: the statement
 runs on the event loop's own thread, with no hop at all. A statement then
 holds the event loop for as long as SQLite works on it (tens of
 microseconds for the queue's statements, milliseconds for a large bulk
-insert or a WAL checkpoint), in exchange for a unit of work costing about
-half as much. Waiting for the write lock must not hold the loop, so inline
+insert or a WAL checkpoint), in exchange for a unit of work costing 30-45%
+less. Waiting for the write lock must not hold the loop, so inline
 connections have no busy timeout in C: a BEGIN that finds the database
 locked returns at once, and the adapter retries it after an asyncio sleep,
 on SQLite's own schedule, until ``busy_timeout`` has passed. Inline
