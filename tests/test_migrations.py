@@ -25,7 +25,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata, produce_migrations, render_python_code
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Connection, Integer, MetaData, inspect, text
+from sqlalchemy import Column, Connection, Enum, Integer, MetaData, Table, inspect, text
 
 from orchestrator_db import Database, Task
 from orchestrator_db.alembic_ext import CreateTriggerOp, DropTriggerOp, render_item
@@ -174,6 +174,26 @@ async def test_a_missing_trigger_is_noticed(scratch_url: str) -> None:
             await connection.exec_driver_sql(statement)
     diffs = await _on(scratch_url, lambda c: compare_metadata(_context(c), Base.metadata))
     assert diffs == [("add_trigger", "tasks", "trg_tasks_updated_at")]
+
+
+async def test_a_changed_enum_check_is_replaced_with_its_values_quoted(empty_url: str) -> None:
+    def flags(*values: str) -> MetaData:
+        metadata = MetaData(naming_convention=Base.metadata.naming_convention)
+        state = Enum(*values, name="flag_state", native_enum=False, create_constraint=True)
+        Table("flags", metadata, Column("id", Integer, primary_key=True), Column("state", state))
+        return metadata
+
+    await _on(empty_url, flags("on", "o'k").create_all)
+    widened = flags("on", "o'k", "off")
+    diffs = await _on(empty_url, lambda c: compare_metadata(_context(c, widened), widened))
+    assert [(kind, constraint.name) for kind, constraint in diffs] == [
+        ("remove_constraint", "ck_flags_flag_state"),
+        ("add_constraint", "ck_flags_flag_state"),
+    ]
+    assert {str(constraint.sqltext) for _, constraint in diffs} == {
+        "state IN ('on', 'o''k')",
+        "state IN ('on', 'o''k', 'off')",
+    }
 
 
 FOREIGN_TRIGGER = {

@@ -44,6 +44,8 @@ from sqlalchemy import (
     TextClause,
     text,
 )
+from sqlalchemy import column as sql_column
+from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.schema import DDL
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression, conv
@@ -352,10 +354,15 @@ def _enum_checks(table: Table) -> list[tuple[str, str, list[str]]]:
 
 
 def _in_list_check(table: str, name: str, column: str, values: Iterable[str]) -> CheckConstraint:
-    """``column IN ('a', 'b')`` as plain text: identical SQL on both dialects."""
-    literals = ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+    """``column IN ('a', 'b')`` as plain text: identical SQL on both dialects.
+
+    DDL takes no bind parameters, so SQLAlchemy renders the values as
+    literals (quoting and escaping them) with its generic dialect.
+    """
+    condition = sql_column(column, String).in_(list(values))
+    rendered = condition.compile(dialect=DefaultDialect(), compile_kwargs={"literal_binds": True})
     holder = Table(table, MetaData(), Column(column, String))
-    return CheckConstraint(text(f"{column} IN ({literals})"), name=conv(name), table=holder)
+    return CheckConstraint(text(str(rendered)), name=conv(name), table=holder)
 
 
 @comparators.dispatch_for("table")
