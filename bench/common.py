@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import asyncpg
+
+#: The PostgreSQL server the benchmarks create their databases on.
+ADMIN_DSN = os.environ.get("ORCHESTRATOR_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @dataclass
@@ -57,3 +63,12 @@ def print_table(title: str, rows: list[Row]) -> None:
             "ok" if row.ok else "MISS",
         )
         print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
+
+
+async def pg_admin(statement: str) -> None:
+    """Run a maintenance statement (CREATE/DROP DATABASE, CHECKPOINT)."""
+    connection = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()

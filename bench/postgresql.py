@@ -16,14 +16,13 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import Row, median_seconds, print_table
+from bench.common import ADMIN_DSN, Row, median_seconds, pg_admin, print_table
 from bench.sqlite import BULK_ROWS, GET_OPS, PAGE_SIZE, PAGE_TABLE_ROWS, task_values
 from bench.sqlite import COLUMNS as TASK_COLUMNS
 from orchestrator_db import Database, Task
 from orchestrator_db.repositories.task import TaskRepository
 from orchestrator_db.types import utc_now
 
-ADMIN_DSN = os.environ.get("ORCHESTRATOR_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 NAME = f"odb_bench_{os.getpid()}"
 COLUMNS = ["id", "title", "task_type", "status", "config", "created_at", "updated_at"]
 RAW_INSERT = (
@@ -47,14 +46,6 @@ def raw_records(values: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         )
         for v in values
     ]
-
-
-async def _admin(statement: str) -> None:
-    connection = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
 
 
 async def bench_add_many(db: Database, dsn: str) -> list[Row]:
@@ -226,8 +217,8 @@ async def bench_page(db: Database) -> list[Row]:
 
 async def run() -> None:
     try:
-        await _admin(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)')
-        await _admin(f'CREATE DATABASE "{NAME}"')
+        await pg_admin(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)')
+        await pg_admin(f'CREATE DATABASE "{NAME}"')
     except (OSError, asyncpg.PostgresError) as error:
         print(f"\n!! PostgreSQL benchmarks SKIPPED: {ADMIN_DSN} is not reachable ({error})")
         return
@@ -244,5 +235,5 @@ async def run() -> None:
         await db.close()
         gc.collect()
         started = time.perf_counter()
-        await _admin(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)')
+        await pg_admin(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)')
         del started

@@ -25,7 +25,7 @@ from typing import Any
 import aiosqlite
 import asyncpg
 
-from bench.common import Row, print_table
+from bench.common import ADMIN_DSN, Row, pg_admin, print_table
 from orchestrator_db import Database, DatabaseOptions, SQLiteExecution, Task
 from orchestrator_db.repositories import task_queue as q
 
@@ -33,7 +33,6 @@ WORKER_COUNTS = (1, 4, 8)
 PACKAGE_TASKS = 3_000
 RAW_TASKS = 20_000
 DEPTHS = (10_000, 1_000_000)
-ADMIN_DSN = os.environ.get("ORCHESTRATOR_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 async def _fill(db: Database, count: int) -> None:
@@ -367,14 +366,6 @@ async def run_sqlite() -> None:
     print_table("SQLite work queue", rows)
 
 
-async def _pg_admin(statement: str) -> None:
-    connection = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 def _raw_asyncpg_worker(
     dsn: str, sql: tuple[Compiled, Compiled, Compiled], name: str, ready: Any, go: Any
 ) -> int:
@@ -403,7 +394,7 @@ def _raw_asyncpg_worker(
 
 async def run_postgresql() -> None:
     try:
-        await _pg_admin("SELECT 1")
+        await pg_admin("SELECT 1")
     except (OSError, asyncpg.PostgresError) as error:
         print(f"\n!! PostgreSQL queue benchmarks SKIPPED: {ADMIN_DSN} unreachable ({error})")
         return
@@ -411,15 +402,15 @@ async def run_postgresql() -> None:
 
     async def fresh(name: str) -> tuple[str, Any]:
         database = f"odb_queue_{os.getpid()}_{name}"
-        await _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await _pg_admin(f'CREATE DATABASE "{database}"')
+        await pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await pg_admin(f'CREATE DATABASE "{database}"')
         url = f"{base}/{database}".replace("postgresql://", "postgresql+asyncpg://", 1)
         db = Database(url)
         await db.migrate()
         await db.close()
 
         async def cleanup() -> None:
-            await _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            await pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
         return url, cleanup
 
@@ -454,7 +445,7 @@ async def run_postgresql() -> None:
                     True,
                 )
             )
-    rows += await depth_rows(fresh, settle=lambda: _pg_admin("CHECKPOINT"))
+    rows += await depth_rows(fresh, settle=lambda: pg_admin("CHECKPOINT"))
     print_table("PostgreSQL work queue", rows)
 
 

@@ -229,22 +229,20 @@ class TaskRepository(Repository[Task]):
 
     async def dependencies_of(self, task_id: str) -> builtins.list[Task]:
         """The tasks ``task_id`` waits for."""
-        statement = (
-            select(Task)
-            .join(TaskDependency, TaskDependency.depends_on_id == Task.id)
-            .where(TaskDependency.task_id == task_id)
-            .order_by(Task.created_at, Task.id)
-        )
-        return await self._scalars(statement)
+        return await self._linked(task_id, prerequisites=True)
 
     async def dependents_of(self, task_id: str) -> builtins.list[Task]:
         """The tasks waiting for ``task_id``."""
+        return await self._linked(task_id, prerequisites=False)
+
+    async def _linked(self, task_id: str, *, prerequisites: bool) -> builtins.list[Task]:
+        """The far ends of ``task_id``'s edges, oldest first."""
+        near, far = TaskDependency.task_id, TaskDependency.depends_on_id
+        if not prerequisites:
+            near, far = far, near
         statement = (
-            select(Task)
-            .join(TaskDependency, TaskDependency.task_id == Task.id)
-            .where(TaskDependency.depends_on_id == task_id)
-            .order_by(Task.created_at, Task.id)
-        )
+            select(Task).join(TaskDependency, far == Task.id).where(near == task_id)
+        ).order_by(Task.created_at, Task.id)
         return await self._scalars(statement)
 
     # ----------------------------------------------------------------- claim
