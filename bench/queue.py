@@ -7,7 +7,8 @@ from the moment every worker is ready to the moment the queue is empty.
 
 The raw baselines run the very same SQL, compiled from the package's own
 statements (claim, complete, release of dependents), through raw sqlite3 and
-raw asyncpg, with no ORM and no thread hops.
+raw asyncpg, with no ORM and no thread hops; like the package, the SQLite
+loop releases dependents only when the completion says someone waits.
 """
 
 from __future__ import annotations
@@ -135,7 +136,6 @@ Compiled = tuple[str, tuple[str, ...], dict[str, Any]]
 def _compiled(statement: Any, dialect: Any, **sample: Any) -> Compiled:
     """SQL text as SQLAlchemy would send it, its positional parameter names
     and their default values. ``sample`` fills expanding parameters (IN)."""
-    statement = getattr(statement, "element", statement)  # from_statement wrapper
     compiled = statement.compile(dialect=dialect)
     defaults = compiled.construct_params(sample, _check=False)
     expanded = compiled._process_parameters_for_postcompile(defaults)
@@ -153,7 +153,7 @@ def _queue_sql(db: Database) -> tuple[Compiled, Compiled, Compiled]:
     dialect = db.engine.sync_engine.dialect
     return (
         _compiled(q.claim_statement(db.dialect, typed=False), dialect),
-        _compiled(q.complete_statement(), dialect),
+        _compiled(q.complete_statement(db.dialect), dialect),
         _compiled(q.release_statement(through_edges=True, single=True), dialect),
     )
 
@@ -180,8 +180,9 @@ def _raw_sqlite_worker(
             return done
         connection.execute("BEGIN IMMEDIATE")
         complete_args = _bind(complete, task_key=row[0], holder=name, outcome=None)
-        connection.execute(complete[0], complete_args).fetchall()
-        connection.execute(release[0], _bind(release, one_id=row[0])).fetchall()
+        (completed,) = connection.execute(complete[0], complete_args).fetchall()
+        if completed[-1]:  # waited_on: as the package, release only then
+            connection.execute(release[0], _bind(release, one_id=row[0])).fetchall()
         connection.execute("COMMIT")
         done += 1
 
@@ -209,8 +210,9 @@ def _raw_aiosqlite_worker(
                     return done
                 await connection.execute("BEGIN IMMEDIATE")
                 complete_args = _bind(complete, task_key=row[0], holder=name, outcome=None)
-                await connection.execute_fetchall(complete[0], complete_args)
-                await connection.execute_fetchall(release[0], _bind(release, one_id=row[0]))
+                (completed,) = await connection.execute_fetchall(complete[0], complete_args)
+                if completed[-1]:  # waited_on
+                    await connection.execute_fetchall(release[0], _bind(release, one_id=row[0]))
                 await connection.execute("COMMIT")
                 done += 1
 

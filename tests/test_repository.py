@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
 
 from orchestrator_db import Database, Task, TaskStatus
 from orchestrator_db.errors import NotFoundError, ValidationError
@@ -124,6 +124,40 @@ async def test_get_missing_raises_not_found_with_entity_and_key(db: Database) ->
         assert await uow.tasks.get_or_none(missing) is None
     assert raised.value.entity == "Task"
     assert raised.value.key == missing
+
+
+async def test_get_returns_a_tracked_object_equal_to_the_orm_load(db: Database) -> None:
+    started = utc_now() - timedelta(minutes=3)
+    (added,) = await add_tasks(
+        db, task(config={"k": [1, "two"]}, metadata_=None, started_at=started, priority=7)
+    )
+    async with db.unit_of_work() as uow:
+        got = await uow.tasks.get(added.id.upper())
+        loaded = (
+            await uow.session.execute(
+                select(Task).where(Task.id == added.id).execution_options(populate_existing=True)
+            )
+        ).scalar_one()
+        # One object per row in a unit of work, whichever way it was read.
+        assert loaded is got
+        assert await uow.tasks.get(added.id) is got
+        assert inspect(got).persistent and not inspect(got).modified
+        columns = [attr.key for attr in inspect(Task).column_attrs]
+        assert {c: getattr(got, c) for c in columns} == {c: getattr(added, c) for c in columns}
+        got.title = "renamed"
+        assert list(uow.session.dirty) == [got]
+        await uow.commit()
+    async with db.unit_of_work() as uow:
+        assert (await uow.tasks.get(added.id)).title == "renamed"
+
+
+async def test_get_leaves_a_loaded_object_and_its_pending_changes_alone(db: Database) -> None:
+    (added,) = await add_tasks(db, task(title="stored"))
+    async with db.unit_of_work() as uow:
+        (listed,) = await uow.tasks.list(id=added.id)
+        listed.title = "pending"
+        assert await uow.tasks.get(added.id) is listed
+        assert listed.title == "pending"
 
 
 async def test_list_filters(db: Database) -> None:

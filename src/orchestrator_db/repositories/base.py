@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,10 +19,12 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 
 from sqlalchemy import (
+    Column,
     ColumnElement,
     Integer,
     Select,
     Table,
+    bindparam,
     delete,
     func,
     inspect,
@@ -31,8 +34,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute, Mapper
-from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.orm import (
+    InstrumentedAttribute,
+    Mapper,
+    configure_mappers,
+    make_transient_to_detached,
+)
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
 from orchestrator_db.error_translation import translate
 from orchestrator_db.errors import ForeignKeyViolationError, NotFoundError, ValidationError
@@ -69,6 +77,35 @@ class Page(Generic[ModelT]):
     @property
     def has_more(self) -> bool:
         return self.next_cursor is not None
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """A model's table columns in order, the attribute each one loads, and
+    a primary-key lookup that returns them (see :meth:`Repository._adopt`)."""
+
+    mapper: Mapper[Any]
+    columns: tuple[Column[Any], ...]
+    keys: tuple[str, ...]
+    primary_key: tuple[int, ...]  # positions of the key columns in ``columns``
+    by_key: Select[Any]  # ``columns`` where the key is ``:key_0``, ``:key_1``...
+
+
+@functools.cache
+def row_layout(model: type[Base]) -> RowLayout:
+    # Instrumentation is complete only once the mappers are configured, which
+    # the ORM does on its first query: a process may adopt rows before that.
+    configure_mappers()
+    mapper: Mapper[Any] = inspect(model)
+    table = mapper.local_table
+    assert isinstance(table, Table)
+    columns = tuple(table.c)
+    keys = tuple(mapper.get_property_by_column(column).key for column in columns)
+    primary_key = tuple(columns.index(column) for column in mapper.primary_key)
+    by_key = select(*columns).where(
+        *(column == bindparam(f"key_{i}") for i, column in enumerate(mapper.primary_key))
+    )
+    return RowLayout(mapper, columns, keys, primary_key, by_key)
 
 
 class Repository(Generic[ModelT]):
@@ -141,13 +178,17 @@ class Repository(Generic[ModelT]):
         return criteria
 
     def _primary_key_criteria(self, key: Any) -> builtins.list[Criterion]:
-        columns = list(self._mapper().primary_key)
-        values = key if isinstance(key, tuple) else (key,)
-        if len(values) != len(columns):
-            raise ValidationError(
-                f"{self.entity} key has {len(columns)} part(s), got {key!r}", field="key"
-            )
-        return [column == value for column, value in zip(columns, values, strict=True)]
+        columns = self._mapper().primary_key
+        return [
+            column == value for column, value in zip(columns, self._key_parts(key), strict=True)
+        ]
+
+    def _key_parts(self, key: Any) -> tuple[Any, ...]:
+        parts = key if isinstance(key, tuple) else (key,)
+        size = len(self._mapper().primary_key)
+        if len(parts) != size:
+            raise ValidationError(f"{self.entity} key has {size} part(s), got {key!r}", field="key")
+        return parts
 
     # ------------------------------------------------------------- errors
 
@@ -352,14 +393,21 @@ class Repository(Generic[ModelT]):
         return obj
 
     async def get_or_none(self, key: Any, *, for_update: bool = False) -> ModelT | None:
+        layout = row_layout(self.model_type)
+        parts = self._key_parts(key)
         try:
-            if for_update:
+            if for_update or layout.mapper.identity_key_from_primary_key(parts) in (
+                self.session.identity_map
+            ):
+                # Loaded already (no query at all), or to be locked: the ORM's own get.
                 return await self.session.get(
-                    self.model_type, key, with_for_update=True, populate_existing=True
+                    self.model_type, key, with_for_update=for_update, populate_existing=for_update
                 )
-            return await self.session.get(self.model_type, key)
+            params = {f"key_{i}": part for i, part in enumerate(parts)}
+            row = (await self.session.execute(layout.by_key, params)).first()
         except Exception as error:
             await self._raise_translated(error, key)
+        return None if row is None else self._adopt(row)
 
     async def list(
         self,
@@ -458,6 +506,39 @@ class Repository(Generic[ModelT]):
             if loaded is not None:
                 await self.session.refresh(loaded)
         return keys
+
+    def _adopt(self, row: Sequence[Any], *, refresh: bool = False) -> ModelT:
+        """The object of this unit of work for ``row``, whose first values are
+        the model's table columns in order (extra values are ignored).
+
+        The ORM's loader costs more than a primary-key read itself (it sets
+        up per-attribute loaders on every execution); a plain row becomes a
+        persistent object for a fraction of that. The object already loaded
+        for the key is returned if there is one, and with ``refresh`` its
+        attributes are overwritten by the row (what ``populate_existing``
+        does), for rows the statement has just changed.
+        """
+        loaded = self._loaded(row, refresh=refresh)
+        if loaded is not None:
+            return loaded
+        layout = row_layout(self.model_type)
+        obj: ModelT = layout.mapper.class_manager.new_instance()
+        instance_state(obj).dict.update(zip(layout.keys, row, strict=False))
+        make_transient_to_detached(obj)
+        self.session.add(obj)
+        return obj
+
+    def _loaded(self, row: Sequence[Any], *, refresh: bool) -> ModelT | None:
+        """The object already loaded for ``row`` (as for :meth:`_adopt`), if any."""
+        layout = row_layout(self.model_type)
+        key = tuple(row[i] for i in layout.primary_key)
+        loaded: ModelT | None = self.session.identity_map.get(
+            layout.mapper.identity_key_from_primary_key(key)
+        )
+        if loaded is not None and refresh:
+            for name, value in zip(layout.keys, row, strict=False):
+                set_committed_value(loaded, name, value)
+        return loaded
 
     async def _scalars(self, statement: Select[RowT]) -> builtins.list[RowT]:
         try:

@@ -295,10 +295,7 @@ class TaskRepository(Repository[Task]):
         """Mark a task ``worker_id`` holds completed, store ``result``, and make
         ready every dependent whose prerequisites are now all complete, in the
         same transaction."""
-        statement = q.complete_statement()
-        task = await self._owned_update(statement, task_id, worker_id, {"outcome": result})
-        await self._release([task.id])
-        return task
+        return self._adopt(await self._complete(task_id, worker_id, result), refresh=True)
 
     async def complete_and_claim(
         self,
@@ -312,12 +309,9 @@ class TaskRepository(Repository[Task]):
         """Complete a task ``worker_id`` holds and claim its next one, in one
         transaction: a worker loop then commits once per task instead of twice.
         Returns the next task, or ``None`` if nothing is ready."""
-        task_id = canonical_uuid(task_id, field="task_id")
-        owned = {"task_key": task_id, "holder": worker_id, "outcome": result}
-        completed = await self._changed(q.complete_id_statement(), owned)
-        if not completed:
-            await self._explain_not_owned(task_id, worker_id)
-        await self._release(completed)
+        # The finished task is not returned: only an object already loaded
+        # for it is brought up to date.
+        self._loaded(await self._complete(task_id, worker_id, result), refresh=True)
         return await self.claim_next(worker_id, task_types=task_types, lease=lease)
 
     async def fail(self, task_id: str, worker_id: str, error: str) -> Task:
@@ -371,7 +365,8 @@ class TaskRepository(Repository[Task]):
         params: dict[str, Any] = {"limit": limit}
         if task_types:
             params["task_types"] = sorted(task_types)
-        return await self._tasks(q.ready_statement(typed=bool(task_types)), params)
+        statement = q.ready_statement(typed=bool(task_types))
+        return await self._tasks(statement, params, refresh=False)
 
     async def stats(self) -> QueueStats:
         """Task counts per status, and per task type and status."""
@@ -430,13 +425,12 @@ class TaskRepository(Repository[Task]):
         return bind.dialect.name
 
     async def _tasks(
-        self, statement: Any, params: Mapping[str, Any] | None = None
+        self, statement: Any, params: Mapping[str, Any] | None = None, *, refresh: bool = True
     ) -> builtins.list[Task]:
-        """Tasks returned by a query or an UPDATE ... RETURNING."""
-        try:
-            return list((await self.session.scalars(statement, params)).all())
-        except Exception as error:
-            await self._raise_translated(error)
+        """Tasks of a statement returning every task column (see
+        :mod:`.task_queue`); ``refresh`` for rows the statement changed."""
+        rows = (await self._execute(statement, params)).all()
+        return [self._adopt(row, refresh=refresh) for row in rows]
 
     async def _scalar(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
         try:
@@ -530,6 +524,19 @@ class TaskRepository(Repository[Task]):
         now = utc_now()
         rows = [{"task_id": t, "depends_on_id": p, "created_at": now} for t, p in pairs]
         await self._execute(insert(TaskDependency), rows)
+
+    async def _complete(self, task_id: str, worker_id: str, result: Any) -> Any:
+        """Complete an owned task and release its dependents; the task's row."""
+        task_id = canonical_uuid(task_id, field="task_id")
+        owned = {"task_key": task_id, "holder": worker_id, "outcome": result}
+        rows = (await self._execute(q.complete_statement(self._dialect), owned)).all()
+        if not rows:
+            await self._explain_not_owned(task_id, worker_id)
+        (row,) = rows
+        # SQLite says whether anyone waits for the task (see complete_statement).
+        if self._dialect == "postgresql" or row.waited_on:
+            await self._release([task_id])
+        return row
 
     async def _owned_update(
         self, statement: Any, task_id: str, worker_id: str, params: Mapping[str, Any]

@@ -54,7 +54,6 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.sql.selectable import ExecutableReturnsRows
 
 from orchestrator_db.models.task import FINISHED_TASK_STATUSES, Task, TaskDependency, TaskStatus
 from orchestrator_db.types import utc_now_plus, utc_now_sql
@@ -63,15 +62,19 @@ from orchestrator_db.types import utc_now_plus, utc_now_sql
 #: dependency graph, so that two concurrent additions cannot close a cycle.
 GRAPH_LOCK_KEY = 0x6F72636864620002
 
-#: Claim order: highest priority first, then oldest, then id for a total order.
-CLAIM_ORDER = (Task.priority.desc(), Task.created_at, Task.id)
-
-# Bulk updates that return ids only are Core statements on the tables (built
-# from table columns, not mapped attributes): the ORM would rebuild them on
-# every execution to mirror them onto loaded objects, which the repository
-# does itself, only for the rows that changed.
+# The statements are Core statements on the tables, built from table columns
+# rather than mapped attributes: the ORM would rebuild an ORM-enabled UPDATE on
+# every execution to mirror it onto loaded objects, and its loader costs more
+# than the claim itself. Statements that return tasks return every column of
+# ``tasks`` (``TASK_COLUMNS``), and the repository turns the rows into the
+# unit of work's objects (``Repository._adopt``).
 _TASKS = cast(Table, Task.__table__)
 _EDGES = cast(Table, TaskDependency.__table__)
+_T = _TASKS.c
+TASK_COLUMNS = tuple(_T)
+
+#: Claim order: highest priority first, then oldest, then id for a total order.
+CLAIM_ORDER = (_T.priority.desc(), _T.created_at, _T.id)
 
 
 def _now() -> ColumnElement[Any]:
@@ -82,31 +85,24 @@ def _now_plus(name: str) -> ColumnElement[Any]:
     return utc_now_plus(bindparam(name, type_=Float()))
 
 
-def has_status(status: TaskStatus) -> ColumnElement[bool]:
+def _status_is(status: TaskStatus, table: Any = None) -> ColumnElement[bool]:
     """``status = '<value>'`` with the value inlined (see module docstring)."""
-    return Task.status == literal_column(f"'{status.value}'")
+    column = (table if table is not None else _TASKS).c.status
+    return column == literal_column(f"'{status.value}'")
 
 
-def is_unfinished() -> ColumnElement[bool]:
-    return Task.status.not_in([s.value for s in FINISHED_TASK_STATUSES])
+def _unfinished() -> ColumnElement[bool]:
+    return _T.status.not_in([s.value for s in FINISHED_TASK_STATUSES])
 
 
-def _returning_tasks(statement: Update) -> ExecutableReturnsRows:
-    return (
-        select(Task)
-        .from_statement(statement.returning(Task))
-        .execution_options(populate_existing=True)
-    )
-
-
-def claimable(*, typed: bool) -> list[ColumnElement[bool]]:
+def _claimable(*, typed: bool) -> list[ColumnElement[bool]]:
     """Ready, not waiting out a back-off, and (``typed``) of ``:task_types``."""
     criteria = [
-        has_status(TaskStatus.READY),
-        or_(Task.run_after.is_(None), Task.run_after <= _now()),
+        _status_is(TaskStatus.READY),
+        or_(_T.run_after.is_(None), _T.run_after <= _now()),
     ]
     if typed:
-        criteria.append(Task.task_type.in_(bindparam("task_types", expanding=True)))
+        criteria.append(_T.task_type.in_(bindparam("task_types", expanding=True)))
     return criteria
 
 
@@ -118,25 +114,25 @@ def _claim_index(*, typed: bool) -> str:
 
 
 @functools.cache
-def ready_statement(*, typed: bool) -> Select[Task]:
+def ready_statement(*, typed: bool) -> Select[Any]:
     """``:limit`` claimable tasks in claim order."""
     return (
-        select(Task)
-        .with_hint(Task, _claim_index(typed=typed), "sqlite")
-        .where(*claimable(typed=typed))
+        select(*TASK_COLUMNS)
+        .with_hint(_TASKS, _claim_index(typed=typed), "sqlite")
+        .where(*_claimable(typed=typed))
         .order_by(*CLAIM_ORDER)
         .limit(bindparam("limit"))
     )
 
 
 @functools.cache
-def claim_statement(dialect: str, *, typed: bool) -> ExecutableReturnsRows:
+def claim_statement(dialect: str, *, typed: bool) -> Update:
     """Mark up to ``:limit`` claimable tasks running for ``:holder`` under a
     lease of ``:lease_seconds`` seconds; returns them."""
     candidates = (
-        select(Task.id)
-        .with_hint(Task, _claim_index(typed=typed), "sqlite")
-        .where(*claimable(typed=typed))
+        select(_T.id)
+        .with_hint(_TASKS, _claim_index(typed=typed), "sqlite")
+        .where(*_claimable(typed=typed))
         .order_by(*CLAIM_ORDER)
         .limit(bindparam("limit"))
     )
@@ -150,76 +146,77 @@ def claim_statement(dialect: str, *, typed: bool) -> ExecutableReturnsRows:
     }
     if dialect == "postgresql":
         picked = candidates.with_for_update(skip_locked=True).cte("candidates")
-        statement = update(Task).where(Task.id == picked.c.id)
+        statement = update(_TASKS).where(_T.id == picked.c.id)
     else:
-        statement = update(Task).where(Task.id.in_(candidates.scalar_subquery()))
-    return _returning_tasks(statement.values(**values))
+        statement = update(_TASKS).where(_T.id.in_(candidates.scalar_subquery()))
+    return statement.values(**values).returning(*TASK_COLUMNS)
 
 
-def _owned(columns: Any = Task) -> list[ColumnElement[bool]]:
-    """``:task_key`` is running under ``:holder``'s live lease (``columns``:
-    the mapped class, or ``_TASKS.c`` for a Core statement)."""
+def _owned() -> list[ColumnElement[bool]]:
+    """``:task_key`` is running under ``:holder``'s live lease."""
     return [
-        columns.id == bindparam("task_key"),
-        columns.status == literal_column(f"'{TaskStatus.RUNNING.value}'"),
-        columns.worker_id == bindparam("holder"),
-        columns.lease_expires_at > _now(),
+        _T.id == bindparam("task_key"),
+        _status_is(TaskStatus.RUNNING),
+        _T.worker_id == bindparam("holder"),
+        _T.lease_expires_at > _now(),
     ]
 
 
 @functools.cache
-def heartbeat_statement() -> ExecutableReturnsRows:
+def heartbeat_statement() -> Update:
     values = {"lease_expires_at": _now_plus("lease_seconds"), "updated_at": _now()}
-    return _returning_tasks(update(Task).where(*_owned()).values(**values))
+    return update(_TASKS).where(*_owned()).values(**values).returning(*TASK_COLUMNS)
 
 
-def _completion() -> dict[str, Any]:
-    return {
+@functools.cache
+def complete_statement(dialect: str) -> Update:
+    """Complete ``:task_key`` with ``:outcome`` as its result.
+
+    On SQLite the row ends with ``waited_on``: whether any task depends on
+    it, so that a completion nobody waits for skips the release. PostgreSQL
+    always runs the release: a dependent whose edge was committed while this
+    UPDATE waited for the row is invisible to this statement's snapshot, and
+    only the release's fresh snapshot sees it. (SQLite has one writer: no
+    edge can appear during a write transaction.)
+    """
+    values = {
         "status": TaskStatus.COMPLETED,
         "completed_at": _now(),
         "lease_expires_at": None,
-        "result": bindparam("outcome", type_=Task.result.type),
+        "result": bindparam("outcome", type_=_T.result.type),
         "error": None,
         "updated_at": _now(),
     }
+    returned: list[Any] = list(TASK_COLUMNS)
+    if dialect != "postgresql":
+        returned.append(exists().where(_EDGES.c.depends_on_id == _T.id).label("waited_on"))
+    return update(_TASKS).where(*_owned()).values(**values).returning(*returned)
 
 
 @functools.cache
-def complete_statement() -> ExecutableReturnsRows:
-    return _returning_tasks(update(Task).where(*_owned()).values(**_completion()))
-
-
-@functools.cache
-def complete_id_statement() -> Update:
-    """:func:`complete_statement` returning only the id, for callers that do
-    not need the task back (loading it costs a third of a worker's loop)."""
-    statement = update(_TASKS).where(*_owned(_TASKS.c)).values(**_completion())
-    return statement.returning(_TASKS.c.id)
-
-
-@functools.cache
-def owned_attempts_statement() -> Select[int, int]:
+def owned_attempts_statement() -> Select[Any]:
     """The attempt counters of an owned task, locked (for ``fail``)."""
-    return select(Task.retry_count, Task.max_retries).where(*_owned()).with_for_update()
+    return select(_T.retry_count, _T.max_retries).where(*_owned()).with_for_update()
 
 
 @functools.cache
-def retry_statement() -> ExecutableReturnsRows:
+def retry_statement() -> Update:
     """Back to ready after ``:backoff_seconds`` seconds, one attempt more."""
     values = {
         "status": TaskStatus.READY,
-        "retry_count": Task.retry_count + 1,
+        "retry_count": _T.retry_count + 1,
         "run_after": _now_plus("backoff_seconds"),
         "worker_id": None,
         "lease_expires_at": None,
         "error": bindparam("message"),
         "updated_at": _now(),
     }
-    return _returning_tasks(update(Task).where(Task.id == bindparam("task_key")).values(**values))
+    statement = update(_TASKS).where(_T.id == bindparam("task_key")).values(**values)
+    return statement.returning(*TASK_COLUMNS)
 
 
 @functools.cache
-def fail_statement() -> ExecutableReturnsRows:
+def fail_statement() -> Update:
     values = {
         "status": TaskStatus.FAILED,
         "completed_at": _now(),
@@ -227,7 +224,8 @@ def fail_statement() -> ExecutableReturnsRows:
         "error": bindparam("message"),
         "updated_at": _now(),
     }
-    return _returning_tasks(update(Task).where(Task.id == bindparam("task_key")).values(**values))
+    statement = update(_TASKS).where(_T.id == bindparam("task_key")).values(**values)
+    return statement.returning(*TASK_COLUMNS)
 
 
 def _candidates(*, through_edges: bool, single: bool) -> Select[Any]:
@@ -241,16 +239,6 @@ def _candidates(*, through_edges: bool, single: bool) -> Select[Any]:
         column == bindparam("one_id") if single else column.in_(bindparam("ids", expanding=True))
     )
     return select(_EDGES.c.task_id if through_edges else _TASKS.c.id).where(match)
-
-
-def _status_is(status: TaskStatus, table: Any = None) -> ColumnElement[bool]:
-    """:func:`has_status` for the table (Core) statements below."""
-    column = (table if table is not None else _TASKS).c.status
-    return column == literal_column(f"'{status.value}'")
-
-
-def _unfinished() -> ColumnElement[bool]:
-    return _TASKS.c.status.not_in([s.value for s in FINISHED_TASK_STATUSES])
 
 
 @functools.cache
