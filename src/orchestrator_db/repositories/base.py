@@ -33,7 +33,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import (
     InstrumentedAttribute,
     Mapper,
@@ -43,9 +43,15 @@ from sqlalchemy.orm import (
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
 from orchestrator_db.error_translation import translate
-from orchestrator_db.errors import ForeignKeyViolationError, NotFoundError, ValidationError
+from orchestrator_db.errors import (
+    DatabaseUnavailableError,
+    ForeignKeyViolationError,
+    NotFoundError,
+    ValidationError,
+)
 from orchestrator_db.models.base import Base
 from orchestrator_db.repositories import bulk
+from orchestrator_db.repositories.direct_read import direct_read, driver_for
 from orchestrator_db.types import UUIDString, canonical_uuid, utc_now
 
 ModelT = TypeVar("ModelT", bound=Base)
@@ -185,7 +191,7 @@ class Repository(Generic[ModelT]):
 
     def _key_parts(self, key: Any) -> tuple[Any, ...]:
         parts = key if isinstance(key, tuple) else (key,)
-        size = len(self._mapper().primary_key)
+        size = len(row_layout(self.model_type).primary_key)
         if len(parts) != size:
             raise ValidationError(f"{self.entity} key has {size} part(s), got {key!r}", field="key")
         return parts
@@ -205,7 +211,8 @@ class Repository(Generic[ModelT]):
         translated = translate(error, entity=self.entity, key=key)
         if translated is None:
             raise error
-        if isinstance(error, DBAPIError):
+        # asyncpg's own errors (reads sent directly, COPY) carry a SQLSTATE.
+        if isinstance(error, DBAPIError) or isinstance(getattr(error, "sqlstate", None), str):
             await self.session.rollback()
             if (
                 isinstance(translated, ForeignKeyViolationError)
@@ -403,11 +410,37 @@ class Repository(Generic[ModelT]):
                 return await self.session.get(
                     self.model_type, key, with_for_update=for_update, populate_existing=for_update
                 )
+            session = self.session
+            if session.autoflush and (session.new or session.deleted or session.dirty):
+                await session.flush()  # as the ORM would: a pending row is found
             params = {f"key_{i}": part for i, part in enumerate(parts)}
-            row = (await self.session.execute(layout.by_key, params)).first()
+            connection = await session.connection()
+            driver = driver_for(connection)
+            if driver is None:
+                row = (await connection.execute(layout.by_key, params)).first()
+            else:
+                row = await self._read_directly(connection, driver, layout.by_key, params)
         except Exception as error:
             await self._raise_translated(error, key)
         return None if row is None else self._adopt(row)
+
+    @staticmethod
+    async def _read_directly(
+        connection: AsyncConnection, driver: Any, statement: Select[Any], params: Mapping[str, Any]
+    ) -> Sequence[Any] | None:
+        try:
+            return await direct_read(statement, connection.dialect).fetch_row(driver, params)
+        except Exception as error:
+            # SQLAlchemy discards a connection it saw fail; this read went
+            # around it, so the pool is told here. A backend killed mid-
+            # transaction can surface as an asyncpg protocol error, so the
+            # driver's own state decides, not the exception's type.
+            if driver.is_closed() or isinstance(translate(error), DatabaseUnavailableError):
+                await connection.invalidate(error)
+                raise DatabaseUnavailableError(
+                    f"lost the PostgreSQL connection: {error}"
+                ) from error
+            raise
 
     async def list(
         self,

@@ -1,0 +1,132 @@
+"""``get`` by primary key: PostgreSQL reads sent straight to asyncpg must be
+indistinguishable from SQLAlchemy's, and taken only where that holds."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, inspect, select, text
+from sqlalchemy.engine import Engine
+
+from orchestrator_db import Database, Task, TaskStatus
+from orchestrator_db.errors import DatabaseUnavailableError
+from orchestrator_db.repositories.direct_read import driver_for
+from orchestrator_db.types import new_id, utc_now
+from tests.helpers import add_tasks, task
+
+COLUMNS = [attr.key for attr in inspect(Task).column_attrs]
+
+
+def values_of(obj: Task) -> dict[str, Any]:
+    return {c: getattr(obj, c) for c in COLUMNS}
+
+
+async def orm_load(db: Database, task_id: str) -> dict[str, Any]:
+    async with db.unit_of_work() as uow:
+        loaded = (await uow.session.execute(select(Task).where(Task.id == task_id))).scalar_one()
+        return values_of(loaded)
+
+
+async def a_full_task(db: Database) -> Task:
+    """A task with a value in every kind of column, including NULLs."""
+    (parent,) = await add_tasks(db, task(title="parent"))
+    (added,) = await add_tasks(
+        db,
+        task(
+            config={"k": [1, "two", None], "nested": {"x": 1.5}},
+            metadata_=None,
+            started_at=utc_now() - timedelta(minutes=3),
+            deadline=utc_now() + timedelta(days=1),
+            priority=7,
+            parent_task_id=parent.id,
+            status=TaskStatus.RUNNING,
+        ),
+    )
+    return added
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "write"])
+async def test_get_returns_what_the_orm_loads(db: Database, read_only: bool) -> None:
+    added = await a_full_task(db)
+    expected = await orm_load(db, added.id)
+    async with db.unit_of_work(read_only=read_only) as uow:
+        # A write unit reads directly once its transaction has begun.
+        await uow.session.execute(text("SELECT 1"))
+        got = await uow.tasks.get(added.id.upper())  # keys are canonicalised on the way in
+        assert values_of(got) == expected
+        assert type(got.status) is TaskStatus
+        assert got.started_at is not None
+        assert got.started_at.tzinfo is not None
+        assert inspect(got).persistent and not inspect(got).modified
+        assert await uow.tasks.get(added.id) is got
+        assert await uow.tasks.get_or_none(new_id()) is None
+
+
+async def test_a_pending_object_is_found_as_the_orm_would(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        pending = task(title="not flushed")
+        uow.session.add(pending)  # no flush: get flushes first, like Session.get
+        assert await uow.tasks.get(pending.id) is pending
+
+
+async def test_reads_go_direct_only_where_nothing_is_lost(postgres_database_url: str) -> None:
+    db = Database(postgres_database_url)
+    try:
+        async with db.unit_of_work(read_only=True) as uow:
+            assert driver_for(await uow.session.connection()) is not None
+        async with db.unit_of_work() as uow:
+            connection = await uow.session.connection()
+            assert driver_for(connection) is None  # BEGIN is still owed: SQLAlchemy sends it
+            await uow.session.execute(text("SELECT 1"))
+            assert driver_for(connection) is not None
+
+        statements: list[str] = []
+
+        def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            statements.append(statement)
+
+        (added,) = await add_tasks(db, task())
+        event.listen(Engine, "before_cursor_execute", record)  # on every engine
+        try:
+            for read_only in (True, False):
+                async with db.unit_of_work(read_only=read_only) as uow:
+                    await uow.session.execute(text("SELECT 1"))
+                    assert (await uow.tasks.get(added.id)).id == added.id
+        finally:
+            event.remove(Engine, "before_cursor_execute", record)
+        # A listener sees every read: none went around it.
+        assert sum("FROM tasks" in s for s in statements) == 2
+    finally:
+        await db.close()
+
+
+async def test_sqlite_never_reads_direct(sqlite_db: Database) -> None:
+    async with sqlite_db.unit_of_work(read_only=True) as uow:
+        assert driver_for(await uow.session.connection()) is None
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "write"])
+async def test_a_connection_lost_under_a_direct_read_is_unavailable(
+    postgres_database_url: str, read_only: bool
+) -> None:
+    db = Database(postgres_database_url)
+    killer = Database(postgres_database_url)
+    try:
+        (added,) = await add_tasks(db, task())
+        with pytest.raises(DatabaseUnavailableError):
+            async with db.unit_of_work(read_only=read_only) as uow:
+                pid = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+                assert driver_for(await uow.session.connection()) is not None
+                async with killer.engine.begin() as connection:
+                    await connection.execute(
+                        text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
+                    )
+                await uow.tasks.get(added.id)
+        # The dead connection was discarded, not handed to the next unit.
+        async with db.unit_of_work(read_only=read_only) as uow:
+            assert (await uow.tasks.get(added.id)).id == added.id
+    finally:
+        await db.close()
+        await killer.close()
