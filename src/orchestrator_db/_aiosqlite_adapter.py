@@ -144,18 +144,8 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
     async def _run(self, operation: Any, parameters: Any, *, many: bool) -> None:
         adapt = self._adapt_connection
         assert isinstance(adapt, OneHopConnection)
-        async with adapt._execute_mutex:
-            begin, adapt._pending_begin = adapt._pending_begin, None
-            connection = self._connection._conn
-            if adapt._dbapi_inline:
-                outcome = await _run_inline(
-                    connection, begin, operation, parameters, many, adapt._lock_timeout
-                )
-            else:
-                outcome = await self._connection._execute(
-                    _run_statement, connection, begin, operation, parameters, many
-                )
-        self._description, rows, self._rowcount, self._lastrowid, adapt._in_transaction = outcome
+        outcome = await adapt.run(operation, parameters, many=many)
+        self._description, rows, self._rowcount, self._lastrowid, _ = outcome
         self._rows = collections.deque(rows)
 
 
@@ -201,6 +191,29 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         self._lock_timeout = dbapi.lock_timeout
         self._in_transaction = True  # unknown until the first statement: be safe
         self._pending_begin: str | None = None
+
+    async def run(self, operation: str, parameters: Any, *, many: bool = False) -> _Outcome:
+        """Run one statement: the pending BEGIN first, in the same hop (or
+        inline), waiting for the write lock as the module describes. Raises
+        sqlite3's own exceptions."""
+        async with self._execute_mutex:
+            begin, self._pending_begin = self._pending_begin, None
+            connection = self._connection._conn
+            if self._dbapi_inline:
+                outcome = await _run_inline(
+                    connection, begin, operation, parameters, many, self._lock_timeout
+                )
+            else:
+                outcome = await self._connection._execute(
+                    _run_statement, connection, begin, operation, parameters, many
+                )
+        self._in_transaction = outcome[4]
+        return outcome
+
+    async def fetch_all(self, operation: str, parameters: Any) -> list[Any]:
+        """The rows of one statement run as :meth:`run` runs it (for
+        :mod:`orchestrator_db.repositories.direct`)."""
+        return (await self.run(operation, parameters))[1]
 
     def defer_begin(self, statement: str) -> None:
         """Run ``statement`` (a BEGIN) just before the next statement, in its hop.

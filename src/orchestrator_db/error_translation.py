@@ -79,9 +79,12 @@ def translate(
         if _is_connection_failure(orig):
             return DatabaseUnavailableError(f"cannot reach the database: {orig}")
         return None
+    # Raised by the drivers themselves, outside SQLAlchemy (COPY, and the
+    # statements of repositories.direct).
+    if isinstance(error, sqlite3.Error):
+        return _translate_sqlite(error, entity, key)
     sqlstate = getattr(error, "sqlstate", None)
     if isinstance(sqlstate, str):
-        # Raised by asyncpg itself, outside SQLAlchemy (the COPY bulk path).
         return _translate_postgresql(error, sqlstate, entity, key)
     if isinstance(error, sa_exc.StatementError):
         orig = error.orig
@@ -95,6 +98,14 @@ def translate(
     if _is_connection_failure(error):
         return DatabaseUnavailableError(f"cannot reach the database: {error}")
     return None
+
+
+def is_database_error(error: BaseException) -> bool:
+    """Whether the database (not the caller) rejected a statement, whether
+    SQLAlchemy wrapped the driver's error or the driver raised it directly."""
+    return isinstance(error, sa_exc.DBAPIError | sqlite3.Error) or isinstance(
+        getattr(error, "sqlstate", None), str
+    )
 
 
 def _is_connection_failure(error: BaseException | None) -> bool:

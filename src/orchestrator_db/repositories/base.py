@@ -32,8 +32,8 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import (
     InstrumentedAttribute,
     Mapper,
@@ -41,8 +41,9 @@ from sqlalchemy.orm import (
     make_transient_to_detached,
 )
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
+from sqlalchemy.sql.expression import Executable
 
-from orchestrator_db.error_translation import translate
+from orchestrator_db.error_translation import is_database_error, translate
 from orchestrator_db.errors import (
     DatabaseUnavailableError,
     ForeignKeyViolationError,
@@ -50,8 +51,7 @@ from orchestrator_db.errors import (
     ValidationError,
 )
 from orchestrator_db.models.base import Base
-from orchestrator_db.repositories import bulk
-from orchestrator_db.repositories.direct_read import direct_read, driver_for
+from orchestrator_db.repositories import bulk, direct
 from orchestrator_db.types import UUIDString, canonical_uuid, utc_now
 
 ModelT = TypeVar("ModelT", bound=Base)
@@ -211,8 +211,7 @@ class Repository(Generic[ModelT]):
         translated = translate(error, entity=self.entity, key=key)
         if translated is None:
             raise error
-        # asyncpg's own errors (reads sent directly, COPY) carry a SQLSTATE.
-        if isinstance(error, DBAPIError) or isinstance(getattr(error, "sqlstate", None), str):
+        if is_database_error(error):
             await self.session.rollback()
             if (
                 isinstance(translated, ForeignKeyViolationError)
@@ -413,34 +412,37 @@ class Repository(Generic[ModelT]):
             session = self.session
             if session.autoflush and (session.new or session.deleted or session.dirty):
                 await session.flush()  # as the ORM would: a pending row is found
-            params = {f"key_{i}": part for i, part in enumerate(parts)}
-            connection = await session.connection()
-            driver = driver_for(connection)
-            if driver is None:
-                row = (await connection.execute(layout.by_key, params)).first()
-            else:
-                row = await self._read_directly(connection, driver, layout.by_key, params)
         except Exception as error:
             await self._raise_translated(error, key)
-        return None if row is None else self._adopt(row)
+        params = {f"key_{i}": part for i, part in enumerate(parts)}
+        rows = await self._rows(layout.by_key, params, key=key)
+        return self._adopt(rows[0]) if rows else None
 
-    @staticmethod
-    async def _read_directly(
-        connection: AsyncConnection, driver: Any, statement: Select[Any], params: Mapping[str, Any]
-    ) -> Sequence[Any] | None:
+    async def _rows(
+        self, statement: Executable, params: Mapping[str, Any] | None = None, *, key: Any = None
+    ) -> builtins.list[Any]:
+        """The rows of a Core statement, run in this unit of work: straight
+        through the driver where :mod:`.direct` allows, else by SQLAlchemy.
+        Database errors are raised translated (see :meth:`_raise_translated`)."""
         try:
-            return await direct_read(statement, connection.dialect).fetch_row(driver, params)
+            connection = await self.session.connection()
+            fetch = direct.driver_for(connection)
+            prepared = direct.compiled(statement, connection.dialect) if fetch else None
+            if fetch is None or prepared is None:
+                return builtins.list((await connection.execute(statement, params)).all())
+            try:
+                return await prepared.rows(fetch, params)
+            except Exception as error:
+                # SQLAlchemy invalidates a connection it saw die; this
+                # statement went around it, so the pool is told here.
+                if direct.connection_lost(connection, error):
+                    await connection.invalidate(error)
+                    raise DatabaseUnavailableError(
+                        f"lost the database connection: {error}"
+                    ) from error
+                raise
         except Exception as error:
-            # SQLAlchemy discards a connection it saw fail; this read went
-            # around it, so the pool is told here. A backend killed mid-
-            # transaction can surface as an asyncpg protocol error, so the
-            # driver's own state decides, not the exception's type.
-            if driver.is_closed() or isinstance(translate(error), DatabaseUnavailableError):
-                await connection.invalidate(error)
-                raise DatabaseUnavailableError(
-                    f"lost the PostgreSQL connection: {error}"
-                ) from error
-            raise
+            await self._raise_translated(error, key)
 
     async def list(
         self,

@@ -429,7 +429,7 @@ class TaskRepository(Repository[Task]):
     ) -> builtins.list[Task]:
         """Tasks of a statement returning every task column (see
         :mod:`.task_queue`); ``refresh`` for rows the statement changed."""
-        rows = (await self._execute(statement, params)).all()
+        rows = await self._rows(statement, params)
         return [self._adopt(row, refresh=refresh) for row in rows]
 
     async def _scalar(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
@@ -529,7 +529,7 @@ class TaskRepository(Repository[Task]):
         """Complete an owned task and release its dependents; the task's row."""
         task_id = canonical_uuid(task_id, field="task_id")
         owned = {"task_key": task_id, "holder": worker_id, "outcome": result}
-        rows = (await self._execute(q.complete_statement(self._dialect), owned)).all()
+        rows = await self._rows(q.complete_statement(self._dialect), owned)
         if not rows:
             await self._explain_not_owned(task_id, worker_id)
         (row,) = rows

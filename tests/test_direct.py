@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from orchestrator_db import Database, Task, TaskStatus
 from orchestrator_db.errors import DatabaseUnavailableError
-from orchestrator_db.repositories.direct_read import driver_for
+from orchestrator_db.repositories.direct import driver_for
 from orchestrator_db.types import new_id, utc_now
 from tests.helpers import add_tasks, task
 
@@ -71,40 +71,51 @@ async def test_a_pending_object_is_found_as_the_orm_would(db: Database) -> None:
         assert await uow.tasks.get(pending.id) is pending
 
 
-async def test_reads_go_direct_only_where_nothing_is_lost(postgres_database_url: str) -> None:
+async def test_postgresql_goes_direct_only_once_no_begin_is_owed(
+    postgres_database_url: str,
+) -> None:
     db = Database(postgres_database_url)
     try:
         async with db.unit_of_work(read_only=True) as uow:
             assert driver_for(await uow.session.connection()) is not None
         async with db.unit_of_work() as uow:
             connection = await uow.session.connection()
-            assert driver_for(connection) is None  # BEGIN is still owed: SQLAlchemy sends it
+            assert driver_for(connection) is None  # SQLAlchemy's adapter sends the BEGIN
             await uow.session.execute(text("SELECT 1"))
             assert driver_for(connection) is not None
-
-        statements: list[str] = []
-
-        def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-            statements.append(statement)
-
-        (added,) = await add_tasks(db, task())
-        event.listen(Engine, "before_cursor_execute", record)  # on every engine
-        try:
-            for read_only in (True, False):
-                async with db.unit_of_work(read_only=read_only) as uow:
-                    await uow.session.execute(text("SELECT 1"))
-                    assert (await uow.tasks.get(added.id)).id == added.id
-        finally:
-            event.remove(Engine, "before_cursor_execute", record)
-        # A listener sees every read: none went around it.
-        assert sum("FROM tasks" in s for s in statements) == 2
     finally:
         await db.close()
 
 
-async def test_sqlite_never_reads_direct(sqlite_db: Database) -> None:
-    async with sqlite_db.unit_of_work(read_only=True) as uow:
-        assert driver_for(await uow.session.connection()) is None
+async def test_sqlite_goes_direct_through_the_package_adapter(sqlite_db: Database) -> None:
+    async with sqlite_db.unit_of_work() as uow:
+        # The adapter holds the unit's BEGIN IMMEDIATE and sends it first.
+        assert driver_for(await uow.session.connection()) is not None
+
+
+async def test_statement_listeners_see_every_statement(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        added = await uow.tasks.submit(task())
+        await uow.commit()
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)  # on every engine
+    try:
+        for read_only in (True, False):
+            async with db.unit_of_work(read_only=read_only) as uow:
+                assert driver_for(await uow.session.connection()) is None
+                assert (await uow.tasks.get(added.id)).id == added.id
+        async with db.unit_of_work() as uow:
+            claimed = await uow.tasks.claim_next("w")
+            assert claimed is not None
+            await uow.tasks.complete(claimed.id, "w")
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert sum(s.lstrip().startswith("SELECT") and "FROM tasks" in s for s in statements) >= 2
+    assert sum(s.lstrip().startswith("UPDATE tasks") for s in statements) >= 2
 
 
 @pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "write"])

@@ -1,0 +1,169 @@
+"""Statements sent straight to the driver, around SQLAlchemy's execute.
+
+SQLAlchemy's execute path costs more than many of the statements it runs: a
+greenlet hop, the DBAPI adapter's bookkeeping and a Core result add ~100 us
+to a primary-key read that PostgreSQL answers in ~120 us over loopback, and
+~120 us to a queue statement SQLite runs in ~50 us. For the statements on
+the hot paths (``get`` by primary key, the queue's claim and completion),
+the repositories hand the SQL SQLAlchemy compiled for the dialect to the
+driver themselves, converting values with the columns' own bind and result
+processors, so what is sent and what comes back are exactly what SQLAlchemy
+would have sent and returned.
+
+This is only done where nothing is lost by going around SQLAlchemy:
+
+- nobody observes statements: ``echo`` and the ``sqlalchemy.engine`` INFO log
+  are off and no ``before/after_cursor_execute`` listener is set, so logging
+  and instrumentation still see every statement they ask to see;
+- the statement needs no per-execution rewriting (expanding ``IN`` lists);
+- the transaction needs nothing from SQLAlchemy: on SQLite the package's own
+  adapter runs the statement, with the unit of work's pending BEGIN and its
+  lock waits; on PostgreSQL the unit is read-only (autocommit) or its
+  transaction has already begun, and the statement joins it.
+
+Errors come out as the driver's own exceptions, which
+:func:`orchestrator_db.error_translation.translate` reads as it reads those
+SQLAlchemy wraps; :func:`connection_lost` tells the caller when the pool must
+be told that a connection died.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import Executable
+
+from orchestrator_db._aiosqlite_adapter import OneHopConnection
+from orchestrator_db.error_translation import translate
+from orchestrator_db.errors import DatabaseUnavailableError
+
+Processor = Callable[[Any], Any]
+#: Runs compiled SQL with positional arguments; returns the rows.
+Fetch = Callable[[str, Sequence[Any]], Awaitable[Sequence[Sequence[Any]]]]
+
+_ENGINE_LOG = logging.getLogger("sqlalchemy.engine.Engine")
+
+
+@dataclass(frozen=True)
+class DirectStatement:
+    """A statement compiled for one dialect, with its value conversions."""
+
+    sql: str
+    names: tuple[str, ...]  # bind names, in the driver's positional order
+    binds: tuple[tuple[int, Processor], ...]  # the arguments that need converting
+    defaults: Mapping[str, Any]  # values bound in the statement itself
+    results: tuple[tuple[int, Processor], ...]  # the result columns that need converting
+    row_type: Any  # a named tuple of the result columns, like SQLAlchemy's Row
+
+    async def rows(self, fetch: Fetch, params: Mapping[str, Any] | None) -> list[Any]:
+        values = {**self.defaults, **params} if params else self.defaults
+        try:
+            arguments = [values[name] for name in self.names]
+        except KeyError as missing:
+            raise ValueError(f"a value is required for bind parameter {missing}") from None
+        for position, process in self.binds:
+            arguments[position] = process(arguments[position])
+        records = await fetch(self.sql, arguments)
+        rows = []
+        for record in records:
+            row = list(record)
+            for position, process in self.results:
+                row[position] = process(row[position])
+            rows.append(self.row_type._make(row))
+        return rows
+
+
+_compiled: weakref.WeakKeyDictionary[Dialect, dict[Executable, DirectStatement | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def compiled(statement: Executable, dialect: Dialect) -> DirectStatement | None:
+    """``statement`` compiled for ``dialect`` (once per engine), or ``None``
+    if it must go through SQLAlchemy."""
+    per_dialect = _compiled.setdefault(dialect, {})
+    try:
+        return per_dialect[statement]
+    except KeyError:
+        direct = per_dialect[statement] = _compile(statement, dialect)
+        return direct
+
+
+def _compile(statement: Any, dialect: Dialect) -> DirectStatement | None:
+    compiled = statement.compile(dialect=dialect)
+    if compiled.post_compile_params or compiled.literal_execute_params:
+        return None  # rewritten per execution (expanding IN): SQLAlchemy's job
+    names = tuple(compiled.positiontup or ())
+    binds = []
+    for position, name in enumerate(names):
+        process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            binds.append((position, process))
+    defaults = {
+        name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required
+    }
+    columns = list(statement.exported_columns)
+    results = []
+    for position, column in enumerate(columns):
+        process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+        if process is not None:
+            results.append((position, process))
+    row_type = collections.namedtuple(  # type: ignore[misc]
+        "DirectRow", [column.key or f"column_{i}" for i, column in enumerate(columns)], rename=True
+    )
+    return DirectStatement(compiled.string, names, tuple(binds), defaults, tuple(results), row_type)
+
+
+def driver_for(connection: AsyncConnection) -> Fetch | None:
+    """How to run statements on ``connection`` directly, or ``None`` when
+    they must go through SQLAlchemy (see the module)."""
+    engine = connection.sync_engine
+    if engine.echo or _ENGINE_LOG.isEnabledFor(logging.INFO):
+        return None
+    sync = connection.sync_connection
+    if sync is None or sync.invalidated or sync.closed:
+        return None  # SQLAlchemy reconnects or raises; the statement goes its way
+    for dispatch in (engine.dispatch, sync.dispatch):
+        if dispatch.before_cursor_execute or dispatch.after_cursor_execute:
+            return None
+    # The session has checked the connection out: reading it does no I/O
+    # (AsyncConnection.get_raw_connection would cost a greenlet hop).
+    raw = sync.connection
+    adapted = raw.dbapi_connection
+    if isinstance(adapted, OneHopConnection):
+        return adapted.fetch_all
+    driver = raw.driver_connection
+    if connection.dialect.driver != "asyncpg" or driver is None or adapted is None:
+        return None
+    if adapted.autocommit or driver.is_in_transaction():
+        return _asyncpg_fetch(driver)
+    return None  # BEGIN is owed, and only SQLAlchemy's adapter may send it
+
+
+def _asyncpg_fetch(driver: Any) -> Fetch:
+    async def fetch(sql: str, arguments: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        records: Sequence[Sequence[Any]] = await driver.fetch(sql, *arguments)
+        return records
+
+    return fetch
+
+
+def connection_lost(connection: AsyncConnection, error: BaseException) -> bool:
+    """Whether ``error``, raised by a direct statement, means the connection
+    is gone (SQLAlchemy would have invalidated it). A backend killed mid-
+    transaction can surface as an asyncpg protocol error, so the driver's
+    own state decides too, not only the exception's type."""
+    if isinstance(translate(error), DatabaseUnavailableError):
+        return True
+    sync = connection.sync_connection
+    if sync is None or sync.invalidated or sync.closed:
+        return False
+    is_closed = getattr(sync.connection.driver_connection, "is_closed", None)
+    return bool(is_closed is not None and is_closed())
