@@ -215,3 +215,36 @@ async def test_postgresql_session_settings(postgres_database_url: str) -> None:
         assert read_only == "on"
     finally:
         await db.close()
+
+
+async def test_inline_units_of_work_back_to_back_still_let_the_loop_run(sqlite_url: str) -> None:
+    """Inline statements never suspend: without the adapter's periodic yield,
+    a coroutine looping over units of work would starve every other one."""
+    db = Database(sqlite_url, sqlite_execution="inline")
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    try:
+        async with db.unit_of_work() as uow:
+            await uow.tasks.add(task())  # connects: a real suspension, not measured
+            await uow.commit()
+        ticking = asyncio.create_task(ticker())
+        await asyncio.sleep(0)  # let it start
+        ticks = 0
+        started = time.monotonic()
+        while time.monotonic() - started < 0.1:
+            async with db.unit_of_work() as uow:
+                await uow.tasks.add(task())
+                await uow.commit()
+        done = True
+        await ticking
+        # About one yield per millisecond of work; never none.
+        assert ticks >= 20
+    finally:
+        await db.close()

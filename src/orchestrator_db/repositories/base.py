@@ -33,7 +33,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import (
     InstrumentedAttribute,
     Mapper,
@@ -53,6 +53,9 @@ from orchestrator_db.errors import (
 from orchestrator_db.models.base import Base
 from orchestrator_db.repositories import bulk, direct
 from orchestrator_db.types import UUIDString, canonical_uuid, utc_now
+
+#: Where a session keeps the connection :meth:`Repository._connection` reuses.
+_CONNECTION = "orchestrator_db.connection"
 
 ModelT = TypeVar("ModelT", bound=Base)
 RowT = TypeVar("RowT")
@@ -418,6 +421,19 @@ class Repository(Generic[ModelT]):
         rows = await self._rows(layout.by_key, params, key=key)
         return self._adopt(rows[0]) if rows else None
 
+    async def _connection(self) -> AsyncConnection:
+        """The unit of work's connection. Asking the session costs a greenlet
+        hop even when it holds one already, so the one it gave last is reused
+        while it is open: the session closes it when its transaction ends."""
+        info = self.session.info
+        connection: AsyncConnection | None = info.get(_CONNECTION)
+        if connection is not None:
+            sync = connection.sync_connection
+            if sync is not None and not sync.closed and not sync.invalidated:
+                return connection
+        connection = info[_CONNECTION] = await self.session.connection()
+        return connection
+
     async def _rows(
         self, statement: Executable, params: Mapping[str, Any] | None = None, *, key: Any = None
     ) -> builtins.list[Any]:
@@ -425,7 +441,7 @@ class Repository(Generic[ModelT]):
         through the driver where :mod:`.direct` allows, else by SQLAlchemy.
         Database errors are raised translated (see :meth:`_raise_translated`)."""
         try:
-            connection = await self.session.connection()
+            connection = await self._connection()
             fetch = direct.driver_for(connection)
             prepared = direct.compiled(statement, connection.dialect) if fetch else None
             if fetch is None or prepared is None:
