@@ -123,6 +123,15 @@ async def bench_get(db: Database, dsn: str) -> list[Row]:
         for i in range(GET_OPS):
             await raw.fetchrow(SELECT_BY_ID, ids[i % len(ids)])
 
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+
+    async def raw_pool_fetch() -> None:
+        # What "a read in its own unit of work" costs in raw asyncpg: a pooled
+        # connection per read (asyncpg resets it on release: a round trip).
+        for i in range(GET_OPS):
+            async with pool.acquire() as connection:
+                await connection.fetchrow(SELECT_BY_ID, ids[i % len(ids)])
+
     async def raw_fetch_in_transaction() -> None:
         for i in range(GET_OPS):
             async with raw.transaction():
@@ -134,7 +143,9 @@ async def bench_get(db: Database, dsn: str) -> list[Row]:
     ours_ro = await median_seconds(package_read_only, rounds=5) / GET_OPS
     base = await median_seconds(raw_fetch, rounds=5) / GET_OPS
     base_tx = await median_seconds(raw_fetch_in_transaction, rounds=5) / GET_OPS
+    base_pool = await median_seconds(raw_pool_fetch, rounds=5) / GET_OPS
     await raw.close()
+    await pool.close()
 
     def us(seconds: float) -> str:
         return f"{seconds * 1e6:,.0f} us/op"
@@ -149,6 +160,14 @@ async def bench_get(db: Database, dsn: str) -> list[Row]:
             ours_ro / base,
             "<= 3x asyncpg",
             ours_ro / base <= 3,
+        ),
+        Row(
+            "  read-only unit against an asyncpg pool",
+            us(ours_ro),
+            f"pool acquire+fetchrow {us(base_pool)}",
+            ours_ro / base_pool,
+            "(for context)",
+            True,
         ),
         Row(
             "get by id, own write unit of work",
