@@ -12,6 +12,8 @@ from sqlalchemy.engine import Engine
 
 from orchestrator_db import Database, Task, TaskStatus
 from orchestrator_db.errors import DatabaseUnavailableError
+from orchestrator_db.repositories import direct
+from orchestrator_db.repositories import task_queue as q
 from orchestrator_db.repositories.direct import driver_for
 from orchestrator_db.types import new_id, utc_now
 from tests.helpers import add_tasks, task
@@ -141,3 +143,19 @@ async def test_a_connection_lost_under_a_direct_read_is_unavailable(
     finally:
         await db.close()
         await killer.close()
+
+
+async def test_statements_sqlalchemy_must_rewrite_go_its_way(db: Database) -> None:
+    dialect = db.engine.dialect
+    # An expanding IN (claiming by task type) is rewritten per execution.
+    assert direct.compiled(q.claim_statement(db.dialect, typed=True), dialect) is None
+    assert direct.compiled(q.claim_statement(db.dialect, typed=False), dialect) is not None
+    async with db.unit_of_work() as uow:
+        await uow.tasks.submit(task(task_type="code"))
+        review = await uow.tasks.submit(task(task_type="review"))
+        await uow.commit()
+    async with db.unit_of_work() as uow:
+        claimed = await uow.tasks.claim_next("w", task_types={"review"})
+        assert claimed is not None
+        assert claimed.id == review.id
+        assert claimed.status is TaskStatus.RUNNING

@@ -85,6 +85,12 @@ _compiled: weakref.WeakKeyDictionary[Dialect, dict[Executable, DirectStatement |
 )
 
 
+#: Statements are cached by identity: the repositories build theirs once. A
+#: caller building a new statement per call gets it compiled per call instead
+#: of an ever-growing cache.
+CACHE_SIZE = 256
+
+
 def compiled(statement: Executable, dialect: Dialect) -> DirectStatement | None:
     """``statement`` compiled for ``dialect`` (once per engine), or ``None``
     if it must go through SQLAlchemy."""
@@ -92,7 +98,9 @@ def compiled(statement: Executable, dialect: Dialect) -> DirectStatement | None:
     try:
         return per_dialect[statement]
     except KeyError:
-        direct = per_dialect[statement] = _compile(statement, dialect)
+        direct = _compile(statement, dialect)
+        if len(per_dialect) < CACHE_SIZE:
+            per_dialect[statement] = direct
         return direct
 
 
