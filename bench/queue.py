@@ -1,9 +1,11 @@
 """The work queue: claim+complete throughput, and claim time against queue depth.
 
 Each worker loops "claim the next task, complete it" until the queue is
-empty. Workers are processes (each with one unit of work at a time), which
-is how an orchestrator scales on one machine; throughput is tasks per second
-from the moment every worker is ready to the moment the queue is empty.
+empty, one of three ways (``LOOPS``): two units of work per task, one
+``complete_and_claim`` unit of work per task, or one transaction per task on
+a ``db.queue_worker`` connection. Workers are processes, which is how an
+orchestrator scales on one machine; throughput is tasks per second from the
+moment every worker is ready to the moment the queue is empty.
 
 The raw baselines run the very same SQL, compiled from the package's own
 statements (claim, complete, release of dependents), through raw sqlite3 and
@@ -49,11 +51,16 @@ async def _fill(db: Database, count: int) -> None:
 # ----------------------------------------------------------------- package
 
 
+#: How a package worker loops: "claim+complete" (two units of work per task),
+#: "complete_and_claim" (one unit of work per task), "queue worker" (one
+#: transaction per task on the worker's own connection, ``db.queue_worker``).
+LOOPS = ("claim+complete", "complete_and_claim", "queue worker")
+
+
 def _package_worker(
-    url: str, name: str, fused: bool, options: DatabaseOptions, ready: Any, go: Any
+    url: str, name: str, loop: str, options: DatabaseOptions, ready: Any, go: Any
 ) -> int:
-    """Claim, complete, repeat: two units of work per task, or (``fused``)
-    one ``complete_and_claim`` per task."""
+    """Claim, complete, repeat, the ``loop`` way (see ``LOOPS``)."""
 
     async def run() -> int:
         db = Database(url, **options)
@@ -61,13 +68,22 @@ def _package_worker(
         try:
             async with db.unit_of_work(read_only=True) as uow:
                 await uow.tasks.count()  # connect before the clock starts
+            if loop == "queue worker":
+                async with db.queue_worker(name) as worker:
+                    ready.set()
+                    go.wait()
+                    task = await worker.claim()
+                    while task is not None:
+                        task = await worker.complete_and_claim(task.id)
+                        done += 1
+                return done
             ready.set()
             go.wait()
             async with db.unit_of_work() as uow:
                 task = await uow.tasks.claim_next(name)
                 await uow.commit()
             while task is not None:
-                if fused:
+                if loop == "complete_and_claim":
                     async with db.unit_of_work() as uow:
                         task = await uow.tasks.complete_and_claim(task.id, name)
                         await uow.commit()
@@ -114,14 +130,18 @@ def _collect(results: Any, target: Any, args: tuple[Any, ...]) -> None:
 
 
 async def package_throughput(
-    url: str, workers: int, *, fused: bool = False, options: DatabaseOptions | None = None
+    url: str,
+    workers: int,
+    *,
+    loop: str = "claim+complete",
+    options: DatabaseOptions | None = None,
 ) -> float:
     db = Database(url)
     try:
         await _fill(db, PACKAGE_TASKS)
     finally:
         await db.close()
-    args = [(url, f"w{i}", fused, options or {}) for i in range(workers)]
+    args = [(url, f"w{i}", loop, options or {}) for i in range(workers)]
     elapsed, counts = await asyncio.to_thread(_in_processes, _package_worker, args)
     assert sum(counts) == PACKAGE_TASKS, counts
     return PACKAGE_TASKS / elapsed
@@ -315,21 +335,22 @@ async def run_sqlite() -> None:
     aio_rate = await raw_sqlite_throughput(db, url.split("///", 1)[1], 1, through_aiosqlite=True)
     await db.close()
     await cleanup()
-    # (fused, sqlite_execution): the plain loop, then complete_and_claim in
-    # both execution modes.
-    variants: list[tuple[bool, SQLiteExecution]] = [
-        (False, "thread"),
-        (True, "thread"),
-        (True, "inline"),
+    # (loop, sqlite_execution): the unit-of-work loops through aiosqlite's
+    # thread, then complete_and_claim and the queue worker in both modes.
+    variants: list[tuple[str, SQLiteExecution]] = [
+        ("claim+complete", "thread"),
+        ("complete_and_claim", "thread"),
+        ("complete_and_claim", "inline"),
+        ("queue worker", "thread"),
+        ("queue worker", "inline"),
     ]
-    for fused, execution in variants:
+    for loop, execution in variants:
         for workers in WORKER_COUNTS:
-            url, cleanup = await fresh(f"package{workers}{fused}{execution}")
+            url, cleanup = await fresh(f"package{workers}{loop.replace(' ', '')}{execution}")
             options: DatabaseOptions = {"sqlite_execution": execution}
-            rate = await package_throughput(url, workers, fused=fused, options=options)
+            rate = await package_throughput(url, workers, loop=loop, options=options)
             await cleanup()
             baseline = raw_rates[1]
-            loop = "complete_and_claim" if fused else "claim+complete"
             rows.append(
                 Row(
                     f"{loop} ({execution}), {workers} process(es)",
@@ -430,13 +451,12 @@ async def run_postgresql() -> None:
         assert sum(counts) == RAW_TASKS // 2, counts
         raw_rates[workers] = (RAW_TASKS // 2) / elapsed
         await cleanup()
-    for fused in (False, True):
+    for loop in LOOPS:
         for workers in WORKER_COUNTS:
-            url, cleanup = await fresh(f"package{workers}{fused}")
-            rate = await package_throughput(url, workers, fused=fused)
+            url, cleanup = await fresh(f"package{workers}{loop.replace(' ', '')}")
+            rate = await package_throughput(url, workers, loop=loop)
             await cleanup()
             baseline = raw_rates[min(workers, 4)]
-            loop = "complete_and_claim" if fused else "claim+complete"
             rows.append(
                 Row(
                     f"{loop}, {workers} worker process(es)",

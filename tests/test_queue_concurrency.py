@@ -99,6 +99,32 @@ async def test_eight_workers_drain_five_thousand_tasks(db: Database) -> None:
     await verify(db, edges, [task_id for done in results for task_id in done])
 
 
+async def drain_with_queue_worker(db: Database, worker_id: str) -> list[str]:
+    """``drain`` through a QueueWorker's own connection, completing and
+    claiming in one transaction as a busy worker would."""
+    completed: list[str] = []
+    async with db.queue_worker(worker_id) as worker:
+        claimed = await worker.claim()
+        while True:
+            if claimed is None:
+                async with db.unit_of_work(read_only=True) as uow:
+                    if not await uow.tasks.exists(status=UNFINISHED):
+                        return completed
+                await asyncio.sleep(0.005)
+                claimed = await worker.claim()
+                continue
+            completed.append(claimed.id)
+            claimed = await worker.complete_and_claim(claimed.id, {"by": worker_id})
+
+
+async def test_eight_queue_workers_drain_five_thousand_tasks(db: Database) -> None:
+    edges = await populate(db, TASKS, seed=5)
+    results = await asyncio.gather(*(drain_with_queue_worker(db, f"worker-{i}") for i in range(8)))
+    assert all(results), "every worker should have found work"
+    await verify(db, edges, [task_id for done in results for task_id in done])
+    assert db.pool_status().checked_out == 0  # each worker gave its connection back
+
+
 def _process_worker(url: str, options: dict[str, Any], worker_id: str) -> list[str]:
     async def run() -> list[str]:
         db = Database(url, **options)

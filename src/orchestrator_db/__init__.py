@@ -36,6 +36,7 @@ from orchestrator_db.models import (
     WorkflowStatus,
     WorkflowTask,
 )
+from orchestrator_db.queue_worker import QueueWorker
 from orchestrator_db.repositories import Page, QueueStats, Repository, Stage, ToolStats
 from orchestrator_db.unit_of_work import AbstractUnitOfWork, UnitOfWork
 
@@ -57,6 +58,7 @@ __all__ = [
     "PoolStatus",
     "Project",
     "QueueStats",
+    "QueueWorker",
     "Repository",
     "SQLiteExecution",
     "Stage",

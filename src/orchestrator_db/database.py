@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypedDict, Unpack
 
@@ -24,6 +26,7 @@ from orchestrator_db.engine import (
 )
 from orchestrator_db.error_translation import translate
 from orchestrator_db.migration import alembic_config, current_revision, head_revision
+from orchestrator_db.queue_worker import QueueWorker
 from orchestrator_db.unit_of_work import UnitOfWork
 
 
@@ -111,6 +114,18 @@ class Database:
         writers and refuse writes with :class:`~orchestrator_db.errors.ReadOnlyError`.
         """
         return UnitOfWork(self._read_sessions if read_only else self._write_sessions)
+
+    def queue_worker(
+        self,
+        worker_id: str,
+        *,
+        task_types: Collection[str] | None = None,
+        lease: timedelta | None = None,
+    ) -> QueueWorker:
+        """A worker's own connection to the work queue, for processes that
+        mostly claim and complete tasks: use it as ``async with
+        db.queue_worker("w1") as worker`` (see :mod:`orchestrator_db.queue_worker`)."""
+        return QueueWorker(self, worker_id, task_types=task_types, lease=lease)
 
     def session_factory(self, *, read_only: bool = False) -> async_sessionmaker[AsyncSession]:
         """The session factory behind units of work, for frameworks that want one."""

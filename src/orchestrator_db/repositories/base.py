@@ -45,7 +45,6 @@ from sqlalchemy.sql.expression import Executable
 
 from orchestrator_db.error_translation import is_database_error, translate
 from orchestrator_db.errors import (
-    DatabaseUnavailableError,
     ForeignKeyViolationError,
     NotFoundError,
     ValidationError,
@@ -115,6 +114,16 @@ def row_layout(model: type[Base]) -> RowLayout:
         *(column == bindparam(f"key_{i}") for i, column in enumerate(mapper.primary_key))
     )
     return RowLayout(mapper, columns, keys, primary_key, by_key)
+
+
+def detached_from_row(model: type[ModelT], row: Sequence[Any]) -> ModelT:
+    """An object of ``model`` for ``row`` (the table's columns in order), as if
+    loaded and then detached: it has its identity, and no unit of work."""
+    layout = row_layout(model)
+    obj: ModelT = layout.mapper.class_manager.new_instance()
+    instance_state(obj).dict.update(zip(layout.keys, row, strict=False))
+    bulk.mark_detached(model, [obj])
+    return obj
 
 
 class Repository(Generic[ModelT]):
@@ -437,26 +446,11 @@ class Repository(Generic[ModelT]):
     async def _rows(
         self, statement: Executable, params: Mapping[str, Any] | None = None, *, key: Any = None
     ) -> builtins.list[Any]:
-        """The rows of a Core statement, run in this unit of work: straight
-        through the driver where :mod:`.direct` allows, else by SQLAlchemy.
-        Database errors are raised translated (see :meth:`_raise_translated`)."""
+        """The rows of a Core statement, run in this unit of work (see
+        :func:`.direct.fetch_rows`). Database errors are raised translated
+        (see :meth:`_raise_translated`)."""
         try:
-            connection = await self._connection()
-            fetch = direct.driver_for(connection)
-            prepared = direct.compiled(statement, connection.dialect) if fetch else None
-            if fetch is None or prepared is None:
-                return builtins.list((await connection.execute(statement, params)).all())
-            try:
-                return await prepared.rows(fetch, params)
-            except Exception as error:
-                # SQLAlchemy invalidates a connection it saw die; this
-                # statement went around it, so the pool is told here.
-                if direct.connection_lost(connection, error):
-                    await connection.invalidate(error)
-                    raise DatabaseUnavailableError(
-                        f"lost the database connection: {error}"
-                    ) from error
-                raise
+            return await direct.fetch_rows(await self._connection(), statement, params)
         except Exception as error:
             await self._raise_translated(error, key)
 

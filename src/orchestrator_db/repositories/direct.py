@@ -155,6 +155,28 @@ def driver_for(connection: AsyncConnection) -> Fetch | None:
     return None  # BEGIN is owed, and only SQLAlchemy's adapter may send it
 
 
+async def fetch_rows(
+    connection: AsyncConnection, statement: Executable, params: Mapping[str, Any] | None = None
+) -> list[Any]:
+    """The rows of a Core statement run on ``connection``: straight through
+    the driver where this module allows, else by SQLAlchemy. Errors are the
+    driver's or SQLAlchemy's, untranslated, except that a connection found
+    dead is invalidated and reported as :class:`DatabaseUnavailableError`."""
+    fetch = driver_for(connection)
+    prepared = compiled(statement, connection.dialect) if fetch else None
+    if fetch is None or prepared is None:
+        return list((await connection.execute(statement, params)).all())
+    try:
+        return await prepared.rows(fetch, params)
+    except Exception as error:
+        # SQLAlchemy invalidates a connection it saw die; this statement went
+        # around it, so the pool is told here.
+        if connection_lost(connection, error):
+            await connection.invalidate(error)
+            raise DatabaseUnavailableError(f"lost the database connection: {error}") from error
+        raise
+
+
 def _asyncpg_fetch(driver: Any) -> Fetch:
     async def fetch(sql: str, arguments: Sequence[Any]) -> Sequence[Sequence[Any]]:
         records: Sequence[Sequence[Any]] = await driver.fetch(sql, *arguments)

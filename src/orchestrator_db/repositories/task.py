@@ -63,6 +63,15 @@ def parse_task_status(value: TaskStatus | str) -> TaskStatus:
         ) from None
 
 
+def lease_lost(task: Task, worker_id: str) -> LeaseLostError:
+    """Why ``worker_id`` does not hold ``task`` (an owner's update matched nothing)."""
+    if task.status is not TaskStatus.RUNNING:
+        return LeaseLostError(task.id, worker_id, f"the task is {task.status.value}")
+    if task.worker_id != worker_id:
+        return LeaseLostError(task.id, worker_id, f"it is held by {task.worker_id!r}")
+    return LeaseLostError(task.id, worker_id, f"the lease expired at {task.lease_expires_at}")
+
+
 @dataclass(frozen=True)
 class QueueStats:
     """Task counts per status, and per task type and status."""
@@ -86,7 +95,7 @@ class TaskRepository(Repository[Task]):
     )
 
     #: Lease of a claim when the worker does not say.
-    default_lease: ClassVar[timedelta] = timedelta(minutes=5)
+    default_lease: ClassVar[timedelta] = q.DEFAULT_LEASE
     #: Back-off before retry n (1-based) is ``retry_base_delay * 2 ** (n - 1)``,
     #: capped at ``retry_max_delay``.
     retry_base_delay: ClassVar[timedelta] = timedelta(seconds=2)
@@ -268,27 +277,17 @@ class TaskRepository(Repository[Task]):
         lease: timedelta | None = None,
     ) -> builtins.list[Task]:
         """Up to ``limit`` ready tasks, in claim order, running under one lease."""
-        if not worker_id:
-            raise ValidationError("worker_id must be a non-empty string", field="worker_id")
-        if limit < 1:
-            raise ValidationError("limit must be at least 1", field="limit")
-        params: dict[str, Any] = {
-            "holder": worker_id,
-            "lease_seconds": self._lease(lease).total_seconds(),
-            "limit": limit,
-        }
-        if task_types:
-            params["task_types"] = sorted(task_types)
-        statement = q.claim_statement(self._dialect, typed=bool(task_types))
+        lease = self.default_lease if lease is None else lease
+        statement, params = q.claim_request(self._dialect, worker_id, limit, task_types, lease)
         claimed = await self._tasks(statement, params)
-        claimed.sort(key=lambda t: (-t.priority, t.created_at, t.id))
+        claimed.sort(key=q.claim_order)
         return claimed
 
     async def heartbeat(
         self, task_id: str, worker_id: str, *, lease: timedelta | None = None
     ) -> Task:
         """Extend the lease of a task ``worker_id`` holds; returns the task."""
-        params = {"lease_seconds": self._lease(lease).total_seconds()}
+        params = {"lease_seconds": q.lease_seconds(self.default_lease if lease is None else lease)}
         return await self._owned_update(q.heartbeat_statement(), task_id, worker_id, params)
 
     async def complete(self, task_id: str, worker_id: str, result: Any = None) -> Task:
@@ -403,12 +402,6 @@ class TaskRepository(Repository[Task]):
         return min(delay, cls.retry_max_delay)
 
     # -------------------------------------------------------------- helpers
-
-    def _lease(self, lease: timedelta | None) -> timedelta:
-        lease = self.default_lease if lease is None else lease
-        if lease <= timedelta(0):
-            raise ValidationError("lease must be positive", field="lease")
-        return lease
 
     @staticmethod
     def _ids(ids: Iterable[str]) -> builtins.list[str]:
@@ -550,12 +543,7 @@ class TaskRepository(Repository[Task]):
 
     async def _explain_not_owned(self, task_id: str, worker_id: str) -> NoReturn:
         """Raise the error that says why ``worker_id`` does not hold the task."""
-        task = await self.get(task_id)  # NotFoundError if it is gone
-        if task.status is not TaskStatus.RUNNING:
-            raise LeaseLostError(task_id, worker_id, f"the task is {task.status.value}")
-        if task.worker_id != worker_id:
-            raise LeaseLostError(task_id, worker_id, f"it is held by {task.worker_id!r}")
-        raise LeaseLostError(task_id, worker_id, f"the lease expired at {task.lease_expires_at}")
+        raise lease_lost(await self.get(task_id), worker_id)  # NotFoundError if it is gone
 
     async def _after_finish(self, task: Task) -> None:
         """Consequences of a task ending, whichever path ended it."""
@@ -573,12 +561,12 @@ class TaskRepository(Repository[Task]):
         prerequisites are all complete."""
         if not ids:
             return
-        single = len(ids) == 1
-        params: dict[str, Any] = {"one_id": ids[0]} if single else {"ids": list(ids)}
-        variant = {"through_edges": through_edges, "single": single}
-        if self._dialect == "postgresql":
-            await self._execute(q.lock_blocked_statement(**variant), params)
-        await self._changed(q.release_statement(**variant), params)
+        *locks, (release, params) = q.release_requests(
+            self._dialect, ids, through_edges=through_edges
+        )
+        for statement, lock_params in locks:
+            await self._execute(statement, lock_params)
+        await self._changed(release, params)
 
     async def _cancel_closure(
         self,

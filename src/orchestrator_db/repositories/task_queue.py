@@ -37,6 +37,8 @@ parameters: building SQLAlchemy expressions costs more than running them.
 from __future__ import annotations
 
 import functools
+from collections.abc import Collection, Sequence
+from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -55,6 +57,7 @@ from sqlalchemy import (
     update,
 )
 
+from orchestrator_db.errors import ValidationError
 from orchestrator_db.models.task import FINISHED_TASK_STATUSES, Task, TaskDependency, TaskStatus
 from orchestrator_db.types import utc_now_plus, utc_now_sql
 
@@ -150,6 +153,60 @@ def claim_statement(dialect: str, *, typed: bool) -> Update:
     else:
         statement = update(_TASKS).where(_T.id.in_(candidates.scalar_subquery()))
     return statement.values(**values).returning(*TASK_COLUMNS)
+
+
+#: How long a claim holds a task unless the caller says otherwise.
+DEFAULT_LEASE = timedelta(minutes=5)
+
+
+def claim_request(
+    dialect: str,
+    worker_id: str,
+    limit: int,
+    task_types: Collection[str] | None,
+    lease: timedelta | None,
+) -> tuple[Update, dict[str, Any]]:
+    """The claim statement and its parameters, the arguments checked."""
+    if not worker_id:
+        raise ValidationError("worker_id must be a non-empty string", field="worker_id")
+    if limit < 1:
+        raise ValidationError("limit must be at least 1", field="limit")
+    params: dict[str, Any] = {
+        "holder": worker_id,
+        "lease_seconds": lease_seconds(lease),
+        "limit": limit,
+    }
+    if task_types:
+        params["task_types"] = sorted(task_types)
+    return claim_statement(dialect, typed=bool(task_types)), params
+
+
+def lease_seconds(lease: timedelta | None) -> float:
+    lease = DEFAULT_LEASE if lease is None else lease
+    if lease <= timedelta(0):
+        raise ValidationError("lease must be positive", field="lease")
+    return lease.total_seconds()
+
+
+def claim_order(task: Task) -> tuple[Any, ...]:
+    """Sort key of claimed tasks (RETURNING gives no order): ``CLAIM_ORDER``."""
+    return (-task.priority, task.created_at, task.id)
+
+
+def release_requests(
+    dialect: str, ids: Sequence[str], *, through_edges: bool = True
+) -> list[tuple[Any, dict[str, Any]]]:
+    """The statements that ready the blocked dependents of ``ids`` (or ``ids``
+    themselves) whose prerequisites are all complete; the last one returns
+    the ids it readied. PostgreSQL locks the dependents first (see above)."""
+    single = len(ids) == 1
+    params: dict[str, Any] = {"one_id": ids[0]} if single else {"ids": list(ids)}
+    variant = {"through_edges": through_edges, "single": single}
+    requests: list[tuple[Any, dict[str, Any]]] = []
+    if dialect == "postgresql":
+        requests.append((lock_blocked_statement(**variant), params))
+    requests.append((release_statement(**variant), params))
+    return requests
 
 
 def _owned() -> list[ColumnElement[bool]]:

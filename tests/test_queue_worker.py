@@ -1,0 +1,144 @@
+"""QueueWorker: the queue's operations on a worker's own connection behave as
+the unit-of-work path does: same statuses, releases, errors and leases."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import inspect, text
+
+from orchestrator_db import Database, TaskStatus
+from orchestrator_db.errors import (
+    DatabaseUnavailableError,
+    LeaseLostError,
+    NotFoundError,
+    ValidationError,
+)
+from orchestrator_db.types import new_id, utc_now
+from tests.helpers import task
+from tests.test_queue import statuses, submit
+
+
+async def test_claim_complete_and_release_dependents(db: Database) -> None:
+    a, b, c = await submit(db, task(priority=9), task(priority=1), task(), depends_on={2: [0, 1]})
+    async with db.queue_worker("w", lease=timedelta(minutes=2)) as worker:
+        first = await worker.claim()
+        assert first is not None
+        assert first.id == a.id  # highest priority first
+        assert first.status is TaskStatus.RUNNING
+        assert first.worker_id == "w"
+        assert first.lease_expires_at is not None
+        assert first.lease_expires_at > utc_now() + timedelta(minutes=1)
+        assert inspect(first).detached
+        second = await worker.complete_and_claim(first.id, {"out": 1})
+        assert second is not None
+        assert second.id == b.id
+        assert await statuses(db, a, b, c) == [
+            TaskStatus.COMPLETED,
+            TaskStatus.RUNNING,
+            TaskStatus.BLOCKED,
+        ]
+        finished = await worker.complete(second.id)
+        assert finished.status is TaskStatus.COMPLETED
+        assert finished.completed_at is not None
+        # Both prerequisites complete: c is ready, and the next claim takes it.
+        third = await worker.claim()
+        assert third is not None
+        assert third.id == c.id
+        assert await worker.claim() is None
+    async with db.unit_of_work() as uow:
+        assert (await uow.tasks.get(a.id)).result == {"out": 1}
+    assert db.pool_status().checked_out == 0
+
+
+async def test_task_types_filter_the_claims(db: Database) -> None:
+    await submit(db, task(task_type="code"), task(task_type="review"))
+    async with db.queue_worker("w", task_types={"review"}) as worker:
+        claimed = await worker.claim_batch(5)
+        assert [t.task_type for t in claimed] == ["review"]
+
+
+async def test_a_worker_that_lost_its_lease_is_refused(db: Database) -> None:
+    (a,) = await submit(db, task())
+    async with db.queue_worker("w1") as w1, db.queue_worker("w2") as w2:
+        claimed = await w1.claim()
+        assert claimed is not None
+        with pytest.raises(LeaseLostError, match="held by 'w1'"):
+            await w2.complete(claimed.id)
+        with pytest.raises(LeaseLostError):
+            await w2.heartbeat(claimed.id)
+        with pytest.raises(NotFoundError):
+            await w1.complete(new_id())
+        # A refused operation leaves nothing behind; the owner carries on.
+        beat = await w1.heartbeat(claimed.id.upper())
+        assert beat.lease_expires_at is not None
+        assert (await w1.complete(claimed.id)).status is TaskStatus.COMPLETED
+        with pytest.raises(LeaseLostError, match="is completed"):
+            await w1.complete(claimed.id)
+    assert await statuses(db, a) == [TaskStatus.COMPLETED]
+
+
+async def test_fail_retries_then_fails_and_cancels_dependents(db: Database) -> None:
+    a, b = await submit(db, task(max_retries=1), task(), depends_on={1: [0]})
+    async with db.queue_worker("w") as worker:
+        claimed = await worker.claim()
+        assert claimed is not None
+        retried = await worker.fail(claimed.id, "flaky")
+        assert retried.status is TaskStatus.READY
+        assert retried.retry_count == 1
+    async with db.unit_of_work() as uow:  # skip the back-off
+        await uow.tasks.update(a.id, run_after=None)
+        await uow.commit()
+    async with db.queue_worker("w") as worker:
+        claimed = await worker.claim()
+        assert claimed is not None
+        failed = await worker.fail(claimed.id, "broken")
+        assert failed.status is TaskStatus.FAILED
+    assert await statuses(db, a, b) == [TaskStatus.FAILED, TaskStatus.CANCELLED]
+
+
+async def test_bad_arguments_are_validation_errors(db: Database) -> None:
+    with pytest.raises(ValidationError, match="worker_id"):
+        db.queue_worker("")
+    with pytest.raises(ValidationError, match="lease"):
+        db.queue_worker("w", lease=timedelta(0))
+    async with db.queue_worker("w") as worker:
+        with pytest.raises(ValidationError, match="limit"):
+            await worker.claim_batch(0)
+        with pytest.raises(ValidationError, match="task_id"):
+            await worker.complete("not-a-uuid")
+
+
+async def test_a_worker_must_be_entered(db: Database) -> None:
+    worker = db.queue_worker("w")
+    with pytest.raises(RuntimeError, match="async with"):
+        await worker.claim()
+
+
+async def test_a_worker_reconnects_after_losing_its_connection(
+    postgres_database_url: str,
+) -> None:
+    db = Database(postgres_database_url)
+    killer = Database(postgres_database_url)
+    try:
+        await submit(db, task(), task())
+        async with db.queue_worker("w") as worker:
+            first = await worker.claim()
+            assert first is not None
+            async with killer.engine.begin() as connection:
+                await connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+            with pytest.raises(DatabaseUnavailableError):
+                await worker.complete_and_claim(first.id)
+            # Nothing was half-done; the next call gets a new connection.
+            second = await worker.complete_and_claim(first.id)
+            assert second is not None
+            assert second.id != first.id
+    finally:
+        await db.close()
+        await killer.close()
