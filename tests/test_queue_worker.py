@@ -3,6 +3,7 @@ the unit-of-work path does: same statuses, releases, errors and leases."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -142,3 +143,21 @@ async def test_a_worker_reconnects_after_losing_its_connection(
     finally:
         await db.close()
         await killer.close()
+
+
+async def test_a_watchdog_heartbeat_waits_for_the_main_loop(db: Database) -> None:
+    """Heartbeats from another coroutine share the worker's one connection:
+    its operations take turns instead of colliding."""
+    await submit(db, task(), task())
+    async with db.queue_worker("w") as worker:
+        first = await worker.claim()
+        assert first is not None
+        # Without the turn-taking, asyncpg refuses a second operation in
+        # progress and SQLAlchemy a second transaction on the connection.
+        *beats, following = await asyncio.gather(
+            *(worker.heartbeat(first.id) for _ in range(5)),
+            worker.complete_and_claim(first.id),
+        )
+        assert [b.id if b else None for b in beats] == [first.id] * 5
+        assert following is not None
+        assert following.id != first.id

@@ -22,6 +22,7 @@ them freely; change a task through a unit of work.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from datetime import timedelta
 from types import TracebackType
@@ -68,6 +69,9 @@ class QueueWorker:
         self.task_types = frozenset(task_types) if task_types else None
         self.lease = lease
         self._connection: AsyncConnection | None = None
+        # One connection runs one transaction at a time: a heartbeat sent from
+        # a watchdog coroutine waits for the main loop's operation to end.
+        self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
         try:
@@ -144,11 +148,12 @@ class QueueWorker:
     async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         if self._connection is None:
             raise RuntimeError("use the worker as `async with db.queue_worker(...) as worker`")
-        try:
-            async with self._connection.begin():
-                return await work(self._connection)
-        except Exception as error:
-            _raise_translated(error)
+        async with self._lock:
+            try:
+                async with self._connection.begin():
+                    return await work(self._connection)
+            except Exception as error:
+                _raise_translated(error)
 
     async def _claim(self, connection: AsyncConnection, limit: int) -> list[Task]:
         statement, params = q.claim_request(
