@@ -3,15 +3,16 @@ indistinguishable from SQLAlchemy's, and taken only where that holds."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import event, inspect, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import PendingRollbackError
 
 from orchestrator_db import Database, Task, TaskStatus
-from orchestrator_db.errors import DatabaseUnavailableError
+from orchestrator_db.errors import DatabaseUnavailableError, ValidationError
 from orchestrator_db.repositories import direct
 from orchestrator_db.repositories import task_queue as q
 from orchestrator_db.repositories.direct import driver_for
@@ -95,6 +96,21 @@ async def test_sqlite_goes_direct_through_the_package_adapter(sqlite_db: Databas
         assert driver_for(await uow.session.connection()) is not None
 
 
+async def test_a_handle_error_listener_keeps_statements_on_sqlalchemys_path(db: Database) -> None:
+    def handle(context: Any) -> None:
+        return None
+
+    event.listen(db.engine.sync_engine, "handle_error", handle)
+    try:
+        async with db.unit_of_work() as uow:
+            assert driver_for(await uow.session.connection()) is None
+    finally:
+        event.remove(db.engine.sync_engine, "handle_error", handle)
+    async with db.unit_of_work() as uow:
+        await uow.session.execute(text("SELECT 1"))  # PostgreSQL: the BEGIN is sent
+        assert driver_for(await uow.session.connection()) is not None
+
+
 async def test_statement_listeners_see_every_statement(db: Database) -> None:
     async with db.unit_of_work() as uow:
         added = await uow.tasks.submit(task())
@@ -159,3 +175,37 @@ async def test_statements_sqlalchemy_must_rewrite_go_its_way(db: Database) -> No
         assert claimed is not None
         assert claimed.id == review.id
         assert claimed.status is TaskStatus.RUNNING
+
+
+async def test_a_failed_unit_runs_nothing_more(db: Database) -> None:
+    """After a failed flush the unit awaits a rollback: a queue statement must
+    not slip through on the connection of the failed transaction."""
+    async with db.unit_of_work() as uow:
+        ready = await uow.tasks.submit(task())
+        await uow.commit()
+    async with db.unit_of_work() as uow:
+        await uow.tasks.get(ready.id)  # the unit now has a connection
+        with pytest.raises(ValidationError):
+            await uow.tasks.add(task(deadline=datetime(2030, 1, 1)))  # naive: refused in flush
+        with pytest.raises(PendingRollbackError):
+            await uow.tasks.claim_next("w")
+    async with db.unit_of_work(read_only=True) as uow:
+        assert (await uow.tasks.get(ready.id)).status is TaskStatus.READY
+
+
+async def test_bad_values_are_validation_errors_on_either_path(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        await uow.tasks.submit(task())
+        await uow.commit()
+    async with db.unit_of_work() as uow:
+        claimed = await uow.tasks.claim_next("w")
+        assert claimed is not None
+        await uow.commit()
+    async with db.unit_of_work() as uow:
+        with pytest.raises(ValidationError, match="rejected"):
+            await uow.tasks.complete(claimed.id, "w", result={1, 2})  # a set is not JSON
+    async with db.queue_worker("w") as worker:
+        with pytest.raises(ValidationError, match="rejected"):
+            await worker.complete(claimed.id, {3, 4})
+    async with db.unit_of_work(read_only=True) as uow:  # nothing was half-written
+        assert (await uow.tasks.get(claimed.id)).status is TaskStatus.RUNNING

@@ -161,3 +161,34 @@ async def test_a_watchdog_heartbeat_waits_for_the_main_loop(db: Database) -> Non
         assert [b.id if b else None for b in beats] == [first.id] * 5
         assert following is not None
         assert following.id != first.id
+
+
+async def test_fail_needs_no_second_connection() -> None:
+    """An in-memory database has one connection, and the worker holds it."""
+    db = Database("sqlite+aiosqlite://", pool_timeout=2)
+    try:
+        await db.migrate()
+        (a,) = await submit(db, task(max_retries=0))
+        async with db.queue_worker("w") as worker:
+            claimed = await worker.claim()
+            assert claimed is not None
+            failed = await worker.fail(claimed.id, "broken")
+            assert failed.status is TaskStatus.FAILED
+            assert failed.error == "broken"
+        assert await statuses(db, a) == [TaskStatus.FAILED]
+    finally:
+        await db.close()
+
+
+async def test_a_held_connection_is_recycled_like_pooled_ones(db: Database) -> None:
+    await submit(db, task(), task())
+    async with db.queue_worker("w") as worker:
+        first = await worker.claim()
+        assert first is not None
+        assert worker._connection is not None
+        before = worker._connection.sync_connection
+        worker._recycle = 0  # every operation now finds the connection too old
+        second = await worker.complete_and_claim(first.id)
+        assert second is not None
+        assert worker._connection.sync_connection is not before
+    assert db.pool_status().checked_out == 0

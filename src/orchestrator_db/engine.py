@@ -202,11 +202,19 @@ def create_engine(
     return engine
 
 
+def pool_recycle(backend: str, settings: DatabaseSettings) -> int:
+    """Seconds after which a connection is replaced (-1: never); see
+    ``DatabaseSettings`` for the defaults."""
+    if settings.pool_recycle is not None:
+        return settings.pool_recycle
+    return 1800 if backend == "postgresql" else -1
+
+
 def _sqlite_options(url: URL, settings: DatabaseSettings) -> dict[str, Any]:
     options: dict[str, Any] = {
         "poolclass": AsyncAdaptedQueuePool,
         "pool_pre_ping": bool(settings.pool_pre_ping),
-        "pool_recycle": settings.pool_recycle if settings.pool_recycle is not None else -1,
+        "pool_recycle": pool_recycle("sqlite", settings),
         # sqlite3's own busy handler: waits for locks, in C, without formatting
         # the value into a PRAGMA.
         "connect_args": {"timeout": settings.busy_timeout},
@@ -246,7 +254,7 @@ def _postgresql_options(settings: DatabaseSettings, *, read_only: bool) -> dict[
     return {
         "pool_size": settings.pool_size if settings.pool_size is not None else 10,
         "max_overflow": settings.max_overflow if settings.max_overflow is not None else 20,
-        "pool_recycle": settings.pool_recycle if settings.pool_recycle is not None else 1800,
+        "pool_recycle": pool_recycle("postgresql", settings),
         "pool_pre_ping": bool(settings.pool_pre_ping),
         "isolation_level": "AUTOCOMMIT" if read_only else "READ COMMITTED",
         "connect_args": {"server_settings": server_settings},

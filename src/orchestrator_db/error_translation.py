@@ -78,6 +78,9 @@ def translate(
             return _translate_postgresql(orig, str(sqlstate), entity, key)
         if _is_connection_failure(orig):
             return DatabaseUnavailableError(f"cannot reach the database: {orig}")
+        if isinstance(orig, LookupError | TypeError | ValueError):
+            # The driver refused a value before sending it (asyncpg's DataError).
+            return ValidationError(f"{entity or 'value'} rejected: {orig}")
         return None
     # Raised by the drivers themselves, outside SQLAlchemy (COPY, and the
     # statements of repositories.direct).

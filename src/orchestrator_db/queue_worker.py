@@ -23,21 +23,24 @@ them freely; change a task through a unit of work.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Collection
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 
+from orchestrator_db.engine import pool_recycle
 from orchestrator_db.error_translation import translate
 from orchestrator_db.errors import NotFoundError, ValidationError
 from orchestrator_db.models.task import Task
 from orchestrator_db.repositories import task_queue as q
 from orchestrator_db.repositories.base import detached_from_row, row_layout
 from orchestrator_db.repositories.direct import fetch_rows
-from orchestrator_db.repositories.task import lease_lost
+from orchestrator_db.repositories.task import TaskRepository, lease_lost
 from orchestrator_db.types import canonical_uuid
+from orchestrator_db.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
     from orchestrator_db.database import Database
@@ -63,21 +66,20 @@ class QueueWorker:
     ) -> None:
         if not worker_id:
             raise ValidationError("worker_id must be a non-empty string", field="worker_id")
-        q.lease_seconds(lease)  # reject a bad lease now, not at the first claim
+        self.lease = TaskRepository.default_lease if lease is None else lease
+        q.lease_seconds(self.lease)  # reject a bad lease now, not at the first claim
         self._db = db
         self.worker_id = worker_id
         self.task_types = frozenset(task_types) if task_types else None
-        self.lease = lease
         self._connection: AsyncConnection | None = None
+        self._connected_at = 0.0
+        self._recycle = pool_recycle(db.url.get_backend_name(), db.settings)
         # One connection runs one transaction at a time: a heartbeat sent from
         # a watchdog coroutine waits for the main loop's operation to end.
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
-        try:
-            self._connection = await self._db.engine.connect()
-        except Exception as error:
-            _raise_translated(error)
+        await self._connect()
         return self
 
     async def __aexit__(
@@ -86,9 +88,10 @@ class QueueWorker:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            await connection.close()
+        async with self._lock:  # let an operation in flight finish first
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                await connection.close()
 
     # ------------------------------------------------------------ the queue
 
@@ -136,19 +139,41 @@ class QueueWorker:
 
     async def fail(self, task_id: str, error: str) -> Task:
         """Record a failed attempt (retried with back-off, or failed for good
-        and its dependents cancelled). Failures are rare: this runs a unit of
-        work, the one place that logic lives."""
-        async with self._db.unit_of_work() as uow:
-            task = await uow.tasks.fail(task_id, self.worker_id, error)
-            await uow.commit()
-        return task
+        and its dependents cancelled). Failures are rare: this runs the unit
+        of work's ``fail``, the one place that logic lives, on this worker's
+        connection (a second one may not be free: an in-memory database has
+        only one)."""
+
+        async def fail(connection: AsyncConnection) -> Task:
+            # The session joins this transaction; _transaction commits it.
+            sessions = async_sessionmaker(bind=connection, expire_on_commit=False)
+            async with UnitOfWork(sessions) as uow:
+                task = await uow.tasks.fail(task_id, self.worker_id, error)
+                await uow.commit()
+            return task
+
+        return await self._transaction(fail)
 
     # ------------------------------------------------------------ internals
 
+    async def _connect(self) -> None:
+        try:
+            self._connection = await self._db.engine.connect()
+        except Exception as error:
+            _raise_translated(error)
+        self._connected_at = time.monotonic()
+
     async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        if self._connection is None:
-            raise RuntimeError("use the worker as `async with db.queue_worker(...) as worker`")
         async with self._lock:
+            if self._connection is None:
+                raise RuntimeError("use the worker as `async with db.queue_worker(...) as worker`")
+            if 0 <= self._recycle < time.monotonic() - self._connected_at:
+                # Held for the worker's life, the connection never goes back to
+                # the pool to be recycled there: exchange it here, as the pool
+                # would (a proxy's idle timeout may have dropped it).
+                await self._connection.close()
+                await self._connect()
+                assert self._connection is not None
             try:
                 async with self._connection.begin():
                     return await work(self._connection)

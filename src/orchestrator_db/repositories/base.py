@@ -433,14 +433,17 @@ class Repository(Generic[ModelT]):
     async def _connection(self) -> AsyncConnection:
         """The unit of work's connection. Asking the session costs a greenlet
         hop even when it holds one already, so the one it gave last is reused
-        while it is open: the session closes it when its transaction ends."""
-        info = self.session.info
-        connection: AsyncConnection | None = info.get(_CONNECTION)
-        if connection is not None:
-            sync = connection.sync_connection
-            if sync is not None and not sync.closed and not sync.invalidated:
-                return connection
-        connection = info[_CONNECTION] = await self.session.connection()
+        while the transaction it gave it for is still active. Otherwise (the
+        unit committed, or failed and awaits a rollback) the session is
+        asked, and says so."""
+        cached = self.session.info.get(_CONNECTION)
+        transaction = self.session.sync_session.get_transaction()
+        if cached is not None and transaction is not None and transaction.is_active:
+            given_for, connection = cached
+            if given_for is transaction:
+                return connection  # type: ignore[no-any-return]
+        connection = await self.session.connection()
+        self.session.info[_CONNECTION] = (self.session.sync_session.get_transaction(), connection)
         return connection
 
     async def _rows(

@@ -13,30 +13,33 @@ would have sent and returned.
 This is only done where nothing is lost by going around SQLAlchemy:
 
 - nobody observes statements: ``echo`` and the ``sqlalchemy.engine`` INFO log
-  are off and no ``before/after_cursor_execute`` listener is set, so logging
-  and instrumentation still see every statement they ask to see;
+  are off, no execute, cursor-execute or ``handle_error`` listener is set and
+  no ``schema_translate_map`` applies, so logging and instrumentation still
+  see every statement they ask to see;
 - the statement needs no per-execution rewriting (expanding ``IN`` lists);
 - the transaction needs nothing from SQLAlchemy: on SQLite the package's own
   adapter runs the statement, with the unit of work's pending BEGIN and its
   lock waits; on PostgreSQL the unit is read-only (autocommit) or its
   transaction has already begun, and the statement joins it.
 
-Errors come out as the driver's own exceptions, which
-:func:`orchestrator_db.error_translation.translate` reads as it reads those
-SQLAlchemy wraps; :func:`connection_lost` tells the caller when the pool must
-be told that a connection died.
+Errors are wrapped as SQLAlchemy wraps them (``DBAPIError`` around the
+driver's, ``StatementError`` for a value the bind processors refuse), and a
+connection found dead is invalidated, so nothing downstream can tell which way
+a statement went.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import sqlite3
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import Executable
 
@@ -48,7 +51,9 @@ Processor = Callable[[Any], Any]
 #: Runs compiled SQL with positional arguments; returns the rows.
 Fetch = Callable[[str, Sequence[Any]], Awaitable[Sequence[Sequence[Any]]]]
 
-_ENGINE_LOG = logging.getLogger("sqlalchemy.engine.Engine")
+#: Engine events that see statements; with any listener on (or one for the
+#: dialect's ``handle_error``), statements go through SQLAlchemy.
+_OBSERVERS = ("before_execute", "after_execute", "before_cursor_execute", "after_cursor_execute")
 
 
 @dataclass(frozen=True)
@@ -66,10 +71,11 @@ class DirectStatement:
         values = {**self.defaults, **params} if params else self.defaults
         try:
             arguments = [values[name] for name in self.names]
-        except KeyError as missing:
-            raise ValueError(f"a value is required for bind parameter {missing}") from None
-        for position, process in self.binds:
-            arguments[position] = process(arguments[position])
+            for position, process in self.binds:
+                arguments[position] = process(arguments[position])
+        except (LookupError, TypeError, ValueError) as error:
+            # As SQLAlchemy reports a value its bind processors refuse.
+            raise StatementError(str(error), self.sql, params, error) from error
         records = await fetch(self.sql, arguments)
         rows = []
         for record in records:
@@ -133,14 +139,20 @@ def driver_for(connection: AsyncConnection) -> Fetch | None:
     """How to run statements on ``connection`` directly, or ``None`` when
     they must go through SQLAlchemy (see the module)."""
     engine = connection.sync_engine
-    if engine.echo or _ENGINE_LOG.isEnabledFor(logging.INFO):
+    # The engine's own logger: echo, or INFO on sqlalchemy.engine (with any
+    # logging_name the engine was given).
+    if engine.logger.isEnabledFor(logging.INFO):
         return None
     sync = connection.sync_connection
     if sync is None or sync.invalidated or sync.closed:
         return None  # SQLAlchemy reconnects or raises; the statement goes its way
     for dispatch in (engine.dispatch, sync.dispatch):
-        if dispatch.before_cursor_execute or dispatch.after_cursor_execute:
+        if any(getattr(dispatch, name) for name in _OBSERVERS):
             return None
+    if engine.dialect.dispatch.handle_error:  # custom error or disconnect handling
+        return None
+    if "schema_translate_map" in sync.get_execution_options():
+        return None
     # The session has checked the connection out: reading it does no I/O
     # (AsyncConnection.get_raw_connection would cost a greenlet hop).
     raw = sync.connection
@@ -168,13 +180,19 @@ async def fetch_rows(
         return list((await connection.execute(statement, params)).all())
     try:
         return await prepared.rows(fetch, params)
-    except Exception as error:
-        # SQLAlchemy invalidates a connection it saw die; this statement went
-        # around it, so the pool is told here.
-        if connection_lost(connection, error):
-            await connection.invalidate(error)
-            raise DatabaseUnavailableError(f"lost the database connection: {error}") from error
+    except StatementError:
         raise
+    except Exception as error:
+        # Raised as SQLAlchemy raises a driver's error, so callers (and the
+        # translation to typed errors) see no difference. SQLAlchemy also
+        # invalidates a connection it saw die; this statement went around
+        # it, so the pool is told here.
+        lost = connection_lost(connection, error)
+        if lost:
+            await connection.invalidate(error)
+        raise DBAPIError.instance(
+            prepared.sql, params, error, Exception, connection_invalidated=lost
+        ) from error
 
 
 def _asyncpg_fetch(driver: Any) -> Fetch:
@@ -189,7 +207,10 @@ def connection_lost(connection: AsyncConnection, error: BaseException) -> bool:
     """Whether ``error``, raised by a direct statement, means the connection
     is gone (SQLAlchemy would have invalidated it). A backend killed mid-
     transaction can surface as an asyncpg protocol error, so the driver's
-    own state decides too, not only the exception's type."""
+    own state decides too, not only the exception's type. SQLite's errors
+    never do: a file connection stays usable (SQLAlchemy agrees)."""
+    if isinstance(error, sqlite3.Error):
+        return False
     if isinstance(translate(error), DatabaseUnavailableError):
         return True
     sync = connection.sync_connection
