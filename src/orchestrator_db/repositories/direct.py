@@ -22,6 +22,12 @@ This is only done where nothing is lost by going around SQLAlchemy:
   lock waits; on PostgreSQL the unit is read-only (autocommit) or its
   transaction has already begun, and the statement joins it.
 
+Two differences remain, by design: these are Core statements run on the
+unit's connection, so a session's ``do_orm_execute`` hook does not see them
+(as it never sees ``connection.execute``), and on PostgreSQL asyncpg's own
+statement cache serves them rather than SQLAlchemy's (which matters behind
+PgBouncer in transaction mode, where SQLAlchemy advises turning both off).
+
 Errors are wrapped as SQLAlchemy wraps them (``DBAPIError`` around the
 driver's, ``StatementError`` for a value the bind processors refuse), and a
 connection found dead is invalidated, so nothing downstream can tell which way
