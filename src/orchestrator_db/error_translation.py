@@ -82,10 +82,7 @@ def translate(
             # The driver refused a value before sending it (asyncpg's DataError).
             return ValidationError(f"{entity or 'value'} rejected: {orig}")
         return None
-    # Raised by the drivers themselves, outside SQLAlchemy (COPY, and the
-    # statements of repositories.direct).
-    if isinstance(error, sqlite3.Error):
-        return _translate_sqlite(error, entity, key)
+    # Raised by asyncpg itself, outside SQLAlchemy (the COPY bulk path).
     sqlstate = getattr(error, "sqlstate", None)
     if isinstance(sqlstate, str):
         return _translate_postgresql(error, sqlstate, entity, key)
@@ -105,10 +102,8 @@ def translate(
 
 def is_database_error(error: BaseException) -> bool:
     """Whether the database (not the caller) rejected a statement, whether
-    SQLAlchemy wrapped the driver's error or the driver raised it directly."""
-    return isinstance(error, sa_exc.DBAPIError | sqlite3.Error) or isinstance(
-        getattr(error, "sqlstate", None), str
-    )
+    SQLAlchemy wrapped the driver's error or asyncpg raised it (COPY)."""
+    return isinstance(error, sa_exc.DBAPIError) or isinstance(getattr(error, "sqlstate", None), str)
 
 
 def _is_connection_failure(error: BaseException | None) -> bool:

@@ -198,8 +198,7 @@ class QueueWorker:
         if not rows:
             await self._explain_not_owned(connection, key)
         (row,) = rows
-        # As TaskRepository._complete: SQLite says whether anyone waits.
-        if dialect == "postgresql" or row.waited_on:
+        if q.must_release(dialect, row):
             for statement, params in q.release_requests(dialect, [key]):
                 await fetch_rows(connection, statement, params)
         return row

@@ -526,8 +526,7 @@ class TaskRepository(Repository[Task]):
         if not rows:
             await self._explain_not_owned(task_id, worker_id)
         (row,) = rows
-        # SQLite says whether anyone waits for the task (see complete_statement).
-        if self._dialect == "postgresql" or row.waited_on:
+        if q.must_release(self._dialect, row):
             await self._release([task_id])
         return row
 

@@ -250,6 +250,13 @@ def complete_statement(dialect: str) -> Update:
     return update(_TASKS).where(*_owned()).values(**values).returning(*returned)
 
 
+def must_release(dialect: str, completed: Any) -> bool:
+    """Whether a completion (a row of ``complete_statement``) needs the
+    release of dependents: always on PostgreSQL, on SQLite only when someone
+    waits for the task (see ``complete_statement``)."""
+    return dialect == "postgresql" or bool(completed.waited_on)
+
+
 @functools.cache
 def owned_attempts_statement() -> Select[Any]:
     """The attempt counters of an owned task, locked (for ``fail``)."""
