@@ -184,6 +184,19 @@ async def test_claims_follow_priority_then_age(db: Database) -> None:
     assert order == ["old high", "new high", "mid", "old low"]
 
 
+async def test_equal_priority_tasks_submitted_together_come_out_in_order(db: Database) -> None:
+    """Tasks created in one millisecond share ``created_at``; the time-ordered
+    ids keep such ties in creation order."""
+    now = utc_now()
+    submitted = await submit(db, *[task(created_at=now) for _ in range(40)])
+    async with db.unit_of_work() as uow:
+        batch = await uow.tasks.claim_batch("w", 20)
+        await uow.commit()
+    one_by_one = [await claim(db) for _ in range(20)]
+    claimed = [t.id for t in batch] + [t.id for t in one_by_one if t is not None]
+    assert claimed == [t.id for t in submitted]
+
+
 async def test_a_claim_marks_the_task_running_under_a_lease(db: Database) -> None:
     (a,) = await submit(db, task())
     before = utc_now()

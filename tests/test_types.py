@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
 
-from orchestrator_db import Database, Task
+from orchestrator_db import Database, Task, types
 from orchestrator_db.errors import ValidationError
 from orchestrator_db.types import (
     canonical_uuid,
@@ -56,14 +57,60 @@ def test_utc_now_has_millisecond_precision() -> None:
     assert now.microsecond % 1000 == 0
 
 
-def test_new_ids_are_version_4_uuids() -> None:
-    ids = {new_id() for _ in range(2000)}
-    assert len(ids) == 2000
-    for value in list(ids)[:200]:
+def test_new_ids_are_version_7_uuids_in_minting_order() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = [new_id() for _ in range(20_000)]  # many share a millisecond
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    for value in ids[:: len(ids) // 200]:
         parsed = uuid.UUID(value)
-        assert parsed.version == 4
-        assert parsed.variant == uuid.RFC_4122
+        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
         assert str(parsed) == value
+        assert before <= parsed.int >> 80 <= after
+
+
+class SteppedClock:
+    """Stands in for the ``time`` module inside ``orchestrator_db.types``."""
+
+    def __init__(self, *milliseconds: int) -> None:
+        self.readings = [ms * 1_000_000 for ms in milliseconds]
+
+    def time_ns(self) -> int:
+        return self.readings.pop(0)
+
+
+def use_clock(monkeypatch: pytest.MonkeyPatch, *milliseconds: int) -> None:
+    # The generator's state is saved too, so later ids do not carry on from
+    # the stepped clock's future milliseconds.
+    monkeypatch.setattr(types, "_last_millisecond", types._last_millisecond)
+    monkeypatch.setattr(types, "_counter", types._counter)
+    monkeypatch.setattr(types, "time", SteppedClock(*milliseconds))
+
+
+def test_new_ids_stay_ordered_when_the_clock_steps_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = time.time_ns() // 1_000_000 + 10_000  # ahead of any id minted so far
+    with monkeypatch.context() as patched:
+        use_clock(patched, now, now, now - 5_000, now + 1)
+        ids = [new_id() for _ in range(4)]
+    assert ids == sorted(ids) and len(set(ids)) == 4
+    assert [uuid.UUID(value).int >> 80 for value in ids] == [now, now, now, now + 1]
+    # Undoing the patch restored the generator's state as well as its clock.
+    assert uuid.UUID(new_id()).int >> 80 <= time.time_ns() // 1_000_000
+
+
+def test_a_full_millisecond_counter_moves_on_to_the_next_millisecond(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = time.time_ns() // 1_000_000 + 20_000
+    use_clock(monkeypatch, now, now)
+    first = new_id()
+    monkeypatch.setattr(types, "_counter", (1 << 42) - 1)
+    second = new_id()
+    assert first < second
+    assert uuid.UUID(second).int >> 80 == now + 1
 
 
 def test_uuid_canonicalisation_and_rejection() -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -160,18 +161,50 @@ def canonical_uuid(value: object, *, field: str = "id") -> str:
         raise ValidationError(f"{field} must be a UUID, got {value!r}", field=field) from None
 
 
-_VARIANT_NIBBLE = "89ab89ab89ab89ab"
+# new_id()'s state: the millisecond of the last id and its counter.
+_COUNTER_BITS = 42
+_last_millisecond = -1
+_counter = 0
+
+
+def _fresh_counter() -> int:
+    # Random, with the top bit clear so a millisecond has at least 2**41 ids
+    # left before it overflows into the next one.
+    return int.from_bytes(os.urandom(6), "big") >> (48 - _COUNTER_BITS + 1)
 
 
 def new_id() -> str:
-    """A fresh random (version 4) UUID string; the default of UUID primary keys.
+    """A fresh time-ordered (version 7, RFC 9562) UUID string; the default of
+    UUID primary keys.
 
-    Formats 16 random bytes directly: three times cheaper than
-    ``str(uuid.uuid4())``, which matters when bulk inserts mint ids by the
-    thousand.
+    Ids minted later sort later, also within one millisecond: the 42 bits
+    after the timestamp are a counter (RFC 9562 method 1), seeded at random
+    each millisecond, and a clock that steps back keeps counting from the
+    last millisecond. So rows created in the same millisecond, which share
+    ``created_at``, still order by creation when sorted on ``(created_at,
+    id)`` - the queue's claim order and ``page()``'s key. The last 32 bits
+    are random: two threads racing for one counter value still get distinct
+    ids. On PostgreSQL the ordered keys also land at the right-hand end of
+    the primary-key index instead of all over it.
     """
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT_NIBBLE[int(h[16], 16)]}{h[17:20]}-{h[20:]}"
+    global _last_millisecond, _counter
+    millisecond = time.time_ns() // 1_000_000
+    if millisecond > _last_millisecond:
+        _last_millisecond, _counter = millisecond, _fresh_counter()
+    else:
+        _counter += 1
+        if _counter >> _COUNTER_BITS:
+            _last_millisecond, _counter = _last_millisecond + 1, _fresh_counter()
+    value = (
+        _last_millisecond << 80
+        | 0x7 << 76  # version
+        | (_counter >> 30) << 64
+        | 0b10 << 62  # variant
+        | (_counter & 0x3FFF_FFFF) << 32
+        | int.from_bytes(os.urandom(4), "big")
+    )
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class UUIDString(TypeDecorator[str]):
