@@ -177,7 +177,8 @@ def new_id() -> str:
     """A fresh time-ordered (version 7, RFC 9562) UUID string; the default of
     UUID primary keys.
 
-    Ids minted later sort later, also within one millisecond: the 42 bits
+    Within one process, ids minted later sort later, also within one
+    millisecond (across processes, only the millisecond orders them): the 42 bits
     after the timestamp are a counter (RFC 9562 method 1), seeded at random
     each millisecond, and a clock that steps back keeps counting from the
     last millisecond. So rows created in the same millisecond, which share
