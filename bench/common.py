@@ -48,6 +48,25 @@ async def median_seconds(
     return statistics.median(times)
 
 
+async def interleaved_medians(
+    runs: dict[str, Callable[[], Awaitable[None]]], *, rounds: int
+) -> dict[str, float]:
+    """Median wall time of each of ``runs``, timed in turn within each round.
+
+    A slow spell on a shared machine then slows a round of every run alike
+    instead of the one run that happened to be timed during it, so the
+    ratios between runs hold steadier than with one run's rounds after another.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            gc.collect()
+            started = time.perf_counter()
+            await run()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(spent) for name, spent in times.items()}
+
+
 def print_table(title: str, rows: list[Row]) -> None:
     print(f"\n{title}")
     header = ("operation", "package", "baseline", "ratio", "target", "")

@@ -9,14 +9,20 @@ from __future__ import annotations
 import gc
 import json
 import os
-import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 
-from bench.common import ADMIN_DSN, Row, median_seconds, pg_admin, print_table
+from bench.common import (
+    ADMIN_DSN,
+    Row,
+    interleaved_medians,
+    median_seconds,
+    pg_admin,
+    print_table,
+)
 from bench.sqlite import BULK_ROWS, GET_OPS, PAGE_SIZE, PAGE_TABLE_ROWS, task_values
 from bench.sqlite import COLUMNS as TASK_COLUMNS
 from orchestrator_db import Database, Task
@@ -139,11 +145,19 @@ async def bench_get(db: Database, dsn: str) -> list[Row]:
 
     await package()
     await raw_fetch()
-    ours = await median_seconds(package, rounds=5) / GET_OPS
-    ours_ro = await median_seconds(package_read_only, rounds=5) / GET_OPS
-    base = await median_seconds(raw_fetch, rounds=5) / GET_OPS
-    base_tx = await median_seconds(raw_fetch_in_transaction, rounds=5) / GET_OPS
-    base_pool = await median_seconds(raw_pool_fetch, rounds=5) / GET_OPS
+    medians = await interleaved_medians(
+        {
+            "ours": package,
+            "ours_ro": package_read_only,
+            "base": raw_fetch,
+            "base_tx": raw_fetch_in_transaction,
+            "base_pool": raw_pool_fetch,
+        },
+        rounds=7,
+    )
+    ours, ours_ro, base, base_tx, base_pool = (
+        medians[name] / GET_OPS for name in ("ours", "ours_ro", "base", "base_tx", "base_pool")
+    )
     await raw.close()
     await pool.close()
 
@@ -253,6 +267,4 @@ async def run() -> None:
     finally:
         await db.close()
         gc.collect()
-        started = time.perf_counter()
         await pg_admin(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)')
-        del started

@@ -21,7 +21,7 @@ from typing import Any
 import aiosqlite
 from sqlalchemy import delete
 
-from bench.common import Row, median_seconds, print_table
+from bench.common import Row, interleaved_medians, median_seconds, print_table
 from orchestrator_db import Database, Task
 from orchestrator_db.repositories.task import TaskRepository
 from orchestrator_db.types import format_sqlite_timestamp, utc_now
@@ -180,10 +180,18 @@ async def bench_get(db: Database, path: Path) -> list[Row]:
 
     await package()  # warm caches and the pool
     await raw_aiosqlite()
-    ours = await median_seconds(package, rounds=5) / GET_OPS
-    ours_ro = await median_seconds(package_read_only, rounds=5) / GET_OPS
-    raw = await median_seconds(raw_aiosqlite, rounds=5) / GET_OPS
-    raw_sync = await median_seconds(raw_sqlite3, rounds=5) / GET_OPS
+    medians = await interleaved_medians(
+        {
+            "ours": package,
+            "ours_ro": package_read_only,
+            "raw": raw_aiosqlite,
+            "raw_sync": raw_sqlite3,
+        },
+        rounds=7,
+    )
+    ours, ours_ro, raw, raw_sync = (
+        medians[name] / GET_OPS for name in ("ours", "ours_ro", "raw", "raw_sync")
+    )
     await connection.close()
     sync_connection.close()
 
