@@ -3,12 +3,15 @@ indistinguishable from SQLAlchemy's, and taken only where that holds."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import event, inspect, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import PendingRollbackError
 
 from orchestrator_db import Database, Task, TaskStatus
@@ -111,7 +114,8 @@ async def test_a_handle_error_listener_keeps_statements_on_sqlalchemys_path(db: 
         assert driver_for(await uow.session.connection()) is not None
 
 
-async def test_statement_listeners_see_every_statement(db: Database) -> None:
+@pytest.mark.parametrize("target", [Engine, Connection], ids=["engine", "connection"])
+async def test_statement_listeners_see_every_statement(db: Database, target: type) -> None:
     async with db.unit_of_work() as uow:
         added = await uow.tasks.submit(task())
         await uow.commit()
@@ -120,7 +124,7 @@ async def test_statement_listeners_see_every_statement(db: Database) -> None:
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement)
 
-    event.listen(Engine, "before_cursor_execute", record)  # on every engine
+    event.listen(target, "before_cursor_execute", record)  # on every engine or connection
     try:
         for read_only in (True, False):
             async with db.unit_of_work(read_only=read_only) as uow:
@@ -131,7 +135,7 @@ async def test_statement_listeners_see_every_statement(db: Database) -> None:
             assert claimed is not None
             await uow.tasks.complete(claimed.id, "w")
     finally:
-        event.remove(Engine, "before_cursor_execute", record)
+        event.remove(target, "before_cursor_execute", record)
     assert sum(s.lstrip().startswith("SELECT") and "FROM tasks" in s for s in statements) >= 2
     assert sum(s.lstrip().startswith("UPDATE tasks") for s in statements) >= 2
 
@@ -209,3 +213,116 @@ async def test_bad_values_are_validation_errors_on_either_path(db: Database) -> 
             await worker.complete(claimed.id, {3, 4})
     async with db.unit_of_work(read_only=True) as uow:  # nothing was half-written
         assert (await uow.tasks.get(claimed.id)).status is TaskStatus.RUNNING
+
+
+async def test_a_read_only_unit_runs_everything_on_one_connection(
+    database_url: str, database_options: dict[str, Any]
+) -> None:
+    """Reads sent straight to the driver and reads through the session share
+    the unit's one connection: with a pool of one, a second would time out."""
+    db = Database(database_url, pool_size=1, max_overflow=0, pool_timeout=2, **database_options)
+    try:
+        first, second = await add_tasks(db, task(title="first"), task(title="second"))
+        async with db.unit_of_work(read_only=True) as uow:
+            got = await uow.tasks.get(first.id)
+            assert db.pool_status(read_only=True).checked_out == 1
+            if db.dialect == "postgresql":
+                # The unit checked its connection out itself, and the session
+                # was bound to it.
+                assert isinstance(uow.session.sync_session.bind, Connection)
+            statement = select(Task).where(Task.id == first.id)
+            assert (await uow.session.execute(statement)).scalar_one() is got  # one identity map
+            assert [t.id for t in await uow.tasks.list()] == [first.id, second.id]
+            assert (await uow.tasks.get(second.id)).title == "second"
+            assert await uow.tasks.get(first.id) is got
+            assert db.pool_status(read_only=True).checked_out == 1
+        assert db.pool_status(read_only=True).checked_out == 0
+    finally:
+        await db.close()
+
+
+async def select_one(uow: Any) -> None:
+    assert (await uow.session.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+@pytest.mark.parametrize(
+    "session_use", ["none", "before", "after-commit"], ids=lambda use: f"session-{use}"
+)
+async def test_read_only_units_give_back_their_connection_and_detach_their_objects(
+    db: Database, session_use: str
+) -> None:
+    (added,) = await add_tasks(db, task())
+    for fail in (False, True):
+        with pytest.raises(RuntimeError) if fail else contextlib.nullcontext():
+            async with db.unit_of_work(read_only=True) as uow:
+                if session_use == "before":
+                    await select_one(uow)  # the session takes a connection first
+                got = await uow.tasks.get(added.id)
+                assert inspect(got).persistent
+                if session_use == "after-commit":
+                    await uow.commit()
+                    await select_one(uow)  # the session joins the unit's connection
+                if fail:
+                    raise RuntimeError("the caller failed")
+        assert inspect(got).detached
+        assert got.title == added.title  # detached, not expired: still readable
+        assert db.pool_status(read_only=True).checked_out == 0
+    # As after Session.close(), the session can be used again (and closed again).
+    await select_one(uow)
+    await uow.session.close()
+    assert db.pool_status(read_only=True).checked_out == 0
+
+
+# A pooled connection dropped without being given back is cleaned up by the
+# garbage collector, with a warning raised where nobody can catch it.
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+async def test_reads_awaited_together_leave_no_connection_behind(db: Database) -> None:
+    """A unit of work is not for concurrent use (SQLAlchemy's sessions and
+    asyncpg's connections refuse it), but misusing one must not leak a pooled
+    connection. The read pool starts empty, so both reads wait to connect."""
+    first, second = await add_tasks(db, task(), task())
+    with contextlib.suppress(Exception):
+        async with db.unit_of_work(read_only=True) as uow:
+            await asyncio.gather(
+                uow.tasks.get(first.id), uow.tasks.get(second.id), return_exceptions=True
+            )
+    gc.collect()
+    assert db.pool_status(read_only=True).checked_out == 0
+
+
+@pytest.mark.parametrize("observed", [False, True], ids=["direct", "listened"])
+async def test_a_read_only_unit_carries_on_after_losing_its_connection(
+    postgres_database_url: str, observed: bool
+) -> None:
+    """With a statement listener set, reads go through SQLAlchemy; either
+    way, a lost connection fails one statement, not the rest of the unit."""
+    name = f"odb-victim-{new_id()[:8]}"
+    db = Database(postgres_database_url, application_name=name)
+    killer = Database(postgres_database_url)
+
+    def record(*args: Any) -> None:
+        return None
+
+    if observed:
+        event.listen(db._read_engine.sync_engine, "before_cursor_execute", record)
+    try:
+        first, second = await add_tasks(db, task(), task())
+        async with db.unit_of_work(read_only=True) as uow:
+            await uow.tasks.get(first.id)  # the unit has checked out its connection
+            async with killer.engine.begin() as connection:
+                killed = await connection.execute(
+                    # Waits (up to 5 s) until the backend has exited.
+                    text(
+                        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                        "WHERE application_name = :name"
+                    ),
+                    {"name": name},
+                )
+                assert (True,) in killed.all()  # and the write pool's, if idle
+            with pytest.raises(DatabaseUnavailableError):
+                await uow.tasks.get(second.id)
+            assert (await uow.tasks.get(second.id)).id == second.id  # on a fresh connection
+        assert db.pool_status(read_only=True).checked_out == 0
+    finally:
+        await db.close()
+        await killer.close()

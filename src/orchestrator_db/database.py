@@ -87,6 +87,9 @@ class Database:
         self.settings = DatabaseSettings().with_overrides(**settings)
         self.engine: AsyncEngine = create_engine(self.url, self.settings)
         self._write_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        #: The engine of read-only units when it runs in autocommit: their
+        #: statements need no session transaction (see UnitOfWork).
+        self._autocommit_read_engine: AsyncEngine | None = None
         if self.url.get_backend_name() == "sqlite":
             # One pool: readers open DEFERRED transactions with query_only on.
             self._read_engine = self.engine.execution_options(
@@ -94,6 +97,7 @@ class Database:
             )
         else:
             self._read_engine = create_engine(self.url, self.settings, read_only=True)
+            self._autocommit_read_engine = self._read_engine
         self._read_sessions = async_sessionmaker(self._read_engine, expire_on_commit=False)
 
     @classmethod
@@ -113,7 +117,9 @@ class Database:
         instead of failing. ``read_only=True`` units run concurrently with
         writers and refuse writes with :class:`~orchestrator_db.errors.ReadOnlyError`.
         """
-        return UnitOfWork(self._read_sessions if read_only else self._write_sessions)
+        if not read_only:
+            return UnitOfWork(self._write_sessions)
+        return UnitOfWork(self._read_sessions, autocommit_engine=self._autocommit_read_engine)
 
     def queue_worker(
         self,
@@ -187,8 +193,10 @@ class Database:
             error=error,
         )
 
-    def pool_status(self) -> PoolStatus:
-        pool = self.engine.pool
+    def pool_status(self, *, read_only: bool = False) -> PoolStatus:
+        """The connection pool of write units, or with ``read_only`` that of
+        read-only units (the same pool on SQLite, a second one on PostgreSQL)."""
+        pool = (self._read_engine if read_only else self.engine).sync_engine.pool
         if isinstance(pool, QueuePool):
             return PoolStatus(
                 size=pool.size(),

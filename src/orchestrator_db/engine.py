@@ -107,7 +107,8 @@ class DatabaseSettings:
     PostgreSQL transactions run at READ COMMITTED, the server default; the
     repositories take row locks (``FOR UPDATE``) where they read-then-write.
     Read-only units of work use a second pool of the same size, in
-    autocommit with ``default_transaction_read_only`` on.
+    autocommit with ``default_transaction_read_only`` on (see
+    :mod:`orchestrator_db.unit_connection`).
     """
 
     pool_size: int | None = None

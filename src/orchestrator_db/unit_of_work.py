@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import NoReturn, Protocol, Self
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from orchestrator_db.error_translation import translate
 from orchestrator_db.repositories.configuration import ConfigurationRepository
@@ -23,6 +23,7 @@ from orchestrator_db.repositories.ticket import CommentRepository, TicketReposit
 from orchestrator_db.repositories.tool_execution import ToolExecutionRepository
 from orchestrator_db.repositories.worker import WorkerRepository
 from orchestrator_db.repositories.workflow import WorkflowRepository
+from orchestrator_db.unit_connection import OwnConnection, holds_no_connection
 
 
 class AbstractUnitOfWork(Protocol):
@@ -62,11 +63,23 @@ class UnitOfWork(AbstractUnitOfWork):
     # The repository attributes are declared once, on AbstractUnitOfWork.
     session: AsyncSession
 
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        *,
+        autocommit_engine: AsyncEngine | None = None,
+    ) -> None:
+        """``autocommit_engine``: the engine, in autocommit, of a unit whose
+        statements each commit on their own; such a unit checks its connection
+        out itself (see :mod:`orchestrator_db.unit_connection`)."""
         self._session_factory = session_factory
+        self._autocommit_engine = autocommit_engine
+        self._own_connection: OwnConnection | None = None
 
     async def __aenter__(self) -> Self:
         self.session = session = self._session_factory()
+        if self._autocommit_engine is not None:
+            self._own_connection = OwnConnection(self._autocommit_engine, session)
         self.tasks = TaskRepository(session)
         self.workflows = WorkflowRepository(session)
         self.tool_executions = ToolExecutionRepository(session)
@@ -88,7 +101,15 @@ class UnitOfWork(AbstractUnitOfWork):
     ) -> None:
         # close() rolls back whatever was not committed. Unlike rollback(), it
         # detaches objects without expiring them, so they stay readable.
-        await self.session.close()
+        try:
+            if holds_no_connection(self.session):
+                self.session.sync_session.close()
+            else:
+                await self.session.close()
+        finally:
+            if self._own_connection is not None:
+                await self._own_connection.release()
+                self._own_connection = None
         if isinstance(exc, SQLAlchemyError):
             translated = translate(exc)
             if translated is not None:

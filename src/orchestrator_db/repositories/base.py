@@ -38,7 +38,6 @@ from sqlalchemy.orm import (
     InstrumentedAttribute,
     Mapper,
     configure_mappers,
-    make_transient_to_detached,
 )
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlalchemy.sql.expression import Executable
@@ -52,9 +51,7 @@ from orchestrator_db.errors import (
 from orchestrator_db.models.base import Base
 from orchestrator_db.repositories import bulk, direct
 from orchestrator_db.types import UUIDString, canonical_uuid, utc_now
-
-#: Where a session keeps the connection :meth:`Repository._connection` reuses.
-_CONNECTION = "orchestrator_db.connection"
+from orchestrator_db.unit_connection import unit_connection
 
 ModelT = TypeVar("ModelT", bound=Base)
 RowT = TypeVar("RowT")
@@ -121,8 +118,13 @@ def detached_from_row(model: type[ModelT], row: Sequence[Any]) -> ModelT:
     loaded and then detached: it has its identity, and no unit of work."""
     layout = row_layout(model)
     obj: ModelT = layout.mapper.class_manager.new_instance()
-    instance_state(obj).dict.update(zip(layout.keys, row, strict=False))
-    bulk.mark_detached(model, [obj])
+    state = instance_state(obj)
+    state.dict.update(zip(layout.keys, row, strict=False))
+    # What bulk.mark_detached does, with the key read from the row.
+    state.key = layout.mapper.identity_key_from_primary_key(
+        tuple([row[i] for i in layout.primary_key])
+    )
+    state._commit_all(state.dict)
     return obj
 
 
@@ -431,20 +433,8 @@ class Repository(Generic[ModelT]):
         return self._adopt(rows[0]) if rows else None
 
     async def _connection(self) -> AsyncConnection:
-        """The unit of work's connection. Asking the session costs a greenlet
-        hop even when it holds one already, so the one it gave last is reused
-        while the transaction it gave it for is still active. Otherwise (the
-        unit committed, or failed and awaits a rollback) the session is
-        asked, and says so."""
-        cached = self.session.info.get(_CONNECTION)
-        transaction = self.session.sync_session.get_transaction()
-        if cached is not None and transaction is not None and transaction.is_active:
-            given_for, connection = cached
-            if given_for is transaction:
-                return connection  # type: ignore[no-any-return]
-        connection = await self.session.connection()
-        self.session.info[_CONNECTION] = (self.session.sync_session.get_transaction(), connection)
-        return connection
+        """The unit of work's connection (see :func:`.unit_connection`)."""
+        return await unit_connection(self.session)
 
     async def _rows(
         self, statement: Executable, params: Mapping[str, Any] | None = None, *, key: Any = None
@@ -453,7 +443,12 @@ class Repository(Generic[ModelT]):
         :func:`.direct.fetch_rows`). Database errors are raised translated
         (see :meth:`_raise_translated`)."""
         try:
-            return await direct.fetch_rows(await self._connection(), statement, params)
+            return await direct.fetch_rows(
+                await self._connection(),
+                statement,
+                params,
+                session_connection=self.session.connection,
+            )
         except Exception as error:
             await self._raise_translated(error, key)
 
@@ -569,10 +564,7 @@ class Repository(Generic[ModelT]):
         loaded = self._loaded(row, refresh=refresh)
         if loaded is not None:
             return loaded
-        layout = row_layout(self.model_type)
-        obj: ModelT = layout.mapper.class_manager.new_instance()
-        instance_state(obj).dict.update(zip(layout.keys, row, strict=False))
-        make_transient_to_detached(obj)
+        obj = detached_from_row(self.model_type, row)
         self.session.add(obj)
         return obj
 

@@ -152,7 +152,11 @@ def driver_for(connection: AsyncConnection) -> Fetch | None:
     sync = connection.sync_connection
     if sync is None or sync.invalidated or sync.closed:
         return None  # SQLAlchemy reconnects or raises; the statement goes its way
-    for dispatch in (engine.dispatch, sync.dispatch):
+    # A connection's own dispatch joins the engine's; reading it builds a
+    # listener view per event on every new connection, so it is read only
+    # when listeners were set on the connection itself.
+    dispatches = (engine.dispatch, sync.dispatch) if sync._has_events else (engine.dispatch,)
+    for dispatch in dispatches:
         if any(getattr(dispatch, name) for name in _OBSERVERS):
             return None
     if engine.dialect.dispatch.handle_error:  # custom error or disconnect handling
@@ -174,15 +178,28 @@ def driver_for(connection: AsyncConnection) -> Fetch | None:
 
 
 async def fetch_rows(
-    connection: AsyncConnection, statement: Executable, params: Mapping[str, Any] | None = None
+    connection: AsyncConnection,
+    statement: Executable,
+    params: Mapping[str, Any] | None = None,
+    *,
+    session_connection: Callable[[], Awaitable[AsyncConnection]] | None = None,
 ) -> list[Any]:
     """The rows of a Core statement run on ``connection``: straight through
     the driver where this module allows, else by SQLAlchemy. Errors are the
-    driver's or SQLAlchemy's, untranslated, except that a connection found
-    dead is invalidated and reported as :class:`DatabaseUnavailableError`."""
+    driver's or SQLAlchemy's, untranslated; a connection found dead is
+    invalidated, as SQLAlchemy would have.
+
+    ``session_connection`` gives the connection of the session's transaction,
+    for a statement that goes through SQLAlchemy while ``connection`` is in
+    no transaction (a unit's own connection, see
+    :mod:`orchestrator_db.unit_connection`): run there, it would begin a
+    transaction the session knows nothing of and so cannot roll back.
+    """
     fetch = driver_for(connection)
     prepared = compiled(statement, connection.dialect) if fetch else None
     if fetch is None or prepared is None:
+        if session_connection is not None and not connection.in_transaction():
+            connection = await session_connection()
         return list((await connection.execute(statement, params)).all())
     try:
         return await prepared.rows(fetch, params)
