@@ -118,13 +118,9 @@ def detached_from_row(model: type[ModelT], row: Sequence[Any]) -> ModelT:
     loaded and then detached: it has its identity, and no unit of work."""
     layout = row_layout(model)
     obj: ModelT = layout.mapper.class_manager.new_instance()
-    state = instance_state(obj)
-    state.dict.update(zip(layout.keys, row, strict=False))
-    # What bulk.mark_detached does, with the key read from the row.
-    state.key = layout.mapper.identity_key_from_primary_key(
-        tuple([row[i] for i in layout.primary_key])
-    )
-    state._commit_all(state.dict)
+    instance_state(obj).dict.update(zip(layout.keys, row, strict=False))
+    key = tuple([row[i] for i in layout.primary_key])
+    bulk.give_identity(obj, layout.mapper.identity_key_from_primary_key(key))
     return obj
 
 

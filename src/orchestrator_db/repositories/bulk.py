@@ -220,7 +220,13 @@ def mark_detached(model: type[Base], items: list[Any]) -> None:
     mapper: Mapper[Any] = inspect(model)
     keys = [mapper.get_property_by_column(c).key for c in mapper.primary_key]
     for obj in items:
-        state = instance_state(obj)
-        values = state.dict
-        state.key = mapper.identity_key_from_primary_key(tuple([values[k] for k in keys]))
-        state._commit_all(values)
+        values = instance_state(obj).dict
+        give_identity(obj, mapper.identity_key_from_primary_key(tuple([values[k] for k in keys])))
+
+
+def give_identity(obj: Any, identity_key: Any) -> None:
+    """Make ``obj``, with every column set, a detached object of identity
+    ``identity_key`` (see :func:`mark_detached`)."""
+    state = instance_state(obj)
+    state.key = identity_key
+    state._commit_all(state.dict)
