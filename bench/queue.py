@@ -30,7 +30,7 @@ import asyncpg
 
 from bench.common import ADMIN_DSN, Row, pg_admin, print_table
 from orchestrator_db import Database, DatabaseOptions, SQLiteExecution, Task
-from orchestrator_db.repositories import task_queue as q
+from orchestrator_db.sql import queue as q
 
 WORKER_COUNTS = (1, 4, 8)
 PACKAGE_TASKS = 3_000

@@ -7,14 +7,16 @@ import json
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from orchestrator_db import Configuration, Database, ToolExecution, ValueType
+from orchestrator_db import Configuration, Database, Task, ToolExecution, ValueType
 from orchestrator_db.errors import (
     CheckViolationError,
     ConstraintViolationError,
     DuplicateKeyError,
     ForeignKeyViolationError,
     NotNullViolationError,
+    TransactionAbortedError,
 )
 from orchestrator_db.types import new_id
 from tests.helpers import add_tasks, raw_insert, task, workflow
@@ -185,12 +187,23 @@ async def test_a_violation_rolls_back_the_whole_unit(db: Database) -> None:
         assert await uow.tasks.count() == 0
 
 
-async def test_a_caught_violation_leaves_the_unit_usable_and_empty(db: Database) -> None:
-    """Both engines behave alike: the failed unit is rolled back at once."""
+async def test_a_caught_violation_fails_the_unit_closed_until_rollback(db: Database) -> None:
+    """Both engines behave alike: the failed unit is rolled back at once, and
+    refuses everything (commit included) until rollback(): never half a unit."""
     async with db.unit_of_work() as uow:
         await uow.tasks.add(task(title="discarded"))
-        with pytest.raises(ForeignKeyViolationError):
+        with pytest.raises(ForeignKeyViolationError) as violation:
             await uow.tool_executions.start(new_id(), "shell", {})
+        assert uow.failure is violation.value
+        with pytest.raises(TransactionAbortedError) as aborted:
+            await uow.tasks.add(task(title="refused"))
+        assert aborted.value.cause is violation.value
+        with pytest.raises(TransactionAbortedError):
+            await uow.session.execute(select(Task.id))
+        with pytest.raises(TransactionAbortedError):
+            await uow.commit()
+        await uow.rollback()
+        assert uow.failure is None
         await uow.tasks.add(task(title="after"))
         await uow.commit()
     async with db.unit_of_work() as uow:

@@ -15,7 +15,7 @@ from orchestrator_db.errors import (
     SchemaNotReadyError,
     ValidationError,
 )
-from orchestrator_db.migration import head_revision
+from orchestrator_db.migrations.runner import head_revision
 from tests.helpers import add_tasks, task
 
 

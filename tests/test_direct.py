@@ -6,23 +6,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import event, inspect, select, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import PendingRollbackError
 
 from orchestrator_db import Database, Task, TaskStatus
-from orchestrator_db.errors import DatabaseUnavailableError, ValidationError
-from orchestrator_db.repositories import direct
-from orchestrator_db.repositories import task_queue as q
-from orchestrator_db.repositories.direct import driver_for
+from orchestrator_db._execution.compiled import compiled
+from orchestrator_db._execution.engines import backend_for
+from orchestrator_db._execution.executor import direct_fetch
+from orchestrator_db.errors import (
+    DatabaseUnavailableError,
+    DuplicateKeyError,
+    TransactionAbortedError,
+    ValidationError,
+)
+from orchestrator_db.sql import queue as q
 from orchestrator_db.types import new_id, utc_now
 from tests.helpers import add_tasks, task
 
 COLUMNS = [attr.key for attr in inspect(Task).column_attrs]
+
+
+def driver_for(connection: Any) -> Any:
+    """How the unit would run a statement on ``connection`` straight through
+    its driver (``None``: through SQLAlchemy)."""
+    return direct_fetch(connection, backend_for(connection.dialect.name))
 
 
 def values_of(obj: Task) -> dict[str, Any]:
@@ -168,8 +179,8 @@ async def test_a_connection_lost_under_a_direct_read_is_unavailable(
 async def test_statements_sqlalchemy_must_rewrite_go_its_way(db: Database) -> None:
     dialect = db.engine.dialect
     # An expanding IN (claiming by task type) is rewritten per execution.
-    assert direct.compiled(q.claim_statement(db.dialect, typed=True), dialect) is None
-    assert direct.compiled(q.claim_statement(db.dialect, typed=False), dialect) is not None
+    assert compiled(q.claim_statement(db.dialect, typed=True), dialect) is None
+    assert compiled(q.claim_statement(db.dialect, typed=False), dialect) is not None
     async with db.unit_of_work() as uow:
         await uow.tasks.submit(task(task_type="code"))
         review = await uow.tasks.submit(task(task_type="review"))
@@ -189,9 +200,9 @@ async def test_a_failed_unit_runs_nothing_more(db: Database) -> None:
         await uow.commit()
     async with db.unit_of_work() as uow:
         await uow.tasks.get(ready.id)  # the unit now has a connection
-        with pytest.raises(ValidationError):
-            await uow.tasks.add(task(deadline=datetime(2030, 1, 1)))  # naive: refused in flush
-        with pytest.raises(PendingRollbackError):
+        with pytest.raises(DuplicateKeyError):
+            await uow.tasks.add(task(id=ready.id))  # refused by the database, in the flush
+        with pytest.raises(TransactionAbortedError):
             await uow.tasks.claim_next("w")
     async with db.unit_of_work(read_only=True) as uow:
         assert (await uow.tasks.get(ready.id)).status is TaskStatus.READY
@@ -295,7 +306,8 @@ async def test_a_read_only_unit_carries_on_after_losing_its_connection(
     postgres_database_url: str, observed: bool
 ) -> None:
     """With a statement listener set, reads go through SQLAlchemy; either
-    way, a lost connection fails one statement, not the rest of the unit."""
+    way, a lost connection fails the unit until rollback(), and after it the
+    unit carries on."""
     name = f"odb-victim-{new_id()[:8]}"
     db = Database(postgres_database_url, application_name=name)
     killer = Database(postgres_database_url)
@@ -321,6 +333,9 @@ async def test_a_read_only_unit_carries_on_after_losing_its_connection(
                 assert (True,) in killed.all()  # and the write pool's, if idle
             with pytest.raises(DatabaseUnavailableError):
                 await uow.tasks.get(second.id)
+            with pytest.raises(TransactionAbortedError):  # failed closed, as any unit
+                await uow.tasks.get(second.id)
+            await uow.rollback()
             assert (await uow.tasks.get(second.id)).id == second.id  # on a fresh connection
         assert db.pool_status(read_only=True).checked_out == 0
     finally:

@@ -12,12 +12,13 @@ import pytest
 from sqlalchemy import text
 
 from orchestrator_db import Database, Task
-from orchestrator_db.engine import SQLiteExecution
 from orchestrator_db.errors import (
+    DatabaseConfigurationError,
     DatabaseUnavailableError,
     StatementTimeoutError,
     TransactionConflictError,
 )
+from orchestrator_db.settings import SQLiteExecution
 from tests.helpers import add_tasks, task
 
 EXECUTION_MODES = pytest.mark.parametrize("execution", ["thread", "inline"])
@@ -148,10 +149,11 @@ async def test_a_lost_postgresql_connection_is_unavailable(postgres_database_url
         await killer.close()
 
 
-async def test_an_unopenable_sqlite_file_is_unavailable(tmp_path: Path) -> None:
+async def test_an_unopenable_sqlite_file_is_a_configuration_error(tmp_path: Path) -> None:
+    """Not "unavailable": retrying cannot help while the directory is missing."""
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
     try:
-        with pytest.raises(DatabaseUnavailableError):
+        with pytest.raises(DatabaseConfigurationError, match="unable to open"):
             async with db.unit_of_work() as uow:
                 await uow.tasks.count()
         assert not (await db.health_check()).ok
@@ -172,7 +174,7 @@ def test_a_failed_sqlite_open_leaves_no_dying_thread(
     async def fail_to_open() -> None:
         db = Database(url)
         try:
-            with pytest.raises(DatabaseUnavailableError):
+            with pytest.raises(DatabaseConfigurationError):
                 async with db.unit_of_work() as uow:
                     await uow.tasks.count()
         finally:

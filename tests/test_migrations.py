@@ -28,15 +28,15 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Connection, Enum, Integer, MetaData, Table, inspect, text
 
 from orchestrator_db import Database, Task
-from orchestrator_db.alembic_ext import CreateTriggerOp, DropTriggerOp, render_item
-from orchestrator_db.migration import (
+from orchestrator_db.migrations.alembic_ext import CreateTriggerOp, DropTriggerOp, render_item
+from orchestrator_db.migrations.runner import (
     MIGRATIONS_DIR,
     alembic_config,
     context_options,
     head_revision,
 )
+from orchestrator_db.migrations.triggers import declared_triggers, reflect_triggers
 from orchestrator_db.models import Base
-from orchestrator_db.triggers import declared_triggers, reflect_triggers
 from tests import pg
 from tests.conftest import ENGINES
 from tests.helpers import add_tasks, task

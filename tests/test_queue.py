@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from orchestrator_db import Database, Task, TaskStatus
+from orchestrator_db import Database, Task, TaskStatus, work_queue
 from orchestrator_db.errors import (
     DependencyCycleError,
     InvalidTransitionError,
@@ -368,7 +368,7 @@ async def test_fail_retries_with_exponential_back_off_then_fails(db: Database) -
         await uow.commit()
     assert final.status is TaskStatus.FAILED
     assert final.error == "last straw"
-    assert TaskRepository.backoff(40) == TaskRepository.retry_max_delay
+    assert TaskRepository.backoff(40) == work_queue.RETRY_MAX_DELAY
 
 
 async def test_a_final_failure_cancels_the_dependents(db: Database) -> None:

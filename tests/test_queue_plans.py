@@ -11,7 +11,7 @@ from sqlalchemy import event, insert
 
 from orchestrator_db import Database, Task, TaskStatus
 from orchestrator_db.models import TaskDependency
-from orchestrator_db.repositories import task_queue as q
+from orchestrator_db.sql import queue as q
 from orchestrator_db.types import new_id, utc_now
 
 FINISHED = 3_000

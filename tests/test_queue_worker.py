@@ -113,7 +113,7 @@ async def test_bad_arguments_are_validation_errors(db: Database) -> None:
 
 async def test_a_worker_must_be_entered(db: Database) -> None:
     worker = db.queue_worker("w")
-    with pytest.raises(RuntimeError, match="async with"):
+    with pytest.raises(ValidationError, match="async with"):
         await worker.claim()
 
 
@@ -185,10 +185,10 @@ async def test_a_held_connection_is_recycled_like_pooled_ones(db: Database) -> N
     async with db.queue_worker("w") as worker:
         first = await worker.claim()
         assert first is not None
-        assert worker._connection is not None
-        before = worker._connection.sync_connection
+        assert worker._executor is not None
+        before = worker._executor.connection.sync_connection
         worker._recycle = 0  # every operation now finds the connection too old
         second = await worker.complete_and_claim(first.id)
         assert second is not None
-        assert worker._connection.sync_connection is not before
+        assert worker._executor.connection.sync_connection is not before
     assert db.pool_status().checked_out == 0

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from orchestrator_db import Database, UnitOfWork
-from orchestrator_db.engine import BEGIN_MODE_OPTION
-from orchestrator_db.triggers import updated_at_trigger
+from orchestrator_db._execution.sqlite import BEGIN_MODE_OPTION
+from orchestrator_db.migrations.triggers import updated_at_trigger
 from orchestrator_db.types import utc_now
 from tests.helpers import add_tasks, task, workflow
 

@@ -13,7 +13,6 @@ Quick start::
 """
 
 from orchestrator_db.database import Database, DatabaseOptions, HealthReport, PoolStatus
-from orchestrator_db.engine import DatabaseSettings, SQLiteExecution
 from orchestrator_db.models import (
     ClientSession,
     Comment,
@@ -38,6 +37,7 @@ from orchestrator_db.models import (
 )
 from orchestrator_db.queue_worker import QueueWorker
 from orchestrator_db.repositories import Page, QueueStats, Repository, Stage, ToolStats
+from orchestrator_db.settings import DatabaseSettings, SQLiteExecution
 from orchestrator_db.unit_of_work import AbstractUnitOfWork, UnitOfWork
 
 __version__ = "0.1.0"

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 from orchestrator_db.database import Database
-from orchestrator_db.engine import url_from_env
 from orchestrator_db.errors import DataLayerError
+from orchestrator_db.settings import url_from_env
 
 
 async def _migrate(db: Database, args: argparse.Namespace) -> None:

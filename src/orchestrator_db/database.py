@@ -12,21 +12,15 @@ from typing import Any, Self, TypedDict, Unpack
 from alembic import command
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.pool import QueuePool
 
-from orchestrator_db.engine import (
-    BEGIN_MODE_OPTION,
-    READ_ONLY_OPTION,
-    DatabaseSettings,
-    SQLiteExecution,
-    create_engine,
-    normalize_url,
-    url_from_env,
-)
-from orchestrator_db.error_translation import translate
-from orchestrator_db.migration import alembic_config, current_revision, head_revision
+from orchestrator_db._execution.engines import backend_for, create_engine, create_read_engine
+from orchestrator_db._execution.errors import Boundary, translate
+from orchestrator_db._execution.executor import UnitSession
+from orchestrator_db.migrations.runner import alembic_config, current_revision, head_revision
 from orchestrator_db.queue_worker import QueueWorker
+from orchestrator_db.settings import DatabaseSettings, SQLiteExecution, normalize_url, url_from_env
 from orchestrator_db.unit_of_work import UnitOfWork
 
 
@@ -85,20 +79,15 @@ class Database:
     def __init__(self, url: str | URL, **settings: Unpack[DatabaseOptions]) -> None:
         self.url = normalize_url(url)
         self.settings = DatabaseSettings().with_overrides(**settings)
+        self._backend = backend_for(self.url.get_backend_name())
         self.engine: AsyncEngine = create_engine(self.url, self.settings)
-        self._write_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        #: The engine of read-only units when it runs in autocommit: their
-        #: statements need no session transaction (see UnitOfWork).
-        self._autocommit_read_engine: AsyncEngine | None = None
-        if self.url.get_backend_name() == "sqlite":
-            # One pool: readers open DEFERRED transactions with query_only on.
-            self._read_engine = self.engine.execution_options(
-                **{BEGIN_MODE_OPTION: "DEFERRED", READ_ONLY_OPTION: True}
-            )
-        else:
-            self._read_engine = create_engine(self.url, self.settings, read_only=True)
-            self._autocommit_read_engine = self._read_engine
-        self._read_sessions = async_sessionmaker(self._read_engine, expire_on_commit=False)
+        self._read_engine = create_read_engine(self.engine, self.url, self.settings)
+        self._write_sessions = async_sessionmaker(
+            self.engine, class_=UnitSession, expire_on_commit=False
+        )
+        self._read_sessions = async_sessionmaker(
+            self._read_engine, class_=UnitSession, expire_on_commit=False
+        )
 
     @classmethod
     def from_env(cls, **settings: Unpack[DatabaseOptions]) -> Self:
@@ -118,8 +107,9 @@ class Database:
         writers and refuse writes with :class:`~orchestrator_db.errors.ReadOnlyError`.
         """
         if not read_only:
-            return UnitOfWork(self._write_sessions)
-        return UnitOfWork(self._read_sessions, autocommit_engine=self._autocommit_read_engine)
+            return UnitOfWork(self._write_sessions, self._backend)
+        autocommit = self._read_engine if self._backend.autocommit_reads else None
+        return UnitOfWork(self._read_sessions, self._backend, autocommit_engine=autocommit)
 
     def queue_worker(
         self,
@@ -131,9 +121,11 @@ class Database:
         """A worker's own connection to the work queue, for processes that
         mostly claim and complete tasks: use it as ``async with
         db.queue_worker("w1") as worker`` (see :mod:`orchestrator_db.queue_worker`)."""
-        return QueueWorker(self, worker_id, task_types=task_types, lease=lease)
+        return QueueWorker(
+            self.engine, self.settings, worker_id, task_types=task_types, lease=lease
+        )
 
-    def session_factory(self, *, read_only: bool = False) -> async_sessionmaker[AsyncSession]:
+    def session_factory(self, *, read_only: bool = False) -> async_sessionmaker[UnitSession]:
         """The session factory behind units of work, for frameworks that want one."""
         return self._read_sessions if read_only else self._write_sessions
 
@@ -148,21 +140,15 @@ class Database:
         await self._run_alembic(lambda config: command.downgrade(config, revision))
 
     async def current_revision(self) -> str | None:
-        async with self._read_engine.connect() as connection:
+        async with Boundary(self._backend), self._read_engine.connect() as connection:
             return await connection.run_sync(current_revision)
 
     async def _run_alembic(self, run: Any) -> None:
         def migrate(connection: Connection) -> None:
             run(alembic_config(connection))
 
-        try:
-            async with self.engine.connect() as connection:
-                await connection.run_sync(migrate)
-        except Exception as error:
-            translated = translate(error)
-            if translated is None:
-                raise
-            raise translated from error
+        async with Boundary(self._backend), self.engine.connect() as connection:
+            await connection.run_sync(migrate)
 
     # -------------------------------------------------------------- health
 
@@ -179,8 +165,7 @@ class Database:
                 version = ".".join(str(part) for part in info) if info else None
                 current = await connection.run_sync(current_revision)
         except Exception as exc:
-            translated = translate(exc)
-            error = str(translated or exc)
+            error = str(translate(exc, self._backend))
         latency_ms = (time.perf_counter() - started) * 1000
         return HealthReport(
             ok=error is None,

@@ -1,9 +1,11 @@
 """Typed errors raised by orchestrator_db.
 
 Every error the package raises on purpose derives from :class:`DataLayerError`,
-so callers can catch the whole family in one place. Driver errors never escape
-a repository or a unit of work untranslated: :mod:`orchestrator_db.translate`
-maps them, per dialect, onto the classes below.
+so callers can catch the whole family in one place. Nothing else leaves a
+``Database``, a unit of work (its session included), a repository, a queue
+worker or the command line: the execution layer's error boundary
+(:mod:`orchestrator_db._execution.errors`) maps driver and SQLAlchemy errors,
+per database engine, onto the classes below.
 """
 
 from __future__ import annotations
@@ -144,7 +146,45 @@ class StatementTimeoutError(DataLayerError):
 
 
 class DatabaseUnavailableError(DataLayerError):
-    """The database cannot be reached, or no connection became free in time."""
+    """The database cannot be reached, the connection was lost, or no pooled
+    connection became free in time. Retrying later may succeed."""
+
+
+class DatabaseConfigurationError(DataLayerError):
+    """The database refused the connection as configured: the database or
+    role does not exist, the password is wrong, or the SQLite file cannot be
+    opened (a missing directory, no permission, not a database). Retrying
+    does not help; the URL or the server needs fixing."""
+
+
+class DatabaseError(DataLayerError):
+    """The database refused a statement for a reason no other error here
+    describes. ``code`` is the driver's code for it when there is one (the
+    SQLSTATE on PostgreSQL, the extended result code name on SQLite)."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransactionAbortedError(DataLayerError):
+    """A statement of this unit of work failed earlier, and the unit rolled
+    back. Every later operation and ``commit()`` raise this error until
+    ``rollback()`` (or the end of the ``async with`` block): a unit is never
+    committed with only part of its work. ``cause`` is the earlier error."""
+
+    def __init__(self, cause: DataLayerError | None) -> None:
+        what = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+        super().__init__(
+            f"this unit of work was rolled back after an error{what}; "
+            "call rollback() or start a new unit"
+        )
+        self.cause = cause
+
+
+class InternalError(DataLayerError):
+    """orchestrator_db failed in a way it does not expect: a bug. The
+    original exception is chained as ``__cause__``."""
 
 
 class ReadOnlyError(DataLayerError):
@@ -152,24 +192,46 @@ class ReadOnlyError(DataLayerError):
 
 
 class SchemaNotReadyError(DataLayerError):
-    """A table is missing: the database has not been migrated to this version."""
+    """The database's schema is not one this package can use: a table is
+    missing (the database has not been migrated), or see the subclasses."""
 
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str | None = None, *, message: str | None = None) -> None:
         super().__init__(
-            f"table {table} does not exist: migrate the database first "
+            message
+            or f"table {table} does not exist: migrate the database first "
             "(`await db.migrate()` or `alembic upgrade head`)"
         )
         self.table = table
+
+
+class UnknownRevisionError(SchemaNotReadyError):
+    """The database is at a schema revision this version of the package does
+    not know: a newer version of it (or another tool) migrated the database.
+    Neither ``migrate()`` nor ``downgrade()`` can move it, and no unit of work
+    runs on it."""
+
+    def __init__(self, revision: str, head: str | None) -> None:
+        super().__init__(
+            message=f"the database is at schema revision {revision!r}, which this version "
+            f"of orchestrator_db does not know (its newest is {head!r}): it was migrated by "
+            "a newer version; upgrade orchestrator_db, or downgrade the database with the "
+            "version that migrated it"
+        )
+        self.revision = revision
+        self.head = head
 
 
 __all__ = [
     "CheckViolationError",
     "ConstraintViolationError",
     "DataLayerError",
+    "DatabaseConfigurationError",
+    "DatabaseError",
     "DatabaseUnavailableError",
     "DependencyCycleError",
     "DuplicateKeyError",
     "ForeignKeyViolationError",
+    "InternalError",
     "InvalidTransitionError",
     "LeaseLostError",
     "NotFoundError",
@@ -177,6 +239,8 @@ __all__ = [
     "ReadOnlyError",
     "SchemaNotReadyError",
     "StatementTimeoutError",
+    "TransactionAbortedError",
     "TransactionConflictError",
+    "UnknownRevisionError",
     "ValidationError",
 ]

@@ -9,9 +9,9 @@ of a task's cost, and the write lock is held through much of it.
 
 :class:`QueueWorker` holds one pooled connection for the worker's life and
 runs each queue operation as its own short transaction of the very same
-statements (``repositories.task_queue``), with the same guarantees, errors
-and release of dependents. It returns *detached* :class:`Task` objects: read
-them freely; change a task through a unit of work.
+operations (:mod:`orchestrator_db.work_queue`), with the same guarantees,
+errors and release of dependents. It returns *detached* :class:`Task`
+objects: read them freely; change a task through a unit of work.
 
     async with db.queue_worker("worker-1", task_types={"code"}) as worker:
         task = await worker.claim()
@@ -27,23 +27,18 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar
+from typing import Any, Self, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator_db.engine import pool_recycle
-from orchestrator_db.error_translation import translate
-from orchestrator_db.errors import NotFoundError, ValidationError
+from orchestrator_db import work_queue
+from orchestrator_db._execution.engines import backend_for
+from orchestrator_db._execution.errors import Boundary
+from orchestrator_db._execution.executor import ConnectionExecutor
+from orchestrator_db._execution.rows import detached
+from orchestrator_db.errors import ValidationError
 from orchestrator_db.models.task import Task
-from orchestrator_db.repositories import task_queue as q
-from orchestrator_db.repositories.base import detached_from_row, row_layout
-from orchestrator_db.repositories.direct import fetch_rows
-from orchestrator_db.repositories.task import TaskRepository, lease_lost
-from orchestrator_db.types import canonical_uuid
-from orchestrator_db.unit_of_work import UnitOfWork
-
-if TYPE_CHECKING:
-    from orchestrator_db.database import Database
+from orchestrator_db.settings import DatabaseSettings
 
 T = TypeVar("T")
 
@@ -58,28 +53,36 @@ class QueueWorker:
 
     def __init__(
         self,
-        db: Database,
+        engine: AsyncEngine,
+        settings: DatabaseSettings,
         worker_id: str,
         *,
         task_types: Collection[str] | None = None,
         lease: timedelta | None = None,
+        before_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``before_start`` runs as the worker connects (the schema check)."""
         if not worker_id:
             raise ValidationError("worker_id must be a non-empty string", field="worker_id")
-        self.lease = TaskRepository.default_lease if lease is None else lease
-        q.lease_seconds(self.lease)  # reject a bad lease now, not at the first claim
-        self._db = db
+        self.lease = work_queue.DEFAULT_LEASE if lease is None else lease
+        work_queue.lease_seconds(self.lease)  # reject a bad lease now, not at the first claim
         self.worker_id = worker_id
         self.task_types = frozenset(task_types) if task_types else None
-        self._connection: AsyncConnection | None = None
+        self._engine = engine
+        self._backend = backend_for(engine.dialect.name)
+        self._before_start = before_start
+        self._executor: ConnectionExecutor | None = None
         self._connected_at = 0.0
-        self._recycle = pool_recycle(db.url.get_backend_name(), db.settings)
+        self._recycle = self._backend.recycle_seconds(settings)
         # One connection runs one transaction at a time: a heartbeat sent from
         # a watchdog coroutine waits for the main loop's operation to end.
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
-        await self._connect()
+        async with Boundary(self._backend, "Task"):
+            if self._before_start is not None:
+                await self._before_start()
+            await self._connect()
         return self
 
     async def __aexit__(
@@ -89,9 +92,10 @@ class QueueWorker:
         traceback: TracebackType | None,
     ) -> None:
         async with self._lock:  # let an operation in flight finish first
-            connection, self._connection = self._connection, None
-            if connection is not None:
-                await connection.close()
+            executor, self._executor = self._executor, None
+            if executor is not None:
+                async with Boundary(self._backend):
+                    await executor.connection.close()
 
     # ------------------------------------------------------------ the queue
 
@@ -102,116 +106,68 @@ class QueueWorker:
 
     async def claim_batch(self, limit: int) -> list[Task]:
         """Up to ``limit`` ready tasks, in claim order, under one lease."""
-        return await self._transaction(lambda connection: self._claim(connection, limit))
+        return await self._transaction(lambda ex: self._claim(ex, limit))
 
     async def heartbeat(self, task_id: str) -> Task:
         """Extend this worker's lease on ``task_id``."""
-        params = {"lease_seconds": q.lease_seconds(self.lease)}
-
-        async def extend(connection: AsyncConnection) -> Task:
-            key = canonical_uuid(task_id, field="task_id")
-            owned = {"task_key": key, "holder": self.worker_id, **params}
-            rows = await fetch_rows(connection, q.heartbeat_statement(), owned)
-            if not rows:
-                await self._explain_not_owned(connection, key)
-            return detached_from_row(Task, rows[0])
-
-        return await self._transaction(extend)
+        return await self._transaction(
+            lambda ex: work_queue.heartbeat(ex, task_id, self.worker_id, lease=self.lease)
+        )
 
     async def complete(self, task_id: str, result: Any = None) -> Task:
         """Complete ``task_id`` with ``result`` and ready its dependents whose
         prerequisites are now all complete, in one transaction."""
 
-        async def complete(connection: AsyncConnection) -> Task:
-            return detached_from_row(Task, await self._complete(connection, task_id, result))
+        async def complete(ex: ConnectionExecutor) -> Task:
+            return detached(Task, await work_queue.complete(ex, task_id, self.worker_id, result))
 
         return await self._transaction(complete)
 
     async def complete_and_claim(self, task_id: str, result: Any = None) -> Task | None:
         """Complete ``task_id`` and claim the next task, in one transaction."""
 
-        async def complete_and_claim(connection: AsyncConnection) -> Task | None:
-            await self._complete(connection, task_id, result)
-            claimed = await self._claim(connection, 1)
+        async def complete_and_claim(ex: ConnectionExecutor) -> Task | None:
+            await work_queue.complete(ex, task_id, self.worker_id, result)
+            claimed = await self._claim(ex, 1)
             return claimed[0] if claimed else None
 
         return await self._transaction(complete_and_claim)
 
     async def fail(self, task_id: str, error: str) -> Task:
         """Record a failed attempt (retried with back-off, or failed for good
-        and its dependents cancelled). Failures are rare: this runs the unit
-        of work's ``fail``, the one place that logic lives, on this worker's
-        connection (a second one may not be free: an in-memory database has
-        only one)."""
-
-        async def fail(connection: AsyncConnection) -> Task:
-            # The session joins this transaction; _transaction commits it.
-            sessions = async_sessionmaker(bind=connection, expire_on_commit=False)
-            async with UnitOfWork(sessions) as uow:
-                task = await uow.tasks.fail(task_id, self.worker_id, error)
-                await uow.commit()
-            return task
-
-        return await self._transaction(fail)
+        and its dependents cancelled)."""
+        return await self._transaction(
+            lambda ex: work_queue.fail(ex, task_id, self.worker_id, error)
+        )
 
     # ------------------------------------------------------------ internals
 
+    async def _claim(self, ex: ConnectionExecutor, limit: int) -> list[Task]:
+        return await work_queue.claim(
+            ex, self.worker_id, limit, task_types=self.task_types, lease=self.lease
+        )
+
     async def _connect(self) -> None:
-        try:
-            self._connection = await self._db.engine.connect()
-        except Exception as error:
-            _raise_translated(error)
+        connection = await self._engine.connect()
+        self._executor = ConnectionExecutor(connection, self._backend)
         self._connected_at = time.monotonic()
 
-    async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        async with self._lock:
-            if self._connection is None:
-                raise RuntimeError("use the worker as `async with db.queue_worker(...) as worker`")
+    async def _transaction(self, work: Callable[[ConnectionExecutor], Awaitable[T]]) -> T:
+        async with self._lock, Boundary(self._backend, "Task"):
+            executor = self._executor
+            if executor is None:
+                raise ValidationError(
+                    "use the worker as `async with db.queue_worker(...) as worker`"
+                )
             if 0 <= self._recycle < time.monotonic() - self._connected_at:
                 # Held for the worker's life, the connection never goes back to
                 # the pool to be recycled there: exchange it here, as the pool
                 # would (a proxy's idle timeout may have dropped it).
-                await self._connection.close()
+                self._executor = None
+                await executor.connection.close()
                 await self._connect()
-                assert self._connection is not None
-            try:
-                async with self._connection.begin():
-                    return await work(self._connection)
-            except Exception as error:
-                _raise_translated(error)
-
-    async def _claim(self, connection: AsyncConnection, limit: int) -> list[Task]:
-        statement, params = q.claim_request(
-            connection.dialect.name, self.worker_id, limit, self.task_types, self.lease
-        )
-        claimed = [
-            detached_from_row(Task, row) for row in await fetch_rows(connection, statement, params)
-        ]
-        claimed.sort(key=q.claim_order)
-        return claimed
-
-    async def _complete(self, connection: AsyncConnection, task_id: str, result: Any) -> Any:
-        dialect = connection.dialect.name
-        key = canonical_uuid(task_id, field="task_id")
-        owned = {"task_key": key, "holder": self.worker_id, "outcome": result}
-        rows = await fetch_rows(connection, q.complete_statement(dialect), owned)
-        if not rows:
-            await self._explain_not_owned(connection, key)
-        (row,) = rows
-        if q.must_release(dialect, row):
-            for statement, params in q.release_requests(dialect, [key]):
-                await fetch_rows(connection, statement, params)
-        return row
-
-    async def _explain_not_owned(self, connection: AsyncConnection, task_id: str) -> NoReturn:
-        rows = await fetch_rows(connection, row_layout(Task).by_key, {"key_0": task_id})
-        if not rows:
-            raise NotFoundError("Task", task_id)
-        raise lease_lost(detached_from_row(Task, rows[0]), self.worker_id)
-
-
-def _raise_translated(error: Exception) -> NoReturn:
-    translated = translate(error, entity="Task")
-    if translated is None or translated is error:
-        raise error
-    raise translated from error
+                assert self._executor is not None
+                executor = self._executor
+            connection: AsyncConnection = executor.connection
+            async with connection.begin():
+                return await work(executor)

@@ -1,19 +1,28 @@
 """The unit of work: one transaction, with the repositories as attributes.
 
 Nothing is saved unless :meth:`UnitOfWork.commit` is called; leaving the
-``async with`` block rolls back whatever was not committed, and an error
-raised inside the block rolls the whole unit back.
+``async with`` block rolls back whatever was not committed. A unit fails
+closed: once a statement of it has failed, it is rolled back, and every later
+operation and ``commit()`` raise
+:class:`~orchestrator_db.errors.TransactionAbortedError` until
+:meth:`UnitOfWork.rollback` (so half a unit is never committed). A
+:class:`~orchestrator_db.errors.ValidationError`, raised before anything is
+sent, leaves the unit as it was.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import NoReturn, Protocol, Self
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, overload
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from orchestrator_db.error_translation import translate
+from orchestrator_db._execution.backend import Backend
+from orchestrator_db._execution.errors import Boundary, translate
+from orchestrator_db._execution.executor import UnitExecutor, UnitSession
+from orchestrator_db.errors import DataLayerError, TransactionAbortedError, ValidationError
 from orchestrator_db.repositories.configuration import ConfigurationRepository
 from orchestrator_db.repositories.event import EventRepository
 from orchestrator_db.repositories.project import ProjectRepository, WorkerTypeRepository
@@ -23,23 +32,71 @@ from orchestrator_db.repositories.ticket import CommentRepository, TicketReposit
 from orchestrator_db.repositories.tool_execution import ToolExecutionRepository
 from orchestrator_db.repositories.worker import WorkerRepository
 from orchestrator_db.repositories.workflow import WorkflowRepository
-from orchestrator_db.unit_connection import OwnConnection, holds_no_connection
+
+if TYPE_CHECKING:
+    from orchestrator_db.repositories.base import Repository
+
+RepositoryT = TypeVar("RepositoryT", bound="Repository[Any]")
+
+
+class _Repository(Generic[RepositoryT]):
+    """A repository attribute of :class:`UnitOfWork`, made on first access."""
+
+    def __init__(self, repository: type[RepositoryT]) -> None:
+        self.repository = repository
+        self.name = ""
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, unit: None, owner: type[Any]) -> Self: ...
+
+    @overload
+    def __get__(self, unit: UnitOfWork, owner: type[Any]) -> RepositoryT: ...
+
+    def __get__(self, unit: UnitOfWork | None, owner: type[Any]) -> Self | RepositoryT:
+        if unit is None:
+            return self
+        made = unit.__dict__[self.name] = self.repository(unit._running())
+        return made
 
 
 class AbstractUnitOfWork(Protocol):
     """What service code depends on; satisfied by :class:`UnitOfWork`."""
 
-    tasks: TaskRepository
-    workflows: WorkflowRepository
-    tool_executions: ToolExecutionRepository
-    sessions: SessionRepository
-    configurations: ConfigurationRepository
-    projects: ProjectRepository
-    worker_types: WorkerTypeRepository
-    tickets: TicketRepository
-    comments: CommentRepository
-    workers: WorkerRepository
-    events: EventRepository
+    @property
+    def tasks(self) -> TaskRepository: ...
+
+    @property
+    def workflows(self) -> WorkflowRepository: ...
+
+    @property
+    def tool_executions(self) -> ToolExecutionRepository: ...
+
+    @property
+    def sessions(self) -> SessionRepository: ...
+
+    @property
+    def configurations(self) -> ConfigurationRepository: ...
+
+    @property
+    def projects(self) -> ProjectRepository: ...
+
+    @property
+    def worker_types(self) -> WorkerTypeRepository: ...
+
+    @property
+    def tickets(self) -> TicketRepository: ...
+
+    @property
+    def comments(self) -> CommentRepository: ...
+
+    @property
+    def workers(self) -> WorkerRepository: ...
+
+    @property
+    def events(self) -> EventRepository: ...
 
     async def commit(self) -> None: ...
 
@@ -56,41 +113,52 @@ class UnitOfWork(AbstractUnitOfWork):
             await uow.commit()
 
     ``session`` is the underlying :class:`~sqlalchemy.ext.asyncio.AsyncSession`,
-    for queries the repositories do not offer; errors raised through it are
-    translated when they leave the block.
+    for queries the repositories do not offer; it runs inside the same error
+    boundary, so it too raises only :mod:`orchestrator_db.errors`.
     """
 
-    # The repository attributes are declared once, on AbstractUnitOfWork.
-    session: AsyncSession
+    session: UnitSession
+
+    # Built on first use: most units use one or two of them.
+    tasks = _Repository(TaskRepository)
+    workflows = _Repository(WorkflowRepository)
+    tool_executions = _Repository(ToolExecutionRepository)
+    sessions = _Repository(SessionRepository)
+    configurations = _Repository(ConfigurationRepository)
+    projects = _Repository(ProjectRepository)
+    worker_types = _Repository(WorkerTypeRepository)
+    tickets = _Repository(TicketRepository)
+    comments = _Repository(CommentRepository)
+    workers = _Repository(WorkerRepository)
+    events = _Repository(EventRepository)
 
     def __init__(
         self,
-        session_factory: async_sessionmaker[AsyncSession],
+        session_factory: async_sessionmaker[UnitSession],
+        backend: Backend,
         *,
         autocommit_engine: AsyncEngine | None = None,
+        before_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """``autocommit_engine``: the engine, in autocommit, of a unit whose
-        statements each commit on their own; such a unit checks its connection
-        out itself (see :mod:`orchestrator_db.unit_connection`)."""
+        statements each commit on their own (see
+        :class:`~orchestrator_db._execution.executor.OwnConnection`).
+        ``before_start`` runs as the unit starts (the schema check)."""
         self._session_factory = session_factory
+        self._backend = backend
         self._autocommit_engine = autocommit_engine
-        self._own_connection: OwnConnection | None = None
+        self._before_start = before_start
+        self._executor: UnitExecutor | None = None
 
     async def __aenter__(self) -> Self:
+        if self._before_start is not None:
+            async with Boundary(self._backend):
+                await self._before_start()
         self.session = session = self._session_factory()
-        if self._autocommit_engine is not None:
-            self._own_connection = OwnConnection(self._autocommit_engine, session)
-        self.tasks = TaskRepository(session)
-        self.workflows = WorkflowRepository(session)
-        self.tool_executions = ToolExecutionRepository(session)
-        self.sessions = SessionRepository(session)
-        self.configurations = ConfigurationRepository(session)
-        self.projects = ProjectRepository(session)
-        self.worker_types = WorkerTypeRepository(session)
-        self.tickets = TicketRepository(session)
-        self.comments = CommentRepository(session)
-        self.workers = WorkerRepository(session)
-        self.events = EventRepository(session)
+        executor = UnitExecutor(session, self._backend, self._autocommit_engine)
+        self._executor = executor
+        for name in _REPOSITORIES:  # a unit entered again starts afresh
+            self.__dict__.pop(name, None)
         return self
 
     async def __aexit__(
@@ -99,43 +167,44 @@ class UnitOfWork(AbstractUnitOfWork):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        # close() rolls back whatever was not committed. Unlike rollback(), it
-        # detaches objects without expiring them, so they stay readable.
-        try:
-            if holds_no_connection(self.session):
-                self.session.sync_session.close()
-            else:
-                await self.session.close()
-        finally:
-            if self._own_connection is not None:
-                await self._own_connection.release()
-                self._own_connection = None
+        executor = self._executor
+        if executor is not None:
+            await executor.close()  # rolls back whatever was not committed
         if isinstance(exc, SQLAlchemyError):
-            translated = translate(exc)
-            if translated is not None:
-                raise translated from exc
+            # Raised through a connection of the session's (uow.session.connection()).
+            raise translate(exc, self._backend) from exc
+
+    @property
+    def failure(self) -> DataLayerError | None:
+        """The error that failed the unit (see the module); ``None`` while usable."""
+        return self._running().failure
+
+    def repository(self, repository: type[RepositoryT]) -> RepositoryT:
+        """A repository of this unit of work, e.g. one of your own models'."""
+        return repository(self._running())
 
     async def commit(self) -> None:
         """Make everything done in this unit of work permanent."""
-        try:
-            await self.session.commit()
-        except SQLAlchemyError as error:
-            await self._fail(error)
+        executor = self._running()
+        if executor.failure is not None:
+            raise TransactionAbortedError(executor.failure)
+        await self.session.commit()
 
     async def rollback(self) -> None:
-        """Discard everything done since the last commit."""
+        """Discard everything done since the last commit; a failed unit is
+        usable again afterwards."""
         await self.session.rollback()
 
     async def flush(self) -> None:
         """Send pending changes to the database without committing them."""
-        try:
-            await self.session.flush()
-        except SQLAlchemyError as error:
-            await self._fail(error)
+        await self._running().flush()
 
-    async def _fail(self, error: SQLAlchemyError) -> NoReturn:
-        translated = translate(error)
-        await self.session.rollback()
-        if translated is None:
-            raise error
-        raise translated from error
+    def _running(self) -> UnitExecutor:
+        if self._executor is None:
+            raise ValidationError("use the unit of work as `async with db.unit_of_work() as uow`")
+        return self._executor
+
+
+_REPOSITORIES = tuple(
+    name for name, value in vars(UnitOfWork).items() if isinstance(value, _Repository)
+)

@@ -14,8 +14,9 @@ import logging.config
 from alembic import context
 from sqlalchemy.pool import NullPool
 
-from orchestrator_db.engine import DatabaseSettings, create_engine
-from orchestrator_db.migration import configure_and_run, resolve_url
+from orchestrator_db._execution.engines import create_engine
+from orchestrator_db.migrations.runner import configure_and_run, resolve_url
+from orchestrator_db.settings import DatabaseSettings
 
 config = context.config
 # Tools and tests may compare against other models than the package's.

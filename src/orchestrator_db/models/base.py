@@ -11,7 +11,6 @@ from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from orchestrator_db.triggers import MAINTAINED_BY_TRIGGER
 from orchestrator_db.types import UTCDateTime, UUIDString, new_id, utc_now, utc_now_sql
 
 #: Every constraint gets a predictable name. Unnamed constraints break SQLite
@@ -25,6 +24,10 @@ NAMING_CONVENTION: dict[str, str] = {
 }
 
 JSONDoc: TypeAlias = dict[str, Any] | list[Any]
+
+#: ``Column.info`` marker of a timestamp column kept current by a database
+#: trigger; :mod:`orchestrator_db.migrations.triggers` derives the trigger.
+MAINTAINED_BY_TRIGGER = {"maintained_by": "trigger"}
 
 
 class Base(AsyncAttrs, DeclarativeBase):
@@ -104,7 +107,7 @@ class CreatedAt:
 class Timestamps(CreatedAt):
     """``created_at`` plus an ``updated_at`` kept current by a database trigger.
 
-    The trigger (see :func:`orchestrator_db.triggers.updated_at_trigger`) is the
+    The trigger (see :func:`orchestrator_db.migrations.triggers.updated_at_trigger`) is the
     single source of truth, so the ORM does not set ``updated_at`` on update;
     it only knows the database changed it and refetches it when needed.
     """

@@ -2,8 +2,10 @@
 
 A concrete repository is one line (``model_type = Task``) plus its domain
 queries. Repositories flush, never commit: the unit of work owns the
-transaction. Any database error rolls the unit of work back and surfaces as a
-typed error from :mod:`orchestrator_db.errors`.
+transaction. Their statements run on the unit's executor
+(:mod:`orchestrator_db._execution.executor`), whose error boundary turns any
+failure into a typed error and fails the unit closed; a repository catches
+no error and names no dialect.
 """
 
 from __future__ import annotations
@@ -11,20 +13,15 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
-import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Generic, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import (
-    Column,
     ColumnElement,
     Integer,
-    Select,
-    Table,
-    bindparam,
     delete,
     func,
     inspect,
@@ -32,29 +29,20 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import (
-    InstrumentedAttribute,
-    Mapper,
-    configure_mappers,
-)
-from sqlalchemy.orm.attributes import instance_state, set_committed_value
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.orm import InstrumentedAttribute, Mapper
+from sqlalchemy.orm.attributes import instance_state
 
-from orchestrator_db.error_translation import is_database_error, translate
-from orchestrator_db.errors import (
-    ForeignKeyViolationError,
-    NotFoundError,
-    ValidationError,
-)
+from orchestrator_db._execution import bulk
+from orchestrator_db._execution.rows import mark_detached, row_layout
+from orchestrator_db.errors import NotFoundError, ValidationError
 from orchestrator_db.models.base import Base
-from orchestrator_db.repositories import bulk, direct
 from orchestrator_db.types import UUIDString, canonical_uuid, utc_now
-from orchestrator_db.unit_connection import unit_connection
+
+if TYPE_CHECKING:
+    from orchestrator_db._execution.executor import UnitExecutor
 
 ModelT = TypeVar("ModelT", bound=Base)
-RowT = TypeVar("RowT")
+RepositoryT = TypeVar("RepositoryT", bound="Repository[Any]")
 Criterion = ColumnElement[bool]
 FilterBuilder = Callable[[Any], Criterion]
 
@@ -84,52 +72,13 @@ class Page(Generic[ModelT]):
         return self.next_cursor is not None
 
 
-@dataclass(frozen=True)
-class RowLayout:
-    """A model's table columns in order, the attribute each one loads, and
-    a primary-key lookup that returns them (see :meth:`Repository._adopt`)."""
-
-    mapper: Mapper[Any]
-    columns: tuple[Column[Any], ...]
-    keys: tuple[str, ...]
-    primary_key: tuple[int, ...]  # positions of the key columns in ``columns``
-    by_key: Select[Any]  # ``columns`` where the key is ``:key_0``, ``:key_1``...
-
-
-@functools.cache
-def row_layout(model: type[Base]) -> RowLayout:
-    # Instrumentation is complete only once the mappers are configured, which
-    # the ORM does on its first query: a process may adopt rows before that.
-    configure_mappers()
-    mapper: Mapper[Any] = inspect(model)
-    table = mapper.local_table
-    assert isinstance(table, Table)
-    columns = tuple(table.c)
-    keys = tuple(mapper.get_property_by_column(column).key for column in columns)
-    primary_key = tuple(columns.index(column) for column in mapper.primary_key)
-    by_key = select(*columns).where(
-        *(column == bindparam(f"key_{i}") for i, column in enumerate(mapper.primary_key))
-    )
-    return RowLayout(mapper, columns, keys, primary_key, by_key)
-
-
-def detached_from_row(model: type[ModelT], row: Sequence[Any]) -> ModelT:
-    """An object of ``model`` for ``row`` (the table's columns in order), as if
-    loaded and then detached: it has its identity, and no unit of work."""
-    layout = row_layout(model)
-    obj: ModelT = layout.mapper.class_manager.new_instance()
-    instance_state(obj).dict.update(zip(layout.keys, row, strict=False))
-    key = tuple([row[i] for i in layout.primary_key])
-    bulk.give_identity(obj, layout.mapper.identity_key_from_primary_key(key))
-    return obj
-
-
 class Repository(Generic[ModelT]):
     """Typed data access for one model inside a unit of work.
 
     Subclasses set :attr:`model_type`, and may add keyword filters
     (:attr:`named_filters`), fields ``update`` must not touch (:attr:`protected_fields`)
-    and the keyset order of :meth:`page` (:attr:`keyset`).
+    and the keyset order of :meth:`page` (:attr:`keyset`). A unit of work
+    makes one for its executor: ``uow.repository(MyRepository)``.
     """
 
     model_type: type[ModelT]
@@ -141,8 +90,14 @@ class Repository(Generic[ModelT]):
     #: ``created_at`` then the primary key, which must be covered by an index.
     keyset: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, executor: UnitExecutor) -> None:
+        self._ex = executor
+        #: The unit of work's session.
+        self.session = executor.session
+
+    def _sibling(self, repository: type[RepositoryT]) -> RepositoryT:
+        """Another repository of the same unit of work."""
+        return repository(self._ex)
 
     # ------------------------------------------------------------ metadata
 
@@ -194,62 +149,24 @@ class Repository(Generic[ModelT]):
         return criteria
 
     def _primary_key_criteria(self, key: Any) -> builtins.list[Criterion]:
-        columns = self._mapper().primary_key
+        columns = row_layout(self.model_type).key_columns
         return [
             column == value for column, value in zip(columns, self._key_parts(key), strict=True)
         ]
 
     def _key_parts(self, key: Any) -> tuple[Any, ...]:
         parts = key if isinstance(key, tuple) else (key,)
-        size = len(row_layout(self.model_type).primary_key)
-        if len(parts) != size:
-            raise ValidationError(f"{self.entity} key has {size} part(s), got {key!r}", field="key")
-        return parts
-
-    # ------------------------------------------------------------- errors
-
-    async def _raise_translated(
-        self, error: Exception, key: Any = None, values: Mapping[str, Any] | None = None
-    ) -> NoReturn:
-        """Raise the typed error for ``error``; roll back if the database failed.
-
-        After a failed statement PostgreSQL refuses everything until the
-        transaction ends, while SQLite carries on: rolling back here makes
-        both engines behave the same, and makes a failed unit of work leave
-        nothing behind.
-        """
-        translated = translate(error, entity=self.entity, key=key)
-        if translated is None:
-            raise error
-        if is_database_error(error):
-            await self.session.rollback()
-            if (
-                isinstance(translated, ForeignKeyViolationError)
-                and translated.constraint is None
-                and values
-            ):
-                constraint = await self._missing_parent(values)
-                translated = ForeignKeyViolationError(self.entity, key, constraint)
-        raise translated from error
-
-    async def _missing_parent(self, values: Mapping[str, Any]) -> str | None:
-        """Name the foreign key whose parent row is missing (SQLite does not)."""
-        table = self.model_type.__table__
-        assert isinstance(table, Table)
-        for constraint in table.foreign_key_constraints:
-            pairs = [
-                (element.column, values.get(element.parent.key)) for element in constraint.elements
+        columns = row_layout(self.model_type).key_columns
+        if len(parts) != len(columns):
+            raise ValidationError(
+                f"{self.entity} key has {len(columns)} part(s), got {key!r}", field="key"
+            )
+        return tuple(
+            [
+                canonical_uuid(part, field="key") if isinstance(column.type, UUIDString) else part
+                for column, part in zip(columns, parts, strict=True)
             ]
-            if any(value is None for _, value in pairs):
-                continue
-            probe = select(literal(1)).where(*(column == value for column, value in pairs))
-            try:
-                found = (await self.session.execute(probe.limit(1))).first()
-            except SQLAlchemyError:
-                return None
-            if found is None:
-                return str(constraint.name)
-        return None
+        )
 
     @classmethod
     def _database_generates_keys(cls) -> bool:
@@ -294,6 +211,15 @@ class Repository(Generic[ModelT]):
                 if canonical != value:
                     setattr(obj, prop.key, canonical)
 
+    async def _flush(self, obj: ModelT, key: Any = None) -> None:
+        """Flush, naming ``obj``'s row in any error."""
+        await self._ex.flush(
+            entity=self.entity,
+            key=self._key_of(obj) if key is None else key,
+            model=self.model_type,
+            row=instance_state(obj).dict,
+        )
+
     # ----------------------------------------------------------- commands
 
     async def add(self, obj: ModelT) -> ModelT:
@@ -301,10 +227,7 @@ class Repository(Generic[ModelT]):
         self._check_instance(obj)
         self._prepare(obj)
         self.session.add(obj)
-        try:
-            await self.session.flush()
-        except Exception as error:
-            await self._raise_translated(error, self._key_of(obj), instance_state(obj).dict)
+        await self._flush(obj)
         return obj
 
     async def add_many(self, objs: Iterable[ModelT]) -> builtins.list[ModelT]:
@@ -324,24 +247,10 @@ class Repository(Generic[ModelT]):
             return []
         if self._database_generates_keys():
             self.session.add_all(items)
-            try:
-                await self.session.flush()
-            except Exception as error:
-                await self._raise_translated(error)
+            await self._ex.flush(entity=self.entity)
             return items
-        try:
-            # Pending objects (parents added with add()) must exist first.
-            await self.session.flush()
-            connection = await self.session.connection()
-        except Exception as error:
-            await self._raise_translated(error)
-        plan = bulk.plan_for(self.model_type, connection.dialect)
-        rows = plan.rows([instance_state(obj).dict for obj in items])
-        try:
-            await plan.execute(connection, rows)
-        except Exception as error:
-            await self._raise_translated(error)
-        bulk.mark_detached(self.model_type, items)
+        await self._ex.insert_many(self.model_type, [instance_state(obj).dict for obj in items])
+        mark_detached(self.model_type, items)
         return items
 
     async def update(self, key: Any, **values: Any) -> ModelT:
@@ -370,18 +279,15 @@ class Repository(Generic[ModelT]):
         SQLite's RETURNING shows values as the statement wrote them, not as
         triggers left them, so trigger-maintained columns are re-read.
         """
-        try:
-            await self.session.flush()
-            refresh = [
-                prop.key
-                for prop in self._mapper().column_attrs
-                if prop.columns[0].server_onupdate is not None
-                and prop.key not in instance_state(obj).dict
-            ]
-            if refresh:
-                await self.session.refresh(obj, attribute_names=refresh)
-        except Exception as error:
-            await self._raise_translated(error, key, instance_state(obj).dict)
+        await self._flush(obj, key)
+        refresh = [
+            prop.key
+            for prop in self._mapper().column_attrs
+            if prop.columns[0].server_onupdate is not None
+            and prop.key not in instance_state(obj).dict
+        ]
+        if refresh:
+            await self._ex.refresh(obj, refresh, entity=self.entity, key=key)
 
     async def delete(self, key: Any) -> bool:
         """Delete the row ``key``; ``False`` if there was none.
@@ -389,10 +295,7 @@ class Repository(Generic[ModelT]):
         Rows that reference it are handled by the database's ON DELETE rules.
         """
         statement = delete(self.model_type).where(*self._primary_key_criteria(key))
-        try:
-            result = await self.session.execute(statement)
-        except Exception as error:
-            await self._raise_translated(error, key)
+        result = await self._ex.execute(statement, entity=self.entity, key=key)
         return bool(getattr(result, "rowcount", 0))
 
     # ------------------------------------------------------------ queries
@@ -411,42 +314,18 @@ class Repository(Generic[ModelT]):
     async def get_or_none(self, key: Any, *, for_update: bool = False) -> ModelT | None:
         layout = row_layout(self.model_type)
         parts = self._key_parts(key)
-        try:
-            if for_update or layout.mapper.identity_key_from_primary_key(parts) in (
-                self.session.identity_map
-            ):
-                # Loaded already (no query at all), or to be locked: the ORM's own get.
-                return await self.session.get(
-                    self.model_type, key, with_for_update=for_update, populate_existing=for_update
-                )
-            session = self.session
-            if session.autoflush and (session.new or session.deleted or session.dirty):
-                await session.flush()  # as the ORM would: a pending row is found
-        except Exception as error:
-            await self._raise_translated(error, key)
+        session = self.session
+        if for_update or layout.mapper.identity_key_from_primary_key(parts) in (
+            session.identity_map
+        ):
+            # Loaded already (no query at all), or to be locked: the ORM's own get.
+            ident = parts[0] if len(parts) == 1 else parts
+            return await self._ex.get(self.model_type, ident, for_update=for_update)
+        if session.autoflush and (session.new or session.deleted or session.dirty):
+            await self._ex.flush(entity=self.entity)  # as the ORM would: a pending row is found
         params = {f"key_{i}": part for i, part in enumerate(parts)}
-        rows = await self._rows(layout.by_key, params, key=key)
-        return self._adopt(rows[0]) if rows else None
-
-    async def _connection(self) -> AsyncConnection:
-        """The unit of work's connection (see :func:`.unit_connection`)."""
-        return await unit_connection(self.session)
-
-    async def _rows(
-        self, statement: Executable, params: Mapping[str, Any] | None = None, *, key: Any = None
-    ) -> builtins.list[Any]:
-        """The rows of a Core statement, run in this unit of work (see
-        :func:`.direct.fetch_rows`). Database errors are raised translated
-        (see :meth:`_raise_translated`)."""
-        try:
-            return await direct.fetch_rows(
-                await self._connection(),
-                statement,
-                params,
-                session_connection=self.session.connection,
-            )
-        except Exception as error:
-            await self._raise_translated(error, key)
+        rows = await self._ex.rows(layout.by_key, params, entity=self.entity, key=key)
+        return self._ex.adopt(self.model_type, rows[0], refresh=False) if rows else None
 
     async def list(
         self,
@@ -471,7 +350,7 @@ class Repository(Generic[ModelT]):
             .offset(offset or None)
             .limit(limit)
         )
-        return await self._scalars(statement)
+        return await self._ex.scalars(statement, entity=self.entity)
 
     async def page(
         self,
@@ -494,7 +373,7 @@ class Repository(Generic[ModelT]):
             bound = [literal(v, type_=a.type) for a, v in zip(keyset, values, strict=True)]
             criteria.append(tuple_(*keyset) > tuple_(*bound))
         statement = select(self.model_type).where(*criteria).order_by(*keyset).limit(limit + 1)
-        rows = await self._scalars(statement)
+        rows = await self._ex.scalars(statement, entity=self.entity)
         if len(rows) <= limit:
             return Page(rows, None)
         rows = rows[:limit]
@@ -505,10 +384,7 @@ class Repository(Generic[ModelT]):
         statement = (
             select(func.count()).select_from(self.model_type).where(*self._criteria(where, filters))
         )
-        try:
-            return int((await self.session.execute(statement)).scalar_one())
-        except Exception as error:
-            await self._raise_translated(error)
+        return int((await self._ex.execute(statement, entity=self.entity)).scalar_one())
 
     async def exists(self, *where: Criterion, **filters: Any) -> bool:
         statement = (
@@ -517,70 +393,25 @@ class Repository(Generic[ModelT]):
             .where(*self._criteria(where, filters))
             .limit(1)
         )
-        try:
-            return (await self.session.execute(statement)).first() is not None
-        except Exception as error:
-            await self._raise_translated(error)
+        return (await self._ex.execute(statement, entity=self.entity)).first() is not None
 
-    async def _bulk_update(
+    async def _objects(
+        self, statement: Any, params: Mapping[str, Any] | None = None, *, refresh: bool
+    ) -> builtins.list[ModelT]:
+        """The unit's objects for a statement returning every column of the
+        table (``refresh``: the statement just changed the rows)."""
+        rows = await self._ex.rows(statement, params, entity=self.entity)
+        return [self._ex.adopt(self.model_type, row, refresh=refresh) for row in rows]
+
+    async def _changed(
         self, statement: Any, params: Mapping[str, Any] | None = None
     ) -> builtins.list[Any]:
-        """Run an UPDATE ... RETURNING <primary key>; refresh the loaded
-        objects it changed; return their keys.
-
-        Bulk updates bypass the identity map (their values may be SQL, such
-        as the database's clock), so objects already loaded in this unit of
-        work are re-read rather than left stale.
-        """
-        try:
-            result = await self.session.execute(
-                statement, params, execution_options={"synchronize_session": False}
-            )
-        except Exception as error:
-            await self._raise_translated(error)
-        keys = list(result.scalars())
-        mapper = self._mapper()
-        for key in keys:
-            loaded = self.session.identity_map.get(mapper.identity_key_from_primary_key((key,)))
-            if loaded is not None:
-                await self.session.refresh(loaded)
+        """Run an ``UPDATE ... RETURNING <primary key>``; refresh the objects
+        of the unit it changed (its values may be SQL, such as the database's
+        clock); return their keys."""
+        keys = [row[0] for row in await self._ex.rows(statement, params, entity=self.entity)]
+        await self._ex.refresh_loaded(self.model_type, keys)
         return keys
-
-    def _adopt(self, row: Sequence[Any], *, refresh: bool = False) -> ModelT:
-        """The object of this unit of work for ``row``, whose first values are
-        the model's table columns in order (extra values are ignored).
-
-        The ORM's loader costs more than a primary-key read itself (it sets
-        up per-attribute loaders on every execution); a plain row becomes a
-        persistent object for a fraction of that. The object already loaded
-        for the key is returned if there is one, and with ``refresh`` its
-        attributes are overwritten by the row (what ``populate_existing``
-        does), for rows the statement has just changed.
-        """
-        loaded = self._loaded(row, refresh=refresh)
-        if loaded is not None:
-            return loaded
-        obj = detached_from_row(self.model_type, row)
-        self.session.add(obj)
-        return obj
-
-    def _loaded(self, row: Sequence[Any], *, refresh: bool) -> ModelT | None:
-        """The object already loaded for ``row`` (as for :meth:`_adopt`), if any."""
-        layout = row_layout(self.model_type)
-        key = tuple(row[i] for i in layout.primary_key)
-        loaded: ModelT | None = self.session.identity_map.get(
-            layout.mapper.identity_key_from_primary_key(key)
-        )
-        if loaded is not None and refresh:
-            for name, value in zip(layout.keys, row, strict=False):
-                set_committed_value(loaded, name, value)
-        return loaded
-
-    async def _scalars(self, statement: Select[RowT]) -> builtins.list[RowT]:
-        try:
-            return list((await self.session.scalars(statement)).all())
-        except Exception as error:
-            await self._raise_translated(error)
 
     # ------------------------------------------------------------- cursor
 

@@ -6,13 +6,12 @@ import json
 import math
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Table, select
 
 from orchestrator_db.errors import NotFoundError, ValidationError
 from orchestrator_db.models.configuration import Configuration, SecretText, ValueType
 from orchestrator_db.repositories.base import Repository
+from orchestrator_db.sql.upsert import upsert_statement
 
 ConfigValue = str | int | float | bool | dict[str, Any] | list[Any]
 
@@ -92,21 +91,17 @@ class ConfigurationRepository(Repository[Configuration]):
             changes["description"] = description
         if is_secret is not None:
             changes["is_secret"] = secret
-        connection = await self.session.connection()
-        insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
-        statement = insert(Configuration).values(values)
-        statement = statement.on_conflict_do_update(index_elements=["key"], set_=changes)
-        try:
-            await self.session.execute(statement)
-        except Exception as error:
-            await self._raise_translated(error, key)
-        config = await self.session.scalar(
+        table = Configuration.__table__
+        assert isinstance(table, Table)
+        statement = upsert_statement(self._ex.backend.name, table, values, ["key"], changes)
+        await self._ex.execute(statement, entity=self.entity, key=key)
+        reread = (
             select(Configuration)
             .where(Configuration.key == key)
             .execution_options(populate_existing=True)
         )
-        assert config is not None
-        return config
+        found: list[Configuration] = await self._ex.scalars(reread, entity=self.entity)
+        return found[0]
 
     async def get_value(self, key: str) -> ConfigValue:
         """The value of ``key`` as the Python type it was set with."""

@@ -4,51 +4,15 @@ exactly one consumer at a time."""
 from __future__ import annotations
 
 import builtins
-import functools
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any, cast
-
-from sqlalchemy import ColumnElement, Float, Table, bindparam, literal_column, or_, select, update
-from sqlalchemy.sql.selectable import ExecutableReturnsRows
+from typing import Any
 
 from orchestrator_db.errors import ValidationError
 from orchestrator_db.models.event import Event, EventType
 from orchestrator_db.repositories.base import Repository
-from orchestrator_db.types import new_id, utc_now_plus, utc_now_sql
-
-_EVENTS = cast(Table, Event.__table__)
-
-
-@functools.cache
-def _claim_statement(dialect: str) -> ExecutableReturnsRows:
-    """Claim up to ``:limit`` unprocessed, unclaimed (or lease-expired) events,
-    oldest first: the same technique as the task claim (see task_queue)."""
-    candidates = (
-        select(Event.id)
-        .with_hint(Event, "INDEXED BY idx_events_unprocessed", "sqlite")
-        .where(
-            # Literal, to match the partial index's predicate.
-            Event.processed == literal_column("false"),
-            or_(Event.claim_expires_at.is_(None), Event.claim_expires_at < utc_now_sql()),
-        )
-        .order_by(Event.id)
-        .limit(bindparam("limit"))
-    )
-    values = {
-        "claimed_by": bindparam("consumer"),
-        "claim_expires_at": utc_now_plus(bindparam("lease_seconds", type_=Float())),
-    }
-    if dialect == "postgresql":
-        picked = candidates.with_for_update(skip_locked=True).cte("candidates")
-        statement = update(Event).where(Event.id == picked.c.id)
-    else:
-        statement = update(Event).where(Event.id.in_(candidates.scalar_subquery()))
-    return (
-        select(Event)
-        .from_statement(statement.values(**values).returning(Event))
-        .execution_options(populate_existing=True)
-    )
+from orchestrator_db.sql import outbox
+from orchestrator_db.types import new_id
 
 
 class EventRepository(Repository[Event]):
@@ -98,19 +62,13 @@ class EventRepository(Repository[Event]):
         lease = timedelta(minutes=5) if lease is None else lease
         if lease <= timedelta(0):
             raise ValidationError("lease must be positive", field="lease")
-        bind = self.session.bind
-        assert bind is not None
         params: dict[str, Any] = {
             "consumer": consumer or new_id(),
             "lease_seconds": lease.total_seconds(),
             "limit": limit,
         }
-        try:
-            events = list(
-                (await self.session.scalars(_claim_statement(bind.dialect.name), params)).all()
-            )
-        except Exception as error:
-            await self._raise_translated(error)
+        statement = outbox.claim_events_statement(self._ex.backend.name)
+        events = await self._objects(statement, params, refresh=True)
         return sorted(events, key=lambda event: event.id)
 
     async def mark_processed(self, ids: Iterable[int], *, consumer: str | None = None) -> int:
@@ -119,16 +77,8 @@ class EventRepository(Repository[Event]):
         wanted = list(ids)
         if not wanted:
             return 0
-        criteria: builtins.list[ColumnElement[bool]] = [
-            _EVENTS.c.id.in_(wanted),
-            _EVENTS.c.processed.is_(False),
-        ]
+        params: dict[str, Any] = {"ids": wanted}
         if consumer is not None:
-            criteria.append(_EVENTS.c.claimed_by == consumer)
-        statement = (
-            update(_EVENTS)
-            .where(*criteria)
-            .values(processed=True, claim_expires_at=None)
-            .returning(_EVENTS.c.id)
-        )
-        return len(await self._bulk_update(statement))
+            params["consumer"] = consumer
+        statement = outbox.mark_processed_statement(by_consumer=consumer is not None)
+        return len(await self._changed(statement, params))

@@ -26,14 +26,14 @@ class WorkerTypeRepository(Repository[WorkerType]):
             .where(WorkerType.project_id == project_id)
             .order_by(WorkerType.worker_type)
         )
-        return await self._scalars(statement)
+        return await self._ex.scalars(statement, entity=self.entity)
 
     async def named(self, project_id: str, worker_type: str) -> WorkerType:
         """The worker type ``worker_type`` of a project; NotFoundError if absent."""
         statement = select(WorkerType).where(
             WorkerType.project_id == project_id, WorkerType.worker_type == worker_type
         )
-        found = await self._scalars(statement)
+        found: builtins.list[WorkerType] = await self._ex.scalars(statement, entity=self.entity)
         if not found:
             raise NotFoundError("WorkerType", (project_id, worker_type))
         return found[0]
@@ -43,5 +43,5 @@ class WorkerTypeRepository(Repository[WorkerType]):
         statement = select(WorkerType.worker_type).where(
             WorkerType.project_id == project_id, WorkerType.worker_type.in_(set(names))
         )
-        defined = set(await self._scalars(statement))
+        defined = set(await self._ex.scalars(statement, entity=self.entity))
         return [name for name in dict.fromkeys(names) if name not in defined]

@@ -65,8 +65,5 @@ class SessionRepository(Repository[ClientSession]):
             .where(ClientSession.is_active.is_(True), ClientSession.last_heartbeat < since)
             .values(is_active=False)
         )
-        try:
-            result = await self.session.execute(statement)
-        except Exception as error:
-            await self._raise_translated(error)
+        result = await self._ex.execute(statement, entity=self.entity)
         return int(getattr(result, "rowcount", 0))

@@ -1,6 +1,7 @@
 """Tasks: filters, the status lifecycle, and the work queue.
 
-The queue in brief (the SQL lives in :mod:`.task_queue`):
+The queue in brief (the operations live in :mod:`orchestrator_db.work_queue`,
+their SQL in :mod:`orchestrator_db.sql.queue`):
 
 * ``submit`` queues a task, ``blocked`` until its prerequisites complete,
   ``ready`` otherwise;
@@ -28,15 +29,14 @@ import builtins
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 
-from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm.attributes import instance_state
 
+from orchestrator_db import work_queue
 from orchestrator_db.errors import (
     DependencyCycleError,
     InvalidTransitionError,
-    LeaseLostError,
     NotFoundError,
     ValidationError,
 )
@@ -44,11 +44,10 @@ from orchestrator_db.models.task import (
     FINISHED_TASK_STATUSES,
     TASK_TRANSITIONS,
     Task,
-    TaskDependency,
     TaskStatus,
 )
-from orchestrator_db.repositories import task_queue as q
 from orchestrator_db.repositories.base import Repository
+from orchestrator_db.sql import queue as q
 from orchestrator_db.types import canonical_uuid, utc_now
 
 
@@ -61,15 +60,6 @@ def parse_task_status(value: TaskStatus | str) -> TaskStatus:
             f"{', '.join(s.value for s in TaskStatus)}",
             field="status",
         ) from None
-
-
-def lease_lost(task: Task, worker_id: str) -> LeaseLostError:
-    """Why ``worker_id`` does not hold ``task`` (an owner's update matched nothing)."""
-    if task.status is not TaskStatus.RUNNING:
-        return LeaseLostError(task.id, worker_id, f"the task is {task.status.value}")
-    if task.worker_id != worker_id:
-        return LeaseLostError(task.id, worker_id, f"it is held by {task.worker_id!r}")
-    return LeaseLostError(task.id, worker_id, f"the lease expired at {task.lease_expires_at}")
 
 
 @dataclass(frozen=True)
@@ -95,11 +85,7 @@ class TaskRepository(Repository[Task]):
     )
 
     #: Lease of a claim when the worker does not say.
-    default_lease: ClassVar[timedelta] = q.DEFAULT_LEASE
-    #: Back-off before retry n (1-based) is ``retry_base_delay * 2 ** (n - 1)``,
-    #: capped at ``retry_max_delay``.
-    retry_base_delay: ClassVar[timedelta] = timedelta(seconds=2)
-    retry_max_delay: ClassVar[timedelta] = timedelta(minutes=10)
+    default_lease: ClassVar[timedelta] = work_queue.DEFAULT_LEASE
 
     # ------------------------------------------------------- manual lifecycle
 
@@ -130,7 +116,7 @@ class TaskRepository(Repository[Task]):
             task.completed_at = now
             task.error = error
         await self._flush_and_refresh(task, task_id)
-        await self._after_finish(task)
+        await work_queue.after_finish(self._ex, task)
         return task
 
     # ---------------------------------------------------------- dependencies
@@ -218,14 +204,10 @@ class TaskRepository(Repository[Task]):
             raise InvalidTransitionError(self.entity, task_id, task.status.value, "blocked")
         prerequisite = await self.get(depends_on_id)
         path = {"start": depends_on_id, "goal": task_id}
-        if await self._scalar(q.path_statement(), path) is not None:
+        if await self._ex.rows(q.path_statement(), path, entity=self.entity):
             raise DependencyCycleError(task_id, depends_on_id)
-        already = await self._scalar(
-            select(TaskDependency.task_id).where(
-                TaskDependency.task_id == task_id, TaskDependency.depends_on_id == depends_on_id
-            )
-        )
-        if already is not None:
+        edge = {"task_id": task_id, "depends_on_id": depends_on_id}
+        if await self._ex.rows(q.edge_statement(), edge, entity=self.entity):
             return False
         await self._insert_edges([(task_id, depends_on_id)])
         if task.status in (TaskStatus.READY, TaskStatus.BLOCKED):
@@ -233,7 +215,9 @@ class TaskRepository(Repository[Task]):
             queued = self._queue_status(task, [prerequisite.status], now, [depends_on_id])
             await self._flush_and_refresh(task, task_id)
             if queued is TaskStatus.CANCELLED:
-                await self._cancel_closure([task_id], str(task.error), keep_start=True)
+                await work_queue.cancel_closure(
+                    self._ex, [task_id], str(task.error), keep_start=True
+                )
         return True
 
     async def dependencies_of(self, task_id: str) -> builtins.list[Task]:
@@ -246,13 +230,9 @@ class TaskRepository(Repository[Task]):
 
     async def _linked(self, task_id: str, *, prerequisites: bool) -> builtins.list[Task]:
         """The far ends of ``task_id``'s edges, oldest first."""
-        near, far = TaskDependency.task_id, TaskDependency.depends_on_id
-        if not prerequisites:
-            near, far = far, near
-        statement = (
-            select(Task).join(TaskDependency, far == Task.id).where(near == task_id)
-        ).order_by(Task.created_at, Task.id)
-        return await self._scalars(statement)
+        key = canonical_uuid(task_id, field="task_id")
+        statement = q.linked_statement(prerequisites=prerequisites)
+        return await self._objects(statement, {"task_key": key}, refresh=False)
 
     # ----------------------------------------------------------------- claim
 
@@ -278,23 +258,23 @@ class TaskRepository(Repository[Task]):
     ) -> builtins.list[Task]:
         """Up to ``limit`` ready tasks, in claim order, running under one lease."""
         lease = self.default_lease if lease is None else lease
-        statement, params = q.claim_request(self._dialect, worker_id, limit, task_types, lease)
-        claimed = await self._tasks(statement, params)
-        claimed.sort(key=q.claim_order)
-        return claimed
+        return await work_queue.claim(
+            self._ex, worker_id, limit, task_types=task_types, lease=lease
+        )
 
     async def heartbeat(
         self, task_id: str, worker_id: str, *, lease: timedelta | None = None
     ) -> Task:
         """Extend the lease of a task ``worker_id`` holds; returns the task."""
-        params = {"lease_seconds": q.lease_seconds(self.default_lease if lease is None else lease)}
-        return await self._owned_update(q.heartbeat_statement(), task_id, worker_id, params)
+        lease = self.default_lease if lease is None else lease
+        return await work_queue.heartbeat(self._ex, task_id, worker_id, lease=lease)
 
     async def complete(self, task_id: str, worker_id: str, result: Any = None) -> Task:
         """Mark a task ``worker_id`` holds completed, store ``result``, and make
         ready every dependent whose prerequisites are now all complete, in the
         same transaction."""
-        return self._adopt(await self._complete(task_id, worker_id, result), refresh=True)
+        row = await work_queue.complete(self._ex, task_id, worker_id, result)
+        return self._ex.adopt(Task, row, refresh=True)
 
     async def complete_and_claim(
         self,
@@ -310,7 +290,8 @@ class TaskRepository(Repository[Task]):
         Returns the next task, or ``None`` if nothing is ready."""
         # The finished task is not returned: only an object already loaded
         # for it is brought up to date.
-        self._loaded(await self._complete(task_id, worker_id, result), refresh=True)
+        row = await work_queue.complete(self._ex, task_id, worker_id, result)
+        self._ex.loaded(Task, row, refresh=True)
         return await self.claim_next(worker_id, task_types=task_types, lease=lease)
 
     async def fail(self, task_id: str, worker_id: str, error: str) -> Task:
@@ -320,21 +301,7 @@ class TaskRepository(Repository[Task]):
         after an exponential back-off (``run_after``); then it is ``failed``
         and its unfinished dependents are cancelled.
         """
-        task_id = canonical_uuid(task_id, field="task_id")
-        owned = {"task_key": task_id, "holder": worker_id}
-        attempts = (await self._execute(q.owned_attempts_statement(), owned)).first()
-        if attempts is None:
-            await self._explain_not_owned(task_id, worker_id)
-        retry_count, max_retries = attempts
-        if retry_count < max_retries:
-            backoff = self.backoff(retry_count + 1).total_seconds()
-            params = {"task_key": task_id, "message": error, "backoff_seconds": backoff}
-            (task,) = await self._tasks(q.retry_statement(), params)
-        else:
-            params = {"task_key": task_id, "message": error}
-            (task,) = await self._tasks(q.fail_statement(), params)
-            await self._after_finish(task)
-        return task
+        return await work_queue.fail(self._ex, task_id, worker_id, error)
 
     async def cancel(self, task_id: str, *, reason: str | None = None) -> int:
         """Cancel a task, its unfinished dependents and its children,
@@ -343,18 +310,13 @@ class TaskRepository(Repository[Task]):
         if task.status in FINISHED_TASK_STATUSES:
             raise InvalidTransitionError(self.entity, task_id, task.status.value, "cancelled")
         why = reason or f"cancelled with task {task.id}"
-        return await self._cancel_closure([task.id], why, include_children=True)
+        return await work_queue.cancel_closure(self._ex, [task.id], why, include_children=True)
 
     async def requeue_expired(self) -> int:
         """Return running tasks whose lease expired to ``ready`` (a lost worker
         counts as a failed attempt), or fail them when out of retries (their
         dependents are cancelled). Returns how many tasks were handled."""
-        requeued = await self._changed(q.expired_statement(retryable=True), {})
-        failed = await self._changed(q.expired_statement(retryable=False), {})
-        if failed:
-            reason = "cancelled: a prerequisite failed (lease expired, no retries left)"
-            await self._cancel_closure(failed, reason, keep_start=True)
-        return len(requeued) + len(failed)
+        return await work_queue.requeue_expired(self._ex)
 
     async def ready(
         self, limit: int = 100, *, task_types: Collection[str] | None = None
@@ -365,14 +327,11 @@ class TaskRepository(Repository[Task]):
         if task_types:
             params["task_types"] = sorted(task_types)
         statement = q.ready_statement(typed=bool(task_types))
-        return await self._tasks(statement, params, refresh=False)
+        return await self._objects(statement, params, refresh=False)
 
     async def stats(self) -> QueueStats:
         """Task counts per status, and per task type and status."""
-        statement = select(Task.task_type, Task.status, func.count()).group_by(
-            Task.task_type, Task.status
-        )
-        rows = (await self._execute(statement)).all()
+        rows = await self._ex.rows(q.stats_statement(), entity=self.entity)
         by_status: dict[TaskStatus, int] = {}
         by_type: dict[str, dict[TaskStatus, int]] = {}
         for task_type, status, count in rows:
@@ -382,24 +341,17 @@ class TaskRepository(Repository[Task]):
 
     async def delete(self, key: Any) -> bool:
         """Delete a task; dependents waiting only for it become ready."""
-        waiting = [
-            str(task_id)
-            for task_id in (
-                await self._execute(
-                    select(TaskDependency.task_id).where(TaskDependency.depends_on_id == key)
-                )
-            ).scalars()
-        ]
+        key = canonical_uuid(key, field="key")
+        rows = await self._ex.rows(q.waiting_statement(), {"task_key": key}, entity=self.entity)
         deleted = await super().delete(key)
-        if deleted and waiting:
-            await self._release(waiting, through_edges=False)
+        if deleted and rows:
+            await work_queue.release(self._ex, [str(row[0]) for row in rows], through_edges=False)
         return deleted
 
-    @classmethod
-    def backoff(cls, attempt: int) -> timedelta:
+    @staticmethod
+    def backoff(attempt: int) -> timedelta:
         """Delay before retry ``attempt`` (1-based): exponential, capped."""
-        delay: timedelta = cls.retry_base_delay * (1 << max(attempt - 1, 0))
-        return min(delay, cls.retry_max_delay)
+        return work_queue.backoff(attempt)
 
     # -------------------------------------------------------------- helpers
 
@@ -411,40 +363,10 @@ class TaskRepository(Repository[Task]):
             seen[canonical_uuid(value, field="depends_on")] = None
         return list(seen)
 
-    @property
-    def _dialect(self) -> str:
-        bind = self.session.bind
-        assert bind is not None, "the unit of work's session is bound to the engine"
-        return bind.dialect.name
-
-    async def _tasks(
-        self, statement: Any, params: Mapping[str, Any] | None = None, *, refresh: bool = True
-    ) -> builtins.list[Task]:
-        """Tasks of a statement returning every task column (see
-        :mod:`.task_queue`); ``refresh`` for rows the statement changed."""
-        rows = await self._rows(statement, params)
-        return [self._adopt(row, refresh=refresh) for row in rows]
-
-    async def _scalar(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
-        try:
-            return (await self.session.execute(statement, params)).scalar()
-        except Exception as error:
-            await self._raise_translated(error)
-
-    async def _execute(self, statement: Any, params: Any = None) -> Any:
-        try:
-            return await self.session.execute(statement, params)
-        except Exception as error:
-            await self._raise_translated(error)
-
-    async def _changed(self, statement: Any, params: Mapping[str, Any]) -> builtins.list[str]:
-        return [str(key) for key in await self._bulk_update(statement, params)]
-
     async def _lock_graph(self) -> None:
-        if self._dialect == "postgresql":
-            await self._execute(
-                text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=q.GRAPH_LOCK_KEY)
-            )
+        statement = q.graph_lock_statement(self._ex.backend.name)
+        if statement is not None:
+            await self._ex.rows(statement, entity=self.entity)
 
     async def _statuses(self, ids: Collection[str], *, share_lock: bool) -> dict[str, TaskStatus]:
         """Statuses of ``ids``; NotFoundError for any that does not exist.
@@ -455,10 +377,8 @@ class TaskRepository(Repository[Task]):
         """
         if not ids:
             return {}
-        statement = select(Task.id, Task.status).where(Task.id.in_(sorted(ids)))
-        if share_lock:
-            statement = statement.with_for_update(read=True)
-        rows = (await self._execute(statement)).all()
+        statement = q.statuses_statement(share_lock=share_lock)
+        rows = await self._ex.rows(statement, {"ids": sorted(ids)}, entity=self.entity)
         found = {row[0]: row[1] for row in rows}
         for task_id in ids:
             if task_id not in found:
@@ -516,64 +436,4 @@ class TaskRepository(Repository[Task]):
     async def _insert_edges(self, pairs: Sequence[tuple[str, str]]) -> None:
         now = utc_now()
         rows = [{"task_id": t, "depends_on_id": p, "created_at": now} for t, p in pairs]
-        await self._execute(insert(TaskDependency), rows)
-
-    async def _complete(self, task_id: str, worker_id: str, result: Any) -> Any:
-        """Complete an owned task and release its dependents; the task's row."""
-        task_id = canonical_uuid(task_id, field="task_id")
-        owned = {"task_key": task_id, "holder": worker_id, "outcome": result}
-        rows = await self._rows(q.complete_statement(self._dialect), owned)
-        if not rows:
-            await self._explain_not_owned(task_id, worker_id)
-        (row,) = rows
-        if q.must_release(self._dialect, row):
-            await self._release([task_id])
-        return row
-
-    async def _owned_update(
-        self, statement: Any, task_id: str, worker_id: str, params: Mapping[str, Any]
-    ) -> Task:
-        task_id = canonical_uuid(task_id, field="task_id")
-        owned = {"task_key": task_id, "holder": worker_id, **params}
-        updated = await self._tasks(statement, owned)
-        if not updated:
-            await self._explain_not_owned(task_id, worker_id)
-        return updated[0]
-
-    async def _explain_not_owned(self, task_id: str, worker_id: str) -> NoReturn:
-        """Raise the error that says why ``worker_id`` does not hold the task."""
-        raise lease_lost(await self.get(task_id), worker_id)  # NotFoundError if it is gone
-
-    async def _after_finish(self, task: Task) -> None:
-        """Consequences of a task ending, whichever path ended it."""
-        if task.status is TaskStatus.COMPLETED:
-            await self._release([task.id])
-        elif task.status is TaskStatus.FAILED:
-            reason = f"cancelled: prerequisite {task.id} failed"
-            await self._cancel_closure([task.id], reason, keep_start=True)
-        elif task.status is TaskStatus.CANCELLED:
-            reason = f"cancelled with task {task.id}"
-            await self._cancel_closure([task.id], reason, keep_start=True, include_children=True)
-
-    async def _release(self, ids: Sequence[str], *, through_edges: bool = True) -> None:
-        """Ready the blocked dependents of ``ids`` (or ``ids`` themselves) whose
-        prerequisites are all complete."""
-        if not ids:
-            return
-        *locks, (release, params) = q.release_requests(
-            self._dialect, ids, through_edges=through_edges
-        )
-        for statement, lock_params in locks:
-            await self._execute(statement, lock_params)
-        await self._changed(release, params)
-
-    async def _cancel_closure(
-        self,
-        start: Sequence[str],
-        reason: str,
-        *,
-        keep_start: bool = False,
-        include_children: bool = False,
-    ) -> int:
-        statement = q.cancel_statement(include_children=include_children, keep_start=keep_start)
-        return len(await self._changed(statement, {"ids": list(start), "message": reason}))
+        await self._ex.execute(q.insert_edges_statement(), rows, entity="TaskDependency")

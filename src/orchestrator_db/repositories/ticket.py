@@ -11,11 +11,10 @@ from sqlalchemy import select
 
 from orchestrator_db.errors import InvalidTransitionError, NotFoundError, ValidationError
 from orchestrator_db.models.event import EventType
-from orchestrator_db.models.project import Project
 from orchestrator_db.models.ticket import PLANNED, Comment, Ticket
 from orchestrator_db.repositories.base import Repository
 from orchestrator_db.repositories.event import EventRepository
-from orchestrator_db.repositories.project import WorkerTypeRepository
+from orchestrator_db.repositories.project import ProjectRepository, WorkerTypeRepository
 from orchestrator_db.types import utc_now
 
 
@@ -80,7 +79,7 @@ class TicketRepository(Repository[Ticket]):
         if ticket.stages_completed == len(ticket.execution_plan):
             ticket.closed_at = now
         await self._flush_and_refresh(ticket, ticket_id)
-        await EventRepository(self.session).emit(
+        await self._sibling(EventRepository).emit(
             EventType.TICKET_STAGE_COMPLETED,
             project_id=ticket.project_id,
             ticket_id=ticket.ticket_id,
@@ -121,9 +120,9 @@ class TicketRepository(Repository[Ticket]):
                 "execution_plan must be a non-empty list of worker type names",
                 field="execution_plan",
             )
-        if await self.session.get(Project, project_id) is None:
+        if await self._sibling(ProjectRepository).get_or_none(project_id) is None:
             raise NotFoundError("Project", project_id)
-        unknown = await WorkerTypeRepository(self.session).missing(project_id, plan)
+        unknown = await self._sibling(WorkerTypeRepository).missing(project_id, plan)
         if unknown:
             raise ValidationError(
                 f"the plan names worker types project {project_id!r} does not define: "
@@ -143,7 +142,8 @@ class CommentRepository(Repository[Comment]):
         statement = select(Comment).where(Comment.ticket_id == ticket_id)
         if stage_number is not None:
             statement = statement.where(Comment.stage_number == stage_number)
-        return await self._scalars(statement.order_by(Comment.stage_number, Comment.id))
+        statement = statement.order_by(Comment.stage_number, Comment.id)
+        return await self._ex.scalars(statement, entity=self.entity)
 
     async def by_stage(self, ticket_id: str) -> dict[int | None, builtins.list[Comment]]:
         """A ticket's comments grouped by stage number, each group in order."""

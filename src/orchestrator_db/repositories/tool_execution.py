@@ -128,10 +128,7 @@ class ToolExecutionRepository(Repository[ToolExecution]):
             .outerjoin(p95, p95.c.tool_name == totals.c.tool_name)
             .order_by(totals.c.tool_name)
         )
-        try:
-            rows = (await self.session.execute(statement)).all()
-        except Exception as error:
-            await self._raise_translated(error)
+        rows = (await self._ex.execute(statement, entity=self.entity)).all()
         return [
             ToolStats(
                 tool_name=row.tool_name,

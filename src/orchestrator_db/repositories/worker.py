@@ -40,7 +40,7 @@ class WorkerRepository(Repository[Worker]):
     async def add(self, obj: Worker) -> Worker:
         """Register a worker (``spawning``); its type must exist in its project."""
         self._check_instance(obj)
-        await WorkerTypeRepository(self.session).named(obj.project_id, obj.worker_type)
+        await self._sibling(WorkerTypeRepository).named(obj.project_id, obj.worker_type)
         return await super().add(obj)
 
     async def set_status(
@@ -58,7 +58,7 @@ class WorkerRepository(Repository[Worker]):
         worker.last_activity = utc_now()
         await self._flush_and_refresh(worker, worker_id)
         if target in STOPPED_WORKER_STATUSES:
-            await EventRepository(self.session).emit(
+            await self._sibling(EventRepository).emit(
                 EventType.WORKER_STOPPED,
                 project_id=worker.project_id,
                 worker_id=worker.worker_id,
@@ -94,7 +94,7 @@ class WorkerRepository(Repository[Worker]):
             )
             .order_by(Worker.last_activity, Worker.worker_id)
         )
-        return await self._scalars(statement)
+        return await self._ex.scalars(statement, entity=self.entity)
 
     async def for_project(
         self, project_id: str, *, status: WorkerStatus | str | None = None

@@ -24,14 +24,14 @@ class WorkflowRepository(Repository[Workflow]):
         self, workflow_id: str, task_id: str, *, sequence: int = 0
     ) -> WorkflowTask:
         """Put a task in a workflow at ``sequence`` (0 first; ties run in parallel)."""
-        links = WorkflowTaskRepository(self.session)
+        links = self._sibling(WorkflowTaskRepository)
         return await links.add(
             WorkflowTask(workflow_id=workflow_id, task_id=task_id, sequence=sequence)
         )
 
     async def detach_task(self, workflow_id: str, task_id: str) -> bool:
         """Remove a task from a workflow; ``False`` if it was not in it."""
-        return await WorkflowTaskRepository(self.session).delete((workflow_id, task_id))
+        return await self._sibling(WorkflowTaskRepository).delete((workflow_id, task_id))
 
     async def tasks_of(self, workflow_id: str) -> builtins.list[Task]:
         """The workflow's tasks in execution order (sequence, then when added)."""
@@ -41,4 +41,4 @@ class WorkflowRepository(Repository[Workflow]):
             .where(WorkflowTask.workflow_id == workflow_id)
             .order_by(WorkflowTask.sequence, WorkflowTask.created_at, Task.id)
         )
-        return await self._scalars(statement)
+        return await self._ex.scalars(statement, entity=self.entity)

@@ -6,7 +6,7 @@ dialect. The models never call this module directly: a column declared with
 ``updated_at`` trigger derived from the table, and a table may list further
 triggers in ``Table.info["triggers"]``. :func:`declared_triggers` collects both
 from a ``MetaData``; :func:`reflect_triggers` reads what a live database has.
-:mod:`orchestrator_db.alembic_ext` compares the two during autogenerate.
+:mod:`orchestrator_db.migrations.alembic_ext` compares the two during autogenerate.
 
 Trigger and table names are identifiers chosen by this package, never user
 input; they are still checked against a strict pattern before they go into DDL.
@@ -20,10 +20,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, MetaData, Table, text
 
+from orchestrator_db.models.base import MAINTAINED_BY_TRIGGER
 from orchestrator_db.types import POSTGRESQL_NOW, SQLITE_NOW
-
-#: ``Column.info`` marker for a timestamp column kept current by a trigger.
-MAINTAINED_BY_TRIGGER = {"maintained_by": "trigger"}
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _DOLLAR_BODY = re.compile(r"\bAS\s+(\$[A-Za-z_0-9]*\$)(.*)\1", re.DOTALL)
@@ -172,7 +170,7 @@ def updated_at_trigger(table: str, column: str = "updated_at") -> Trigger:
 
 def _table_triggers(table: Table) -> Iterator[Trigger]:
     for column in table.columns:
-        if column.info.get("maintained_by") == "trigger":
+        if MAINTAINED_BY_TRIGGER.items() <= column.info.items():
             yield updated_at_trigger(table.name, column.name)
     yield from table.info.get("triggers", ())
 

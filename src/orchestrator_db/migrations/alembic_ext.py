@@ -50,7 +50,7 @@ from sqlalchemy.schema import DDL
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression, conv
 
-from orchestrator_db.triggers import Trigger, declared_triggers, reflect_triggers
+from orchestrator_db.migrations.triggers import Trigger, declared_triggers, reflect_triggers
 
 log = logging.getLogger(__name__)
 

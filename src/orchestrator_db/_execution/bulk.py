@@ -1,6 +1,7 @@
-"""The bulk insert path behind ``Repository.add_many``.
+"""The parameter rows of a bulk insert (``Repository.add_many``).
 
-One ``executemany`` of a statement compiled once per model and dialect, with
+One ``executemany`` (or, on PostgreSQL, ``COPY``; see the backends) of a
+statement compiled once per model and dialect, with
 parameters converted column by column by the columns' own bind processors, so
 the values written are exactly those the ORM would write. Python-side
 defaults are applied here (and set on the objects); a callable default of a
@@ -20,9 +21,7 @@ from typing import Any
 
 from sqlalchemy import Table, insert, inspect
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapper
-from sqlalchemy.orm.attributes import instance_state
 
 from orchestrator_db.errors import ValidationError
 from orchestrator_db.models.base import Base
@@ -53,10 +52,6 @@ class _Column:
     batch_time: bool
     server_default_only: bool
     is_uuid: bool
-
-
-#: From this many rows on, PostgreSQL gets COPY instead of executemany.
-COPY_THRESHOLD = 100
 
 
 @dataclass(frozen=True)
@@ -114,27 +109,6 @@ class BulkInsertPlan:
             assert tuple(compiled.positiontup or ()) == keys, "parameters out of column order"
             statement = self._statements[keys] = compiled.string
         return statement
-
-    async def execute(self, connection: AsyncConnection, batch: BulkRows) -> None:
-        """Insert ``batch`` in the connection's current transaction.
-
-        PostgreSQL takes large batches through COPY (binary), about twice as
-        fast as a pipelined executemany; the rows are the same values the
-        INSERT would bind, encoded by the same asyncpg codecs.
-        """
-        rows = batch.rows
-        if connection.dialect.name != "postgresql" or len(rows) < COPY_THRESHOLD:
-            await connection.exec_driver_sql(self.sql(batch.keys), rows)
-            return
-        raw = await connection.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
-        if not driver.is_in_transaction():
-            # COPY goes around SQLAlchemy, which begins lazily: make sure the
-            # rows land in the unit of work's transaction, not in autocommit.
-            await connection.exec_driver_sql("SELECT 1")
-        names = [self.table.c[key].name for key in batch.keys]
-        await driver.copy_records_to_table(self.table.name, records=rows, columns=names)
 
     def rows(self, dicts: list[dict[str, Any]]) -> BulkRows:
         """Parameter rows for ``dicts`` (the objects' instance dicts).
@@ -208,25 +182,3 @@ def plan_for(model: type[Base], dialect: Dialect) -> BulkInsertPlan:
     if plan is None:
         plan = _plans[key] = BulkInsertPlan.build(model, dialect)
     return plan
-
-
-def mark_detached(model: type[Base], items: list[Any]) -> None:
-    """Give inserted objects their identity, as if loaded and then detached.
-
-    The public ``make_transient_to_detached`` does the same but also works out
-    which attributes to expire, which costs more than the insert itself at ten
-    thousand rows; every column was just written, so none are.
-    """
-    mapper: Mapper[Any] = inspect(model)
-    keys = [mapper.get_property_by_column(c).key for c in mapper.primary_key]
-    for obj in items:
-        values = instance_state(obj).dict
-        give_identity(obj, mapper.identity_key_from_primary_key(tuple([values[k] for k in keys])))
-
-
-def give_identity(obj: Any, identity_key: Any) -> None:
-    """Make ``obj``, with every column set, a detached object of identity
-    ``identity_key`` (see :func:`mark_detached`)."""
-    state = instance_state(obj)
-    state.key = identity_key
-    state._commit_all(state.dict)

@@ -221,7 +221,7 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
 
     async def fetch_all(self, operation: str, parameters: Any) -> list[Any]:
         """The rows of one statement run as :meth:`run` runs it (for
-        :mod:`orchestrator_db.repositories.direct`)."""
+        :mod:`orchestrator_db._execution.executor`)."""
         return (await self.run(operation, parameters))[1]
 
     def defer_begin(self, statement: str) -> None:

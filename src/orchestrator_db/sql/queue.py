@@ -1,18 +1,14 @@
 """SQL of the task queue, per dialect, as SQLAlchemy statements.
 
-Bulk updates return the ids they changed, so the repository can refresh the
-objects of those rows that are loaded in the unit of work.
-
-Kept apart from :class:`~orchestrator_db.repositories.task.TaskRepository` so
-the statements that carry the queue's guarantees can be read in one place:
+Bulk updates return the ids they changed, so that the objects of those rows
+held by a unit of work can be refreshed. The queue's operations, written once
+for units of work and queue workers alike, are in
+:mod:`orchestrator_db.work_queue`; the statements that carry its guarantees
+are here, in one place:
 
 * the claim: one ``UPDATE ... RETURNING`` that picks the ready tasks in claim
-  order and marks them running. SQLite runs it inside the unit of work's
-  ``BEGIN IMMEDIATE`` transaction (one writer at a time, so no task can be
-  picked twice); PostgreSQL picks the candidates in a CTE with
-  ``FOR UPDATE SKIP LOCKED``, so concurrent claimers skip each other's rows
-  instead of waiting or double-claiming. The CTE also keeps the planner from
-  updating more rows than the LIMIT.
+  order and marks them running (the shape :mod:`.claim` shares with the
+  outbox).
 * the owner's actions (heartbeat, complete, fail): conditional updates that
   match only while the worker holds a live lease.
 * the release of dependents: a dependent becomes ready when none of its
@@ -37,19 +33,21 @@ parameters: building SQLAlchemy expressions costs more than running them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Sequence
-from datetime import timedelta
+from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
     CTE,
     ColumnElement,
     Float,
+    Insert,
     Select,
     Table,
     Update,
     bindparam,
     exists,
+    func,
+    insert,
     literal_column,
     or_,
     select,
@@ -57,8 +55,8 @@ from sqlalchemy import (
     update,
 )
 
-from orchestrator_db.errors import ValidationError
 from orchestrator_db.models.task import FINISHED_TASK_STATUSES, Task, TaskDependency, TaskStatus
+from orchestrator_db.sql.claim import claim_statement as claim_statement_for
 from orchestrator_db.types import utc_now_plus, utc_now_sql
 
 #: Key of the PostgreSQL advisory lock that serialises changes to the
@@ -131,7 +129,7 @@ def ready_statement(*, typed: bool) -> Select[Any]:
 @functools.cache
 def claim_statement(dialect: str, *, typed: bool) -> Update:
     """Mark up to ``:limit`` claimable tasks running for ``:holder`` under a
-    lease of ``:lease_seconds`` seconds; returns them."""
+    lease of ``:lease_seconds`` seconds; returns them (see :mod:`.claim`)."""
     candidates = (
         select(_T.id)
         .with_hint(_TASKS, _claim_index(typed=typed), "sqlite")
@@ -147,50 +145,7 @@ def claim_statement(dialect: str, *, typed: bool) -> Update:
         # Set explicitly: the trigger keeps it, and SQLite's RETURNING shows it.
         "updated_at": _now(),
     }
-    if dialect == "postgresql":
-        picked = candidates.with_for_update(skip_locked=True).cte("candidates")
-        statement = update(_TASKS).where(_T.id == picked.c.id)
-    else:
-        statement = update(_TASKS).where(_T.id.in_(candidates.scalar_subquery()))
-    return statement.values(**values).returning(*TASK_COLUMNS)
-
-
-#: How long a claim holds a task unless the caller says otherwise.
-DEFAULT_LEASE = timedelta(minutes=5)
-
-
-def claim_request(
-    dialect: str,
-    worker_id: str,
-    limit: int,
-    task_types: Collection[str] | None,
-    lease: timedelta | None,
-) -> tuple[Update, dict[str, Any]]:
-    """The claim statement and its parameters, the arguments checked."""
-    if not worker_id:
-        raise ValidationError("worker_id must be a non-empty string", field="worker_id")
-    if limit < 1:
-        raise ValidationError("limit must be at least 1", field="limit")
-    params: dict[str, Any] = {
-        "holder": worker_id,
-        "lease_seconds": lease_seconds(lease),
-        "limit": limit,
-    }
-    if task_types:
-        params["task_types"] = sorted(task_types)
-    return claim_statement(dialect, typed=bool(task_types)), params
-
-
-def lease_seconds(lease: timedelta | None) -> float:
-    lease = DEFAULT_LEASE if lease is None else lease
-    if lease <= timedelta(0):
-        raise ValidationError("lease must be positive", field="lease")
-    return lease.total_seconds()
-
-
-def claim_order(task: Task) -> tuple[Any, ...]:
-    """Sort key of claimed tasks (RETURNING gives no order): ``CLAIM_ORDER``."""
-    return (-task.priority, task.created_at, task.id)
+    return claim_statement_for(dialect, _TASKS, candidates, values, TASK_COLUMNS)
 
 
 def release_requests(
@@ -440,3 +395,68 @@ def path_statement() -> Select[Any]:
         .where(reached.c.id == bindparam("goal"))
         .limit(1)
     )
+
+
+def graph_lock_statement(dialect: str) -> Select[Any] | None:
+    """The lock that serialises changes to the dependency graph, for the
+    transaction (PostgreSQL); SQLite's single writer needs none."""
+    if dialect != "postgresql":
+        return None
+    return _graph_lock()
+
+
+@functools.cache
+def _graph_lock() -> Select[Any]:
+    return select(func.pg_advisory_xact_lock(bindparam("key", GRAPH_LOCK_KEY)))
+
+
+@functools.cache
+def statuses_statement(*, share_lock: bool) -> Select[Any]:
+    """Ids and statuses of the tasks ``:ids``; with ``share_lock`` they are
+    held (``FOR SHARE`` on PostgreSQL) until the transaction ends."""
+    statement = select(_T.id, _T.status).where(_T.id.in_(bindparam("ids", expanding=True)))
+    return statement.with_for_update(read=True) if share_lock else statement
+
+
+@functools.cache
+def edge_statement() -> Select[Any]:
+    """1 if ``:task_id`` already waits for ``:depends_on_id``."""
+    edges = _EDGES.c
+    return select(literal_column("1")).where(
+        edges.task_id == bindparam("task_id"), edges.depends_on_id == bindparam("depends_on_id")
+    )
+
+
+@functools.cache
+def insert_edges_statement() -> Insert:
+    """One edge per parameter row (``task_id``, ``depends_on_id``, ``created_at``)."""
+    return insert(_EDGES)
+
+
+@functools.cache
+def waiting_statement() -> Select[Any]:
+    """The ids of the tasks that wait for ``:task_key``."""
+    edges = _EDGES.c
+    return select(edges.task_id).where(edges.depends_on_id == bindparam("task_key"))
+
+
+@functools.cache
+def linked_statement(*, prerequisites: bool) -> Select[Any]:
+    """Every column of the tasks ``:task_key`` waits for (``prerequisites``)
+    or that wait for it, oldest first."""
+    edges = _EDGES.c
+    near, far = edges.task_id, edges.depends_on_id
+    if not prerequisites:
+        near, far = far, near
+    return (
+        select(*TASK_COLUMNS)
+        .join(_EDGES, far == _T.id)
+        .where(near == bindparam("task_key"))
+        .order_by(_T.created_at, _T.id)
+    )
+
+
+@functools.cache
+def stats_statement() -> Select[Any]:
+    """Task counts per type and status."""
+    return select(_T.task_type, _T.status, func.count()).group_by(_T.task_type, _T.status)

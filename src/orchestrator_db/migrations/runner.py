@@ -1,8 +1,9 @@
 """Running the package's Alembic migrations, from the CLI or from Python.
 
-The script directory (``env.py``, ``script.py.mako``, ``versions/``) ships
-inside the package as ``orchestrator_db/migrations``, so migrations work from
-an installed wheel as well as from a checkout.
+The script directory (``env.py``, ``script.py.mako``, ``versions/``) is this
+package, ``orchestrator_db/migrations``, beside the trigger declarations and
+the Alembic extension, so migrations work from an installed wheel as well as
+from a checkout.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.engine import Dialect
 
-from orchestrator_db.engine import BEGIN_MODE_OPTION, normalize_url, url_from_env
+from orchestrator_db._execution.sqlite import BEGIN_MODE_OPTION
+from orchestrator_db.settings import normalize_url, url_from_env
 
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+MIGRATIONS_DIR = Path(__file__).parent
 
 #: Key of the PostgreSQL advisory lock taken around every migration run, so
 #: that processes starting at once apply each revision exactly once.
@@ -92,7 +94,7 @@ def context_options(
     dialect: Dialect | None, target_metadata: MetaData | None = None
 ) -> dict[str, Any]:
     """The migration context options shared by every way of running Alembic."""
-    from orchestrator_db import alembic_ext
+    from orchestrator_db.migrations import alembic_ext
     from orchestrator_db.models import Base
 
     options: dict[str, Any] = (

@@ -1,0 +1,630 @@
+"""Executors: where the statements of a unit of work, or of a queue worker, run.
+
+An executor runs statements on one connection and turns their rows into
+objects. It is the seam every statement of the package passes through:
+
+* :meth:`Executor.rows` runs a Core statement. Where nothing would be lost by
+  going around SQLAlchemy's execute path (see :func:`direct_fetch`), the SQL
+  compiled once for the dialect (:mod:`.compiled`) goes straight to the
+  driver, through the backend; otherwise SQLAlchemy runs it.
+* :class:`UnitExecutor` serves a unit of work: ORM statements run through its
+  session (a :class:`UnitSession`), rows become the session's objects, and
+  every statement runs inside the unit's error boundary, which fails the unit
+  closed: after a statement fails, the unit rolls back, and every later
+  operation (and ``commit()``) raises
+  :class:`~orchestrator_db.errors.TransactionAbortedError` until ``rollback()``.
+* :class:`ConnectionExecutor` serves a queue worker: one connection, its
+  transactions begun and ended by the worker, objects built detached.
+
+Going around SQLAlchemy is done only where nothing is lost by it:
+
+- nobody observes statements: ``echo`` and the ``sqlalchemy.engine`` INFO log
+  are off, no execute, cursor-execute or ``handle_error`` listener is set and
+  no ``schema_translate_map`` applies, so logging and instrumentation still
+  see every statement they ask to see;
+- the statement needs no per-execution rewriting (expanding ``IN`` lists);
+- the transaction needs nothing from SQLAlchemy: on SQLite the package's own
+  adapter runs the statement, with the unit of work's pending BEGIN and its
+  lock waits; on PostgreSQL the connection is in autocommit (read-only units)
+  or its transaction has already begun, and the statement joins it.
+
+Two differences remain, by design: these are Core statements run on the
+unit's connection, so a session's ``do_orm_execute`` hook does not see them
+(as it never sees ``connection.execute``), and on PostgreSQL asyncpg's own
+statement cache serves them rather than SQLAlchemy's.
+
+Units whose every statement commits on its own (PostgreSQL's read-only units
+run in autocommit) have no transaction for the session to keep: a session
+hands out its connection through a transaction of its own, whose
+bookkeeping costs a large share of a primary-key read. Such a unit checks its
+connection out itself (:class:`OwnConnection`), when the first statement
+needs it, and binds its session to it: statements sent straight to the
+driver then cost no session bookkeeping, while anything the session runs
+uses the same connection. One unit of work, one pooled connection, either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Table, literal, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect, Result
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.sql.expression import Executable
+
+from orchestrator_db._execution import bulk, rows
+from orchestrator_db._execution.backend import Backend, Fetch
+from orchestrator_db._execution.compiled import compiled
+from orchestrator_db._execution.engines import backend_for
+from orchestrator_db._execution.errors import translate
+from orchestrator_db.errors import (
+    DatabaseError,
+    DataLayerError,
+    ForeignKeyViolationError,
+    TransactionAbortedError,
+)
+from orchestrator_db.models.base import Base
+
+ModelT = TypeVar("ModelT", bound=Base)
+T = TypeVar("T")
+
+#: Engine events that see statements; with any listener on (or one for the
+#: dialect's ``handle_error``), statements go through SQLAlchemy.
+_OBSERVERS = ("before_execute", "after_execute", "before_cursor_execute", "after_cursor_execute")
+
+
+class Executor(Protocol):
+    """What the queue's operations (and repositories) need of an executor."""
+
+    backend: Backend
+
+    async def rows(
+        self,
+        statement: Executable,
+        params: Mapping[str, Any] | None = None,
+        *,
+        entity: str | None = None,
+        key: Any = None,
+    ) -> list[Any]:
+        """The rows of a Core statement."""
+        ...
+
+    def adopt(self, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT:
+        """The object for ``row`` (``refresh``: the row was just changed)."""
+        ...
+
+    def loaded(self, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT | None:
+        """The object already held for ``row``, if any, refreshed from it."""
+        ...
+
+    async def refresh_loaded(self, model: type[Base], keys: Iterable[Any]) -> None:
+        """Re-read the objects held for ``keys`` (a statement changed them)."""
+        ...
+
+
+# ------------------------------------------------------------- direct path
+
+
+def direct_fetch(connection: AsyncConnection, backend: Backend) -> Fetch | None:
+    """How to run statements on ``connection`` straight through its driver,
+    or ``None`` when they must go through SQLAlchemy (see the module)."""
+    engine = connection.sync_engine
+    # The engine's own logger: echo, or INFO on sqlalchemy.engine (with any
+    # logging_name the engine was given).
+    if engine.logger.isEnabledFor(logging.INFO):
+        return None
+    sync = connection.sync_connection
+    if sync is None or sync.invalidated or sync.closed:
+        return None  # SQLAlchemy reconnects or raises; the statement goes its way
+    # A connection's own dispatch joins the engine's; reading it builds a
+    # listener view per event on every new connection, so it is read only
+    # when listeners were set on the connection itself.
+    dispatches = (engine.dispatch, sync.dispatch) if sync._has_events else (engine.dispatch,)
+    for dispatch in dispatches:
+        if any(getattr(dispatch, name) for name in _OBSERVERS):
+            return None
+    if engine.dialect.dispatch.handle_error:  # custom error or disconnect handling
+        return None
+    if "schema_translate_map" in sync.get_execution_options():
+        return None
+    # Checked out already: reading it does no I/O (AsyncConnection's
+    # get_raw_connection would cost a greenlet hop).
+    return backend.fetcher(sync.connection)
+
+
+async def fetch_rows(
+    connection: AsyncConnection,
+    backend: Backend,
+    statement: Executable,
+    params: Mapping[str, Any] | None = None,
+    *,
+    session_connection: Callable[[], Awaitable[AsyncConnection]] | None = None,
+) -> list[Any]:
+    """The rows of a Core statement run on ``connection``: straight through
+    the driver where the module allows, else by SQLAlchemy. Errors are the
+    driver's or SQLAlchemy's, untranslated; a connection found dead is
+    invalidated, and its error marked so, as SQLAlchemy would have.
+
+    ``session_connection`` gives the connection of the session's transaction,
+    for a statement that goes through SQLAlchemy while ``connection`` is in
+    no transaction (a unit's :class:`OwnConnection`): run there, it would
+    begin a transaction the session knows nothing of and so cannot roll back.
+    """
+    fetch = direct_fetch(connection, backend)
+    prepared = compiled(statement, connection.dialect) if fetch else None
+    if fetch is None or prepared is None:
+        if session_connection is not None and not connection.in_transaction():
+            connection = await session_connection()
+        return list((await connection.execute(statement, params)).all())
+    try:
+        return await prepared.rows(fetch, params)
+    except DataLayerError:
+        raise
+    except Exception as error:
+        # SQLAlchemy invalidates a connection it sees die; this statement
+        # went around it, so the pool is told here.
+        lost = backend.connection_lost(connection, error)
+        if lost:
+            await connection.invalidate(error)
+        raise sa_exc.DBAPIError.instance(
+            prepared.sql, None, error, Exception, connection_invalidated=lost
+        ) from error
+
+
+# --------------------------------------------------------- a unit of work
+
+
+class UnitSession(AsyncSession):
+    """The session of a unit of work (``uow.session``): every method that
+    talks to the database runs inside the unit's error boundary, so it raises
+    only :mod:`orchestrator_db.errors`, and refuses to run after a failed
+    statement until ``rollback()``."""
+
+    _executor: UnitExecutor | None = None
+
+    @property
+    def executor(self) -> UnitExecutor:
+        """The unit's executor (made on first use for a session that was not
+        made by a unit of work, such as one from ``Database.session_factory``)."""
+        if self._executor is None:
+            bind = self.sync_session.bind
+            assert bind is not None, "the session is bound to a Database's engine"
+            UnitExecutor(self, backend_for(bind.dialect.name), None)
+            assert self._executor is not None
+        return self._executor
+
+
+def _guarded(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    @functools.wraps(method)
+    async def guarded(self: UnitSession, *args: Any, **kwargs: Any) -> T:
+        async with _Statement(self.executor):
+            return await method(self, *args, **kwargs)
+
+    return guarded
+
+
+def _ending(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """For the methods that end the transaction and clear a failure."""
+
+    @functools.wraps(method)
+    async def ending(self: UnitSession, *args: Any, **kwargs: Any) -> T:
+        executor = self.executor
+        try:
+            result = await method(self, *args, **kwargs)
+        except Exception as error:
+            raise translate(error, executor.backend) from error
+        executor.failure = None
+        return result
+
+    return ending
+
+
+for _name in (
+    "connection",
+    "delete",
+    "delete_all",
+    "execute",
+    "flush",
+    "get",
+    "get_one",
+    "merge",
+    "merge_all",
+    "refresh",
+    "run_sync",
+    "scalar",
+    "scalars",
+    "stream",
+    "stream_scalars",
+    "commit",
+):
+    setattr(UnitSession, _name, _guarded(getattr(AsyncSession, _name)))
+for _name in ("rollback", "close", "reset", "invalidate"):
+    setattr(UnitSession, _name, _ending(getattr(AsyncSession, _name)))
+
+
+#: SQLAlchemy's errors for a call it refuses, raised with the transaction intact.
+_USAGE_ERRORS = (sa_exc.ArgumentError, sa_exc.CompileError, sa_exc.InvalidRequestError)
+
+
+class _Statement:
+    """The unit's error boundary around statements (see :class:`UnitExecutor`)."""
+
+    __slots__ = ("entity", "executor", "key", "model", "row")
+
+    def __init__(
+        self,
+        executor: UnitExecutor,
+        entity: str | None = None,
+        key: Any = None,
+        model: type[Base] | None = None,
+        row: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.executor = executor
+        self.entity = entity
+        self.key = key
+        self.model = model
+        self.row = row
+
+    async def __aenter__(self) -> None:
+        failure = self.executor.failure
+        if failure is not None:
+            raise TransactionAbortedError(failure)
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if error is not None:
+            await self.executor.failed(error, self.entity, self.key, self.model, self.row)
+
+
+def _fails_unit(error: Exception, session: AsyncSession) -> bool:
+    if isinstance(error, _USAGE_ERRORS) and not isinstance(error, sa_exc.PendingRollbackError):
+        transaction = session.sync_session.get_transaction()
+        return transaction is not None and not transaction.is_active
+    return True
+
+
+class OwnConnection:
+    """The connection a unit of work in autocommit checks out for itself.
+
+    Nothing is checked out until a statement needs it, and :meth:`release`
+    returns it to the pool.
+    """
+
+    def __init__(self, engine: AsyncEngine, session: AsyncSession) -> None:
+        self._engine = engine
+        self._session = session
+        self._session_bind = session.sync_session.bind
+        self.connection: AsyncConnection | None = None
+
+    async def checkout(self) -> AsyncConnection:
+        if self.connection is None:
+            connection = await self._engine.connect()
+            if self.connection is not None:
+                # Another statement of this unit checked one out meanwhile
+                # (statements awaited together): keep to one connection.
+                await connection.close()
+            else:
+                self.connection = connection
+                # Whatever the session runs from now on runs on it.
+                self._session.sync_session.bind = connection.sync_connection
+        return self.connection
+
+    async def release(self) -> None:
+        """Give the connection back; the session, reset before this, is bound
+        as it was made (it may be used again)."""
+        connection, self.connection = self.connection, None
+        self._session.sync_session.bind = self._session_bind
+        if connection is not None:
+            await connection.close()
+
+
+class UnitExecutor:
+    """A unit of work's executor: its session, its connection, its error
+    boundary and whether a statement of it failed (see the module)."""
+
+    def __init__(
+        self, session: UnitSession, backend: Backend, autocommit_engine: AsyncEngine | None
+    ) -> None:
+        """``autocommit_engine``: the engine, in autocommit, of a unit whose
+        statements each commit on their own; it checks its connection out
+        itself (see :class:`OwnConnection`)."""
+        self.session = session
+        self.backend = backend
+        bind = session.sync_session.bind
+        assert bind is not None, "a unit's session is bound to its engine"
+        self.dialect: Dialect = bind.dialect
+        #: The error that failed the unit; ``None`` while it is usable.
+        self.failure: DataLayerError | None = None
+        self._own = OwnConnection(autocommit_engine, session) if autocommit_engine else None
+        self._given: tuple[Any, AsyncConnection] | None = None
+        # The session's own methods, around the boundary its public ones add:
+        # the executor's methods are that boundary, with more to say.
+        self._session: AsyncSession = super(UnitSession, session)  # type: ignore[assignment]
+        session._executor = self
+
+    def statement(
+        self,
+        *,
+        entity: str | None = None,
+        key: Any = None,
+        model: type[Base] | None = None,
+        row: Mapping[str, Any] | None = None,
+    ) -> _Statement:
+        """The unit's error boundary (``async with``): refuses to start after a
+        failure, and turns an error into the typed one, failing the unit.
+        ``model`` and ``row`` name a row being written, so that a foreign key
+        the database does not name can be found."""
+        return _Statement(self, entity, key, model, row)
+
+    # ------------------------------------------------------------ running
+
+    async def connection(self) -> AsyncConnection:
+        """The connection the unit runs its statements on.
+
+        Asking the session costs a greenlet hop even when it holds one
+        already, so the one it gave last is reused while the transaction it
+        gave it for is still active. A unit in autocommit with no session
+        transaction going uses its own connection. Otherwise (the unit
+        committed, or failed and awaits a rollback) the session is asked, and
+        says so.
+        """
+        session = self.session
+        transaction = session.sync_session.get_transaction()
+        own = self._own
+        if own is not None:
+            if transaction is None:
+                return await own.checkout()
+            # Once checked out it is the session's bind: the only connection
+            # the session can hold. (A session transaction can exist without
+            # any connection: adding an object to the session begins one.)
+            if own.connection is not None and transaction.is_active:
+                return own.connection
+        given = self._given
+        if given is not None and given[0] is transaction and transaction.is_active:
+            return given[1]
+        connection = await self._session.connection()
+        self._given = (session.sync_session.get_transaction(), connection)
+        return connection
+
+    async def rows(
+        self,
+        statement: Executable,
+        params: Mapping[str, Any] | None = None,
+        *,
+        entity: str | None = None,
+        key: Any = None,
+    ) -> list[Any]:
+        # The boundary of _Statement, inline: this is the hot path.
+        if self.failure is not None:
+            raise TransactionAbortedError(self.failure)
+        try:
+            return await fetch_rows(
+                await self.connection(),
+                self.backend,
+                statement,
+                params,
+                session_connection=self._session.connection,
+            )
+        except BaseException as error:
+            await self.failed(error, entity, key)
+            raise
+
+    async def execute(
+        self,
+        statement: Executable,
+        params: Any = None,
+        *,
+        entity: str | None = None,
+        key: Any = None,
+        **options: Any,
+    ) -> Result[Any]:
+        """Run ``statement`` through the session (ORM statements, and Core
+        statements whose result needs SQLAlchemy, such as a rowcount)."""
+        async with _Statement(self, entity, key):
+            return await self._session.execute(statement, params, **options)
+
+    async def scalars(self, statement: Executable, *, entity: str | None = None) -> list[Any]:
+        async with _Statement(self, entity):
+            return list((await self._session.scalars(statement)).all())
+
+    async def flush(
+        self,
+        *,
+        entity: str | None = None,
+        key: Any = None,
+        model: type[Base] | None = None,
+        row: Mapping[str, Any] | None = None,
+    ) -> None:
+        async with _Statement(self, entity, key, model, row):
+            await self._session.flush()
+
+    async def get(self, model: type[ModelT], key: Any, *, for_update: bool) -> ModelT | None:
+        """The ORM's own get: from the identity map, or (``for_update``) read
+        and locked, overwriting what the session holds."""
+        async with _Statement(self, model.__name__, key):
+            return await self._session.get(
+                model, key, with_for_update=for_update, populate_existing=for_update
+            )
+
+    async def refresh(
+        self, obj: Base, names: Sequence[str], *, entity: str | None = None, key: Any = None
+    ) -> None:
+        """Re-read the attributes ``names`` of ``obj``."""
+        async with _Statement(self, entity, key):
+            await self._session.refresh(obj, attribute_names=names)
+
+    async def insert_many(self, model: type[Base], dicts: list[dict[str, Any]]) -> None:
+        """Insert the rows of ``dicts`` (objects' instance dicts; defaults are
+        written back into them) with one bulk statement."""
+        plan = bulk.plan_for(model, self.dialect)
+        batch = plan.rows(dicts)  # a bad value is refused here, before anything is sent
+        async with _Statement(self, plan.entity):
+            # Pending objects (parents added with add()) must exist first.
+            await self._session.flush()
+            connection = await self._session.connection()
+            sql = plan.sql(batch.keys)
+            await self.backend.insert_many(connection, plan.table, sql, batch.keys, batch.rows)
+
+    # ------------------------------------------------------------ objects
+
+    def adopt(self, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT:
+        return rows.adopt(self.session.sync_session, model, row, refresh=refresh)
+
+    def loaded(self, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT | None:
+        return rows.loaded(self.session.sync_session, model, row, refresh=refresh)
+
+    async def refresh_loaded(self, model: type[Base], keys: Iterable[Any]) -> None:
+        mapper = rows.row_layout(model).mapper
+        identity_map = self.session.identity_map
+        for key in keys:
+            held = identity_map.get(mapper.identity_key_from_primary_key((key,)))
+            if held is not None:
+                async with _Statement(self):
+                    await self._session.refresh(held)
+
+    # ------------------------------------------------------------ failure
+
+    async def failed(
+        self,
+        error: BaseException,
+        entity: str | None = None,
+        key: Any = None,
+        model: type[Base] | None = None,
+        row: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The boundary's verdict on ``error``, raised by a statement: raise
+        its typed error, failing the unit when the statement failed."""
+        # A typed error was raised before anything was sent, or translated
+        # already by an inner boundary.
+        if isinstance(error, DataLayerError):
+            return
+        if not isinstance(error, Exception):
+            # Cancelled or interrupted in mid-statement: what the database
+            # holds of this transaction is unknown.
+            if self.failure is None:
+                self.failure = DatabaseError(
+                    f"a statement was interrupted ({type(error).__name__})"
+                )
+            return
+        translated = translate(error, self.backend, entity=entity, key=key)
+        if _fails_unit(error, self.session):
+            translated = await self.fail(translated, model, row)
+        raise translated from error
+
+    async def fail(
+        self,
+        error: DataLayerError,
+        model: type[Base] | None = None,
+        row: Mapping[str, Any] | None = None,
+    ) -> DataLayerError:
+        """Fail the unit with ``error``: roll its transaction back (releasing
+        its locks at once) and refuse everything until ``rollback()``. Returns
+        the error to raise, with the foreign key named when SQLite did not."""
+        self.failure = error
+        await self._rollback()
+        if (
+            isinstance(error, ForeignKeyViolationError)
+            and error.constraint is None
+            and not self.backend.names_foreign_keys
+            and model is not None
+            and row is not None
+        ):
+            constraint = await self._missing_parent(model, row)
+            if constraint is not None:
+                error = ForeignKeyViolationError(error.entity, error.key, constraint)
+                self.failure = error
+            await self._rollback()
+        return error
+
+    async def _rollback(self) -> None:
+        # The connection may be gone: the caller's rollback() resets the session.
+        with contextlib.suppress(Exception):
+            await self._session.rollback()
+
+    async def _missing_parent(self, model: type[Base], row: Mapping[str, Any]) -> str | None:
+        """The foreign key of ``row`` whose parent row is missing."""
+        table = model.__table__
+        assert isinstance(table, Table)
+        for constraint in table.foreign_key_constraints:
+            pairs = [
+                (element.column, row.get(element.parent.key)) for element in constraint.elements
+            ]
+            if any(value is None for _, value in pairs):
+                continue
+            probe = select(literal(1)).where(*(column == value for column, value in pairs))
+            try:
+                found = (await self._session.execute(probe.limit(1))).first()
+            except Exception:
+                return None
+            if found is None:
+                return str(constraint.name)
+        return None
+
+    # ------------------------------------------------------------- ending
+
+    async def close(self) -> None:
+        """End the unit: roll back what was not committed and give the
+        connection back. Objects stay readable (detached, not expired)."""
+        session = self.session
+        try:
+            if self._holds_no_connection():
+                # Nothing to roll back or give back: detaching the objects
+                # needs no I/O and no greenlet hop.
+                session.sync_session.close()
+            else:
+                await session.close()
+        finally:
+            self.failure = None
+            self._given = None
+            if self._own is not None:
+                await self._own.release()
+
+    def _holds_no_connection(self) -> bool:
+        """True when the session has begun nothing, or only the transaction
+        that adding an object begins, on no connection but the unit's own
+        one, which it has not used."""
+        session = self.session
+        if not session.in_transaction():
+            return True
+        own = self._own
+        return (
+            own is not None and own.connection is not None and not own.connection.in_transaction()
+        )
+
+
+class ConnectionExecutor:
+    """A queue worker's executor: one connection, whose transactions the
+    worker begins and ends; objects come back detached."""
+
+    def __init__(self, connection: AsyncConnection, backend: Backend) -> None:
+        self.connection = connection
+        self.backend = backend
+
+    async def rows(
+        self,
+        statement: Executable,
+        params: Mapping[str, Any] | None = None,
+        *,
+        entity: str | None = None,
+        key: Any = None,
+    ) -> list[Any]:
+        return await fetch_rows(self.connection, self.backend, statement, params)
+
+    def adopt(self, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT:
+        return rows.detached(model, row)
+
+    def loaded(self, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT | None:
+        return None
+
+    async def refresh_loaded(self, model: type[Base], keys: Iterable[Any]) -> None:
+        return None

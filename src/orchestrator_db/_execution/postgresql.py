@@ -1,0 +1,211 @@
+"""The PostgreSQL backend: asyncpg, READ COMMITTED, read-only units in autocommit.
+
+Write units run at READ COMMITTED (the server default); the repositories lock
+rows (``FOR UPDATE``) where they read and then write. Read-only units use a
+second pool in autocommit with ``default_transaction_read_only`` on: one
+round trip per read instead of three (BEGIN, the query, ROLLBACK), and under
+READ COMMITTED each statement sees a fresh snapshot anyway. Large batches are
+inserted with ``COPY``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import PoolProxiedConnection
+
+from orchestrator_db._execution.backend import Backend, Fetch
+from orchestrator_db.errors import (
+    CheckViolationError,
+    ConstraintViolationError,
+    DatabaseConfigurationError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    DataLayerError,
+    DuplicateKeyError,
+    ForeignKeyViolationError,
+    NotNullViolationError,
+    ReadOnlyError,
+    SchemaNotReadyError,
+    StatementTimeoutError,
+    TransactionConflictError,
+    ValidationError,
+)
+from orchestrator_db.settings import DatabaseSettings
+
+#: From this many rows on, a bulk insert goes through COPY (binary), about
+#: twice as fast as a pipelined executemany.
+COPY_THRESHOLD = 100
+
+
+class PostgreSQLBackend(Backend):
+    name = "postgresql"
+    concurrent_writers = True
+    names_foreign_keys = True
+    autocommit_reads = True
+
+    def engine_options(
+        self, url: URL, settings: DatabaseSettings, *, read_only: bool
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        server_settings = {"application_name": settings.application_name}
+        if settings.statement_timeout is not None:
+            server_settings["statement_timeout"] = str(int(settings.statement_timeout * 1000))
+        defaults: dict[str, Any] = {
+            "pool_size": settings.pool_size if settings.pool_size is not None else 10,
+            "max_overflow": settings.max_overflow if settings.max_overflow is not None else 20,
+            "pool_recycle": self.recycle_seconds(settings),
+            "pool_pre_ping": bool(settings.pool_pre_ping),
+            "isolation_level": "READ COMMITTED",
+        }
+        enforced: dict[str, Any] = {"connect_args": {"server_settings": server_settings}}
+        if read_only:
+            server_settings["default_transaction_read_only"] = "on"
+            enforced["isolation_level"] = "AUTOCOMMIT"
+        return defaults, enforced
+
+    def recycle_seconds(self, settings: DatabaseSettings) -> int:
+        # Below the idle timeouts of common proxies and firewalls.
+        return settings.pool_recycle if settings.pool_recycle is not None else 1800
+
+    def fetcher(self, raw: PoolProxiedConnection) -> Fetch | None:
+        adapted = raw.dbapi_connection
+        driver = raw.driver_connection
+        if driver is None or adapted is None:
+            return None
+        if adapted.autocommit or driver.is_in_transaction():
+            return _fetch(driver)
+        return None  # BEGIN is owed, and only SQLAlchemy's adapter may send it
+
+    async def insert_many(
+        self, connection: AsyncConnection, table: Table, sql: str, keys: Sequence[str], rows: Any
+    ) -> None:
+        if len(rows) < COPY_THRESHOLD:
+            await connection.exec_driver_sql(sql, rows)
+            return
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        if not driver.is_in_transaction():
+            # COPY goes around SQLAlchemy, which begins lazily: make sure the
+            # rows land in the unit of work's transaction, not in autocommit.
+            await connection.exec_driver_sql("SELECT 1")
+        names = [table.c[key].name for key in keys]
+        await driver.copy_records_to_table(table.name, records=rows, columns=names)
+
+    def connection_lost(self, connection: AsyncConnection, error: BaseException) -> bool:
+        # A backend killed mid-transaction can surface as an asyncpg protocol
+        # error, so the driver's own state decides too, not only the error.
+        if isinstance(self.translate(error, None, None), DatabaseUnavailableError):
+            return True
+        sync = connection.sync_connection
+        if sync is None or sync.invalidated or sync.closed:
+            return False
+        is_closed = getattr(sync.connection.driver_connection, "is_closed", None)
+        return bool(is_closed is not None and is_closed())
+
+    def translate(
+        self, error: BaseException, entity: str | None, key: Any
+    ) -> DataLayerError | None:
+        # SQLAlchemy's adapter raises its own error classes, carrying the
+        # SQLSTATE, from asyncpg's; COPY raises asyncpg's own.
+        cause = error.__cause__
+        driver_error = cause if cause is not None and _is_asyncpg(cause) else error
+        sqlstate = getattr(error, "sqlstate", None) or getattr(driver_error, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate:
+            return _by_sqlstate(driver_error, sqlstate, entity, key)
+        if not _is_asyncpg(driver_error) and not _is_adapter(error):
+            return None
+        message = str(driver_error)
+        if "query arguments cannot exceed" in message:
+            return ValidationError(
+                f"{entity or 'statement'} rejected: {message} (PostgreSQL takes at most "
+                "32,767 values in one statement)"
+            )
+        if isinstance(driver_error, ValueError | TypeError | OverflowError):
+            # asyncpg's DataError: a value refused before it was sent.
+            return ValidationError(f"{entity or 'value'} rejected: {message}")
+        if type(driver_error).__name__ in _LOST or "closed" in message:
+            # A protocol error after the backend died, or a closed connection.
+            return DatabaseUnavailableError(f"lost the PostgreSQL connection: {message}")
+        return None
+
+
+POSTGRESQL = PostgreSQLBackend()
+
+
+def _fetch(driver: Any) -> Fetch:
+    async def fetch(sql: str, arguments: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        records: Sequence[Sequence[Any]] = await driver.fetch(sql, *arguments)
+        return records
+
+    return fetch
+
+
+def _is_asyncpg(error: BaseException) -> bool:
+    return type(error).__module__.startswith("asyncpg")
+
+
+def _is_adapter(error: BaseException) -> bool:
+    return type(error).__module__.startswith("sqlalchemy.dialects.postgresql")
+
+
+# ------------------------------------------------------------------ errors
+
+_CONSTRAINTS: dict[str, type[ConstraintViolationError]] = {
+    "23505": DuplicateKeyError,
+    "23503": ForeignKeyViolationError,
+    "23514": CheckViolationError,
+    "23502": NotNullViolationError,
+}
+# 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available
+_CONFLICT = ("40001", "40P01", "55P03")
+# 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
+# 53300 too_many_connections (class 53: the server is out of something)
+_UNAVAILABLE = ("57P01", "57P02", "57P03")
+# 3D000 invalid_catalog_name (no such database), class 28: the role or its
+# password was refused
+_CONFIGURATION = ("3D000",)
+# asyncpg's errors, without a SQLSTATE, for a connection that is gone or
+# whose protocol state was lost with its server.
+_LOST = frozenset({"InternalClientError", "ProtocolError", "TargetServerAttributeNotMatched"})
+
+
+def _by_sqlstate(
+    driver_error: BaseException, sqlstate: str, entity: str | None, key: Any
+) -> DataLayerError:
+    kind = _CONSTRAINTS.get(sqlstate)
+    if kind is not None:
+        constraint = getattr(driver_error, "constraint_name", None)
+        detail = getattr(driver_error, "detail", None)
+        if kind is NotNullViolationError:
+            column = getattr(driver_error, "column_name", None)
+            table = getattr(driver_error, "table_name", None)
+            detail = f"{table}.{column} is required" if column else detail
+        return kind(entity, key, constraint, detail=detail)
+    if sqlstate == "57014":
+        return StatementTimeoutError(
+            f"{driver_error}: raise statement_timeout or make the statement cheaper"
+        )
+    if sqlstate == "25006":
+        return ReadOnlyError(f"{driver_error}: this unit of work is read-only")
+    if sqlstate in _CONFLICT:
+        return TransactionConflictError(
+            f"{driver_error}: the transaction conflicted with a concurrent one and "
+            "was rolled back; retry the unit of work"
+        )
+    if sqlstate.startswith(("08", "53")) or sqlstate in _UNAVAILABLE:
+        return DatabaseUnavailableError(f"cannot use the PostgreSQL connection: {driver_error}")
+    if sqlstate.startswith("28") or sqlstate in _CONFIGURATION:
+        return DatabaseConfigurationError(f"PostgreSQL refused the connection: {driver_error}")
+    if sqlstate == "42P01":
+        table = getattr(driver_error, "table_name", None) or str(driver_error)
+        return SchemaNotReadyError(table)
+    if sqlstate.startswith(("22", "54")):
+        # Data exceptions (a value out of range, NUL in text, a malformed
+        # number...) and program limits (a value too large to index).
+        return ValidationError(f"{entity or 'value'} rejected by PostgreSQL: {driver_error}")
+    return DatabaseError(f"PostgreSQL refused the statement: {driver_error}", code=sqlstate)

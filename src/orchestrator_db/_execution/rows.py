@@ -1,0 +1,117 @@
+"""Rows turned into model objects, without the ORM's loader.
+
+The ORM's loader costs more than a primary-key read itself (it sets up
+per-attribute loaders on every execution); a plain row of the table's
+columns becomes an object for a fraction of that. An object built here is
+exactly what loading and then detaching it would give: its identity, every
+column set and none modified. :func:`adopt` makes it the session's (or
+returns the object already loaded for the row); :func:`detached` leaves it
+without one.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Column, ColumnElement, Select, Table, bindparam, inspect, select
+from sqlalchemy.orm import Mapper, Session, configure_mappers
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
+
+from orchestrator_db.models.base import Base
+
+ModelT = TypeVar("ModelT", bound=Base)
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """A model's table columns in order, the attribute each one loads, and
+    a primary-key lookup that returns them."""
+
+    mapper: Mapper[Any]
+    columns: tuple[Column[Any], ...]
+    keys: tuple[str, ...]
+    primary_key: tuple[int, ...]  # positions of the key columns in ``columns``
+    by_key: Select[Any]  # ``columns`` where the key is ``:key_0``, ``:key_1``...
+    key_columns: tuple[ColumnElement[Any], ...]  # the primary key's columns, in key order
+
+
+@functools.cache
+def row_layout(model: type[Base]) -> RowLayout:
+    # Instrumentation is complete only once the mappers are configured, which
+    # the ORM does on its first query: a process may build objects before that.
+    configure_mappers()
+    mapper: Mapper[Any] = inspect(model)
+    table = mapper.local_table
+    assert isinstance(table, Table)
+    columns = tuple(table.c)
+    keys = tuple(mapper.get_property_by_column(column).key for column in columns)
+    primary_key = tuple(columns.index(column) for column in mapper.primary_key)
+    by_key = select(*columns).where(
+        *(column == bindparam(f"key_{i}") for i, column in enumerate(mapper.primary_key))
+    )
+    return RowLayout(mapper, columns, keys, primary_key, by_key, tuple(mapper.primary_key))
+
+
+def detached(model: type[ModelT], row: Sequence[Any]) -> ModelT:
+    """An object of ``model`` for ``row`` (the table's columns in order, extra
+    values ignored), as if loaded and then detached."""
+    layout = row_layout(model)
+    obj: ModelT = layout.mapper.class_manager.new_instance()
+    instance_state(obj).dict.update(zip(layout.keys, row, strict=False))
+    key = tuple([row[i] for i in layout.primary_key])
+    give_identity(obj, layout.mapper.identity_key_from_primary_key(key))
+    return obj
+
+
+def loaded(
+    session: Session, model: type[ModelT], row: Sequence[Any], *, refresh: bool
+) -> ModelT | None:
+    """The object ``session`` already holds for ``row``, if any; with
+    ``refresh`` its attributes are overwritten by the row (what
+    ``populate_existing`` does), for rows a statement has just changed."""
+    layout = row_layout(model)
+    key = tuple(row[i] for i in layout.primary_key)
+    found: ModelT | None = session.identity_map.get(
+        layout.mapper.identity_key_from_primary_key(key)
+    )
+    if found is not None and refresh:
+        for name, value in zip(layout.keys, row, strict=False):
+            set_committed_value(found, name, value)
+    return found
+
+
+def adopt(session: Session, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT:
+    """``session``'s object for ``row``: the one it holds (see :func:`loaded`)
+    or a new persistent one."""
+    found = loaded(session, model, row, refresh=refresh)
+    if found is not None:
+        return found
+    obj = detached(model, row)
+    session.add(obj)
+    return obj
+
+
+def mark_detached(model: type[Base], items: Iterable[Any]) -> None:
+    """Give inserted objects, every column set, their identity, as if loaded
+    and then detached.
+
+    The public ``make_transient_to_detached`` does the same but also works out
+    which attributes to expire, which costs more than the insert itself at ten
+    thousand rows; every column was just written, so none are.
+    """
+    mapper: Mapper[Any] = inspect(model)
+    keys = [mapper.get_property_by_column(c).key for c in mapper.primary_key]
+    for obj in items:
+        values = instance_state(obj).dict
+        give_identity(obj, mapper.identity_key_from_primary_key(tuple([values[k] for k in keys])))
+
+
+def give_identity(obj: Any, identity_key: Any) -> None:
+    """Make ``obj``, with every column set, a detached object of identity
+    ``identity_key``."""
+    state = instance_state(obj)
+    state.key = identity_key
+    state._commit_all(state.dict)

@@ -1,0 +1,12 @@
+"""The package's SQL, as SQLAlchemy statements, in one place.
+
+* :mod:`.claim`: the claim shape shared by the task queue and the outbox;
+* :mod:`.queue`: the task queue (claim, the owner's actions, release of
+  dependents, cancellation, expiry);
+* :mod:`.outbox`: the event outbox (claim, mark processed);
+* :mod:`.upsert`: insert-or-update, per dialect.
+
+Statements are built once per dialect and variant and run with parameters:
+building SQLAlchemy expressions costs more than running them. Builders take
+the dialect's name where the SQL differs; nothing above them does.
+"""

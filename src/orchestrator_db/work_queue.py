@@ -1,0 +1,224 @@
+"""The work queue's operations, written once for units of work and queue workers.
+
+Each operation runs the queue's statements (:mod:`orchestrator_db.sql.queue`)
+on an :class:`~orchestrator_db._execution.executor.Executor`: a unit of
+work's (``uow.tasks``), whose rows become the unit's objects, or a queue
+worker's (:class:`~orchestrator_db.queue_worker.QueueWorker`), whose rows
+become detached objects. The guarantees are the statements', so they are
+the same either way:
+
+* a claim hands ready tasks to one worker under a lease, highest priority
+  first, then oldest; no task is ever handed out twice;
+* only the worker holding a live lease may heartbeat, complete or fail a
+  task; anyone else gets :class:`~orchestrator_db.errors.LeaseLostError`,
+  which says why;
+* completing a task readies every dependent whose prerequisites are now all
+  complete, in the same transaction;
+* a failed attempt is retried after an exponential back-off while
+  ``retry_count < max_retries``; then the task fails and its unfinished
+  dependents are cancelled (they never ran).
+
+Arguments are checked before any statement is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import timedelta
+from typing import Any, NoReturn
+
+from orchestrator_db._execution.executor import Executor
+from orchestrator_db._execution.rows import row_layout
+from orchestrator_db.errors import LeaseLostError, NotFoundError, ValidationError
+from orchestrator_db.models.task import Task, TaskStatus
+from orchestrator_db.sql import queue as q
+from orchestrator_db.types import canonical_uuid
+
+#: How long a claim holds a task unless the worker says otherwise.
+DEFAULT_LEASE = timedelta(minutes=5)
+#: Back-off before retry n (1-based) is ``RETRY_BASE_DELAY * 2 ** (n - 1)``,
+#: capped at ``RETRY_MAX_DELAY``.
+RETRY_BASE_DELAY = timedelta(seconds=2)
+RETRY_MAX_DELAY = timedelta(minutes=10)
+
+_ENTITY = "Task"
+
+
+def backoff(attempt: int) -> timedelta:
+    """Delay before retry ``attempt`` (1-based): exponential, capped."""
+    if attempt > 20:  # far past the cap; keeps the shift small
+        return RETRY_MAX_DELAY
+    delay: timedelta = RETRY_BASE_DELAY * (1 << max(attempt - 1, 0))
+    return min(delay, RETRY_MAX_DELAY)
+
+
+def lease_seconds(lease: timedelta | None) -> float:
+    """``lease`` (the default when ``None``) in seconds, checked."""
+    lease = DEFAULT_LEASE if lease is None else lease
+    if lease <= timedelta(0):
+        raise ValidationError("lease must be positive", field="lease")
+    return lease.total_seconds()
+
+
+def lease_lost(task: Task, worker_id: str) -> LeaseLostError:
+    """Why ``worker_id`` does not hold ``task`` (an owner's update matched nothing)."""
+    if task.status is not TaskStatus.RUNNING:
+        return LeaseLostError(task.id, worker_id, f"the task is {task.status.value}")
+    if task.worker_id != worker_id:
+        return LeaseLostError(task.id, worker_id, f"it is held by {task.worker_id!r}")
+    return LeaseLostError(task.id, worker_id, f"the lease expired at {task.lease_expires_at}")
+
+
+def _claim_order(task: Task) -> tuple[Any, ...]:
+    """Sort key of claimed tasks (RETURNING gives no order): ``q.CLAIM_ORDER``."""
+    return (-task.priority, task.created_at, task.id)
+
+
+# ------------------------------------------------------------ the worker's
+
+
+async def claim(
+    ex: Executor,
+    worker_id: str,
+    limit: int,
+    *,
+    task_types: Collection[str] | None = None,
+    lease: timedelta | None = None,
+) -> list[Task]:
+    """Up to ``limit`` ready tasks, in claim order, running under one lease."""
+    if not worker_id:
+        raise ValidationError("worker_id must be a non-empty string", field="worker_id")
+    if limit < 1:
+        raise ValidationError("limit must be at least 1", field="limit")
+    params: dict[str, Any] = {
+        "holder": worker_id,
+        "lease_seconds": lease_seconds(lease),
+        "limit": limit,
+    }
+    if task_types:
+        params["task_types"] = sorted(task_types)
+    statement = q.claim_statement(ex.backend.name, typed=bool(task_types))
+    rows = await ex.rows(statement, params, entity=_ENTITY)
+    claimed = [ex.adopt(Task, row, refresh=True) for row in rows]
+    claimed.sort(key=_claim_order)
+    return claimed
+
+
+async def heartbeat(
+    ex: Executor, task_id: str, worker_id: str, *, lease: timedelta | None = None
+) -> Task:
+    """Extend the lease of a task ``worker_id`` holds."""
+    key = canonical_uuid(task_id, field="task_id")
+    params = {"task_key": key, "holder": worker_id, "lease_seconds": lease_seconds(lease)}
+    rows = await ex.rows(q.heartbeat_statement(), params, entity=_ENTITY, key=key)
+    if not rows:
+        await explain_not_owned(ex, key, worker_id)
+    return ex.adopt(Task, rows[0], refresh=True)
+
+
+async def complete(ex: Executor, task_id: str, worker_id: str, result: Any = None) -> Any:
+    """Complete a task ``worker_id`` holds, with ``result``, and ready its
+    dependents whose prerequisites are now all complete; the task's row."""
+    key = canonical_uuid(task_id, field="task_id")
+    params = {"task_key": key, "holder": worker_id, "outcome": result}
+    dialect = ex.backend.name
+    rows = await ex.rows(q.complete_statement(dialect), params, entity=_ENTITY, key=key)
+    if not rows:
+        await explain_not_owned(ex, key, worker_id)
+    (row,) = rows
+    if q.must_release(dialect, row):
+        await release(ex, [key])
+    return row
+
+
+async def fail(ex: Executor, task_id: str, worker_id: str, error: str) -> Task:
+    """Record a failed attempt of a task ``worker_id`` holds: back to ready
+    after a back-off while it has retries left, else failed, its unfinished
+    dependents cancelled."""
+    key = canonical_uuid(task_id, field="task_id")
+    owned = {"task_key": key, "holder": worker_id}
+    attempts = await ex.rows(q.owned_attempts_statement(), owned, entity=_ENTITY, key=key)
+    if not attempts:
+        await explain_not_owned(ex, key, worker_id)
+    retry_count, max_retries = attempts[0]
+    if retry_count < max_retries:
+        delay = backoff(retry_count + 1).total_seconds()
+        params = {"task_key": key, "message": error, "backoff_seconds": delay}
+        (row,) = await ex.rows(q.retry_statement(), params, entity=_ENTITY, key=key)
+        return ex.adopt(Task, row, refresh=True)
+    params = {"task_key": key, "message": error}
+    (row,) = await ex.rows(q.fail_statement(), params, entity=_ENTITY, key=key)
+    task = ex.adopt(Task, row, refresh=True)
+    await after_finish(ex, task)
+    return task
+
+
+async def explain_not_owned(ex: Executor, task_id: str, worker_id: str) -> NoReturn:
+    """Raise the error that says why ``worker_id`` does not hold the task."""
+    by_key = row_layout(Task).by_key
+    rows = await ex.rows(by_key, {"key_0": task_id}, entity=_ENTITY, key=task_id)
+    if not rows:
+        raise NotFoundError(_ENTITY, task_id)
+    raise lease_lost(ex.adopt(Task, rows[0], refresh=True), worker_id)
+
+
+# --------------------------------------------------- consequences of an end
+
+
+async def after_finish(ex: Executor, task: Task) -> None:
+    """Consequences of a task ending, whichever path ended it."""
+    if task.status is TaskStatus.COMPLETED:
+        await release(ex, [task.id])
+    elif task.status is TaskStatus.FAILED:
+        reason = f"cancelled: prerequisite {task.id} failed"
+        await cancel_closure(ex, [task.id], reason, keep_start=True)
+    elif task.status is TaskStatus.CANCELLED:
+        reason = f"cancelled with task {task.id}"
+        await cancel_closure(ex, [task.id], reason, keep_start=True, include_children=True)
+
+
+async def release(ex: Executor, ids: Sequence[str], *, through_edges: bool = True) -> None:
+    """Ready the blocked dependents of ``ids`` (or ``ids`` themselves) whose
+    prerequisites are all complete."""
+    if not ids:
+        return
+    *locks, (statement, params) = q.release_requests(
+        ex.backend.name, ids, through_edges=through_edges
+    )
+    for lock, lock_params in locks:
+        await ex.rows(lock, lock_params, entity=_ENTITY)
+    await changed(ex, statement, params)
+
+
+async def cancel_closure(
+    ex: Executor,
+    start: Sequence[str],
+    reason: str,
+    *,
+    keep_start: bool = False,
+    include_children: bool = False,
+) -> int:
+    """Cancel ``start``'s unfinished dependents (and children), transitively."""
+    statement = q.cancel_statement(include_children=include_children, keep_start=keep_start)
+    return len(await changed(ex, statement, {"ids": list(start), "message": reason}))
+
+
+async def requeue_expired(ex: Executor) -> int:
+    """Return running tasks whose lease expired to ``ready`` (a lost worker
+    counts as a failed attempt), or fail them when out of retries (their
+    dependents are cancelled). Returns how many tasks were handled."""
+    requeued = await changed(ex, q.expired_statement(retryable=True), {})
+    failed = await changed(ex, q.expired_statement(retryable=False), {})
+    if failed:
+        reason = "cancelled: a prerequisite failed (lease expired, no retries left)"
+        await cancel_closure(ex, failed, reason, keep_start=True)
+    return len(requeued) + len(failed)
+
+
+async def changed(ex: Executor, statement: Any, params: dict[str, Any]) -> list[str]:
+    """Run an ``UPDATE ... RETURNING id`` of tasks; refresh the objects held
+    for the rows it changed (its values may be SQL, such as the database's
+    clock); return their ids."""
+    keys = [str(row[0]) for row in await ex.rows(statement, params, entity=_ENTITY)]
+    await ex.refresh_loaded(Task, keys)
+    return keys
