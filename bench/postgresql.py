@@ -26,8 +26,8 @@ from bench.common import (
 from bench.sqlite import BULK_ROWS, GET_OPS, PAGE_SIZE, PAGE_TABLE_ROWS, task_values
 from bench.sqlite import COLUMNS as TASK_COLUMNS
 from orchestrator_db import Database, Task
-from orchestrator_db.repositories.task import TaskRepository
 from orchestrator_db.types import utc_now
+from orchestrator_db.values import encode_cursor
 
 NAME = f"odb_bench_{os.getpid()}"
 COLUMNS = ["id", "title", "task_type", "status", "config", "created_at", "updated_at"]
@@ -217,7 +217,7 @@ async def bench_page(db: Database) -> list[Row]:
     async with db.unit_of_work(read_only=True) as uow:
         total = await uow.tasks.count()
         deep_row = (await uow.tasks.list(limit=1, offset=total - 1000))[0]
-    deep_cursor = TaskRepository._encode_cursor([deep_row.created_at, deep_row.id])
+    deep_cursor = encode_cursor([deep_row.created_at, deep_row.id])
 
     async def first_page() -> None:
         for _ in range(100):

@@ -23,8 +23,8 @@ from sqlalchemy import delete
 
 from bench.common import Row, interleaved_medians, median_seconds, print_table
 from orchestrator_db import Database, Task
-from orchestrator_db.repositories.task import TaskRepository
 from orchestrator_db.types import format_sqlite_timestamp, utc_now
+from orchestrator_db.values import encode_cursor
 
 BULK_ROWS = 10_000
 GET_OPS = 1_000
@@ -239,7 +239,7 @@ async def bench_page(db: Database) -> list[Row]:
     async with db.unit_of_work(read_only=True) as uow:
         total = await uow.tasks.count()
         deep_row = (await uow.tasks.list(limit=1, offset=total - 1000))[0]
-    deep_cursor = TaskRepository._encode_cursor([deep_row.created_at, deep_row.id])
+    deep_cursor = encode_cursor([deep_row.created_at, deep_row.id])
 
     async def first_page() -> None:
         for _ in range(100):

@@ -36,6 +36,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from orchestrator_db import values
 from orchestrator_db.errors import ValidationError
 
 #: The text format of timestamps on SQLite (``strftime`` spelling).
@@ -51,18 +52,9 @@ _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 
 
 def truncate_to_millis(value: datetime) -> datetime:
-    """Return ``value`` in UTC, truncated to the millisecond; reject naive values."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValidationError(
-            f"naive datetime {value.isoformat()!r} rejected: pass a timezone-aware "
-            "value such as datetime.now(timezone.utc)"
-        )
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    micros = value.microsecond
-    if micros % 1000:
-        value = value.replace(microsecond=micros - micros % 1000)
-    return value
+    """Return ``value`` in UTC, truncated to the millisecond; reject naive
+    values and instants the engines cannot both store (see :mod:`.values`)."""
+    return values.instant(value)
 
 
 def utc_now() -> datetime:
@@ -103,12 +95,13 @@ class UTCDateTime(TypeDecorator[datetime]):
             return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
         return dialect.type_descriptor(String(24))
 
+    def validate(self, value: Any, field: str | None = None) -> datetime:
+        return values.instant(value, field)
+
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        if not isinstance(value, datetime):
-            raise ValidationError(f"expected a datetime, got {type(value).__name__}")
-        value = truncate_to_millis(value)
+        value = values.instant(value)
         if dialect.name == "postgresql":
             return value
         return format_sqlite_timestamp(value)
@@ -219,6 +212,9 @@ class UUIDString(TypeDecorator[str]):
             return dialect.type_descriptor(postgresql.UUID(as_uuid=False))
         return dialect.type_descriptor(String(36))
 
+    def validate(self, value: Any, field: str | None = None) -> str:
+        return canonical_uuid(value, field=field or "id")
+
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
         if value is None:
             return None
@@ -251,6 +247,27 @@ class JSONValue(TypeDecorator[Any]):
     def coerce_compared_value(self, op: Any, value: Any) -> TypeEngine[Any]:
         return self.impl_instance.coerce_compared_value(op, value)
 
+    #: Only a ``dict`` or a ``list`` (see :class:`JSONDocument`).
+    document = False
+
+    def validate(self, value: Any, field: str | None = None) -> Any:
+        return values.json_value(value, field, document=self.document)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        # The check, then the JSON type's own serialisation: written out, as
+        # bulk inserts run it for every row.
+        serialize = self.impl_instance.bind_processor(dialect)
+        check = values.json_value
+        document = self.document
+
+        def process(value: Any) -> Any:
+            if value is None:
+                return None
+            check(value, None, document=document)
+            return value if serialize is None else serialize(value)
+
+        return process
+
     @property
     def python_type(self) -> type[Any]:
         return object
@@ -261,13 +278,7 @@ class JSONDocument(JSONValue):
     configuration, arguments and definitions are documents."""
 
     cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is None or isinstance(value, dict | list):
-            return value
-        raise ValidationError(
-            f"expected a JSON object (dict) or array (list), got {type(value).__name__}"
-        )
+    document = True
 
 
 class utc_now_sql(FunctionElement[datetime]):

@@ -27,9 +27,10 @@ from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import Any, NoReturn
 
+from orchestrator_db import values
 from orchestrator_db._execution.executor import Executor
 from orchestrator_db._execution.rows import row_layout
-from orchestrator_db.errors import LeaseLostError, NotFoundError, ValidationError
+from orchestrator_db.errors import LeaseLostError, NotFoundError
 from orchestrator_db.models.task import Task, TaskStatus
 from orchestrator_db.sql import queue as q
 from orchestrator_db.types import canonical_uuid
@@ -55,9 +56,15 @@ def backoff(attempt: int) -> timedelta:
 def lease_seconds(lease: timedelta | None) -> float:
     """``lease`` (the default when ``None``) in seconds, checked."""
     lease = DEFAULT_LEASE if lease is None else lease
-    if lease <= timedelta(0):
-        raise ValidationError("lease must be positive", field="lease")
-    return lease.total_seconds()
+    return values.duration(lease, "lease", positive=True).total_seconds()
+
+
+def _worker(worker_id: Any) -> str:
+    return values.text(worker_id, "worker_id", min_length=1, max_length=values.MAX_INDEXED_TEXT)
+
+
+def _task_key(task_id: Any) -> str:
+    return canonical_uuid(task_id, field="task_id")
 
 
 def lease_lost(task: Task, worker_id: str) -> LeaseLostError:
@@ -86,17 +93,15 @@ async def claim(
     lease: timedelta | None = None,
 ) -> list[Task]:
     """Up to ``limit`` ready tasks, in claim order, running under one lease."""
-    if not worker_id:
-        raise ValidationError("worker_id must be a non-empty string", field="worker_id")
-    if limit < 1:
-        raise ValidationError("limit must be at least 1", field="limit")
     params: dict[str, Any] = {
-        "holder": worker_id,
+        "holder": _worker(worker_id),
         "lease_seconds": lease_seconds(lease),
-        "limit": limit,
+        "limit": values.count(limit, "limit", minimum=1),
     }
+    if task_types is not None:
+        task_types = values.texts(task_types, "task_types", max_length=values.MAX_INDEXED_TEXT)
     if task_types:
-        params["task_types"] = sorted(task_types)
+        params["task_types"] = sorted(set(task_types))
     statement = q.claim_statement(ex.backend.name, typed=bool(task_types))
     rows = await ex.rows(statement, params, entity=_ENTITY)
     claimed = [ex.adopt(Task, row, refresh=True) for row in rows]
@@ -108,8 +113,8 @@ async def heartbeat(
     ex: Executor, task_id: str, worker_id: str, *, lease: timedelta | None = None
 ) -> Task:
     """Extend the lease of a task ``worker_id`` holds."""
-    key = canonical_uuid(task_id, field="task_id")
-    params = {"task_key": key, "holder": worker_id, "lease_seconds": lease_seconds(lease)}
+    key = _task_key(task_id)
+    params = {"task_key": key, "holder": _worker(worker_id), "lease_seconds": lease_seconds(lease)}
     rows = await ex.rows(q.heartbeat_statement(), params, entity=_ENTITY, key=key)
     if not rows:
         await explain_not_owned(ex, key, worker_id)
@@ -119,8 +124,9 @@ async def heartbeat(
 async def complete(ex: Executor, task_id: str, worker_id: str, result: Any = None) -> Any:
     """Complete a task ``worker_id`` holds, with ``result``, and ready its
     dependents whose prerequisites are now all complete; the task's row."""
-    key = canonical_uuid(task_id, field="task_id")
-    params = {"task_key": key, "holder": worker_id, "outcome": result}
+    key = _task_key(task_id)
+    outcome = None if result is None else values.json_value(result, "result")
+    params = {"task_key": key, "holder": _worker(worker_id), "outcome": outcome}
     dialect = ex.backend.name
     rows = await ex.rows(q.complete_statement(dialect), params, entity=_ENTITY, key=key)
     if not rows:
@@ -135,8 +141,9 @@ async def fail(ex: Executor, task_id: str, worker_id: str, error: str) -> Task:
     """Record a failed attempt of a task ``worker_id`` holds: back to ready
     after a back-off while it has retries left, else failed, its unfinished
     dependents cancelled."""
-    key = canonical_uuid(task_id, field="task_id")
-    owned = {"task_key": key, "holder": worker_id}
+    key = _task_key(task_id)
+    error = values.text(error, "error")
+    owned = {"task_key": key, "holder": _worker(worker_id)}
     attempts = await ex.rows(q.owned_attempts_statement(), owned, entity=_ENTITY, key=key)
     if not attempts:
         await explain_not_owned(ex, key, worker_id)

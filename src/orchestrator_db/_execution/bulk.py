@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, insert, inspect
+from sqlalchemy import Enum, Table, insert, inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapper
 
+from orchestrator_db import values as checks
 from orchestrator_db.errors import ValidationError
 from orchestrator_db.models.base import Base
 from orchestrator_db.types import UTCDateTime, UUIDString, canonical_uuid, utc_now
@@ -52,6 +53,9 @@ class _Column:
     batch_time: bool
     server_default_only: bool
     is_uuid: bool
+    # Whether the values need checking here: the package's own column types
+    # check theirs as they convert them.
+    check: bool
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,8 @@ class BulkInsertPlan:
                     batch_time=callable_default and isinstance(column.type, UTCDateTime),
                     server_default_only=default is None and column.server_default is not None,
                     is_uuid=is_uuid,
+                    check=not hasattr(column.type, "validate")
+                    and not isinstance(column.type, Enum),
                 )
             )
         return cls(model.__name__, table, dialect, tuple(columns), keys)
@@ -122,6 +128,11 @@ class BulkInsertPlan:
         for key, column in zip(self.keys, self.columns, strict=True):
             name = column.attribute
             values = [d.get(name) for d in dicts]
+            if column.check:  # the values given; defaults are the package's own
+                try:
+                    checks.check_many(self.table.c[key], values)
+                except ValidationError as error:
+                    raise ValidationError(f"{self.entity}.{error}", field=name) from None
             if None in values:
                 self._fill_defaults(column, values, dicts, now)
                 if column.default is None and values.count(None) == len(values):
@@ -136,12 +147,9 @@ class BulkInsertPlan:
             if process is not None:
                 try:
                     values = [None if v is None else process(v) for v in values]
-                except ValidationError:
-                    raise
                 except (LookupError, TypeError, ValueError) as error:
-                    raise ValidationError(
-                        f"{self.entity}.{name} rejected: {error}", field=name
-                    ) from error
+                    # Raised by the column's type, which checks its own values.
+                    raise ValidationError(f"{self.entity}.{name}: {error}", field=name) from None
             by_column.append(values)
             keys.append(key)
         return BulkRows(tuple(keys), list(zip(*by_column, strict=True)))

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import Executable
 
+from orchestrator_db import values
 from orchestrator_db._execution.backend import Fetch
 from orchestrator_db._execution.errors import VALUE_ERRORS
 from orchestrator_db.errors import DataLayerError, ValidationError
@@ -88,6 +89,10 @@ def compiled(statement: Executable, dialect: Dialect) -> DirectStatement | None:
         return direct
 
 
+def _then(first: Processor, second: Processor) -> Processor:
+    return lambda value: second(first(value))
+
+
 def _compile(statement: Any, dialect: Dialect) -> DirectStatement | None:
     compiled = statement.compile(dialect=dialect)
     if compiled.post_compile_params or compiled.literal_execute_params:
@@ -95,7 +100,13 @@ def _compile(statement: Any, dialect: Dialect) -> DirectStatement | None:
     names = tuple(compiled.positiontup or ())
     binds = []
     for position, name in enumerate(names):
-        process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+        kind = compiled.binds[name].type
+        process = kind.dialect_impl(dialect).bind_processor(dialect)
+        # The package's own column types check their values as they convert
+        # them; the others are checked here, as everywhere (see values).
+        check = None if hasattr(kind, "validate") else values.for_type(kind, name)
+        if check is not None:
+            process = check if process is None else _then(check, process)
         if process is not None:
             binds.append((position, process))
     defaults = {

@@ -52,10 +52,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Table, literal, select
+from sqlalchemy import Table, event, literal, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect, Result
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.expression import Executable
 
 from orchestrator_db._execution import bulk, rows
@@ -69,7 +71,7 @@ from orchestrator_db.errors import (
     ForeignKeyViolationError,
     TransactionAbortedError,
 )
-from orchestrator_db.models.base import Base
+from orchestrator_db.models.base import Base, check_values
 
 ModelT = TypeVar("ModelT", bound=Base)
 T = TypeVar("T")
@@ -180,12 +182,32 @@ async def fetch_rows(
 # --------------------------------------------------------- a unit of work
 
 
+class UnitSyncSession(Session):
+    """The synchronous session inside a :class:`UnitSession`: before a flush
+    sends anything, it checks the values of the objects it will write (see
+    :func:`~orchestrator_db.models.base.check_values`), so that a bad value
+    set on an object directly is refused as it is by the repositories, with
+    nothing sent and the unit still usable."""
+
+
+@event.listens_for(UnitSyncSession, "before_flush")
+def _check_before_flush(session: Session, context: Any, objects: Any) -> None:
+    for obj in session.new:
+        if isinstance(obj, Base):
+            check_values(type(obj), instance_state(obj).dict)
+    for obj in session.dirty:
+        if isinstance(obj, Base):
+            state = instance_state(obj)
+            check_values(type(obj), state.dict, list(state.committed_state))
+
+
 class UnitSession(AsyncSession):
     """The session of a unit of work (``uow.session``): every method that
     talks to the database runs inside the unit's error boundary, so it raises
     only :mod:`orchestrator_db.errors`, and refuses to run after a failed
     statement until ``rollback()``."""
 
+    sync_session_class = UnitSyncSession
     _executor: UnitExecutor | None = None
 
     @property
@@ -287,7 +309,15 @@ class _Statement:
 
 
 def _fails_unit(error: Exception, session: AsyncSession) -> bool:
-    if isinstance(error, _USAGE_ERRORS) and not isinstance(error, sa_exc.PendingRollbackError):
+    """Whether ``error`` means the transaction failed. A call SQLAlchemy
+    refused, or a value a column type refused while binding, sent nothing:
+    the transaction fails only if SQLAlchemy ended it (a flush does)."""
+    if isinstance(error, sa_exc.PendingRollbackError):
+        return True
+    refused_before_sending = isinstance(error, _USAGE_ERRORS) or (
+        type(error) is sa_exc.StatementError and isinstance(error.orig, DataLayerError)
+    )
+    if refused_before_sending:
         transaction = session.sync_session.get_transaction()
         return transaction is not None and not transaction.is_active
     return True

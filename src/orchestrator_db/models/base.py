@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import Enum, FetchedValue, MetaData, event, inspect
+from sqlalchemy import BindParameter, ClauseElement, Enum, FetchedValue, MetaData, event, inspect
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import visitors
 
+from orchestrator_db import values
+from orchestrator_db.errors import ValidationError
 from orchestrator_db.types import UTCDateTime, UUIDString, new_id, utc_now, utc_now_sql
 
 #: Every constraint gets a predictable name. Unnamed constraints break SQLite
@@ -24,6 +29,7 @@ NAMING_CONVENTION: dict[str, str] = {
 }
 
 JSONDoc: TypeAlias = dict[str, Any] | list[Any]
+_ANONYMOUS_KEY = re.compile(r"%\(\d+ (.+)\)s")
 
 #: ``Column.info`` marker of a timestamp column kept current by a database
 #: trigger; :mod:`orchestrator_db.migrations.triggers` derives the trigger.
@@ -67,6 +73,53 @@ def _assign_uuid_primary_key(target: Base, args: tuple[Any, ...], kwargs: dict[s
     key = mapper.get_property_by_column(column).key
     if kwargs.get(key) is None and isinstance(column.type, UUIDString):
         kwargs[key] = new_id()
+
+
+def check_values(
+    model: type[Base], held: Mapping[str, Any], names: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """Check the attribute values ``held`` (or only those of ``names``)
+    against ``model``'s columns (see :mod:`orchestrator_db.values`), before
+    anything is sent: a refused value is a
+    :class:`~orchestrator_db.errors.ValidationError` naming the attribute.
+    Returns the values the check normalised (a timestamp in UTC, to the
+    millisecond; an enumeration's member for its value; a UUID's canonical
+    text), as they will be stored."""
+    attributes = inspect(model).column_attrs
+    normalised: dict[str, Any] = {}
+    for name in list(held) if names is None else names:
+        prop = attributes.get(name)
+        if prop is None or name not in held:
+            continue
+        check = values.for_column(prop.columns[0])
+        if check is not None:
+            value = held[name]
+            try:
+                checked = check(value)
+            except ValidationError as error:
+                raise ValidationError(f"{model.__name__}.{error}", field=name) from None
+            if checked is not value:
+                normalised[name] = checked
+    return normalised
+
+
+def check_bound_values(criterion: ClauseElement) -> None:
+    """Check the values bound in a SQL expression against their types, as
+    :func:`check_values` checks attribute values."""
+    for element in visitors.iterate(criterion):
+        if not isinstance(element, BindParameter) or element.value is None:
+            continue
+        # An anonymous parameter's key is "%(<id> <name>)s".
+        anonymous = _ANONYMOUS_KEY.fullmatch(element.key)
+        field = anonymous.group(1) if anonymous else element.key
+        check = values.for_type(element.type, field)
+        if check is None:
+            continue
+        if element.expanding:
+            for item in values.in_list(element.value, field):
+                check(item)
+        else:
+            check(element.value)
 
 
 def enum_type(enum_class: type[enum.Enum], name: str) -> Enum:

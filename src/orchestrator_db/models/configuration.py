@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import enum
+import json
+import math
 from typing import Any
 
 from sqlalchemy import Boolean, Index, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from orchestrator_db import values
+from orchestrator_db.errors import DatabaseError, ValidationError
 from orchestrator_db.models.base import Base, Timestamps, enum_type
 
 
@@ -32,6 +36,54 @@ class SecretText(str):
 
     def __repr__(self) -> str:
         return "'***'"
+
+
+ConfigValue = str | int | float | bool | dict[str, Any] | list[Any]
+# 4,000 decimal digits: Python itself converts no longer integers to text.
+_MAX_INTEGER_BITS = 13_287
+
+
+def encode_value(value: object) -> tuple[ValueType, str]:
+    """The stored text and ``value_type`` of a Python value (checked as the
+    JSON columns check theirs: see :mod:`orchestrator_db.values`)."""
+    # bool before int: True is an int too.
+    if isinstance(value, bool):
+        return ValueType.BOOLEAN, "true" if value else "false"
+    if isinstance(value, int):
+        if value.bit_length() > _MAX_INTEGER_BITS:
+            raise ValidationError("configuration integers have at most 4,000 digits", field="value")
+        return ValueType.INTEGER, str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(f"configuration floats must be finite, got {value!r}")
+        return ValueType.FLOAT, repr(value)
+    if isinstance(value, dict | list):
+        values.json_value(value, "value")
+        return ValueType.JSON, json.dumps(value, separators=(",", ":"), allow_nan=False)
+    if isinstance(value, str):
+        return ValueType.STRING, values.text(value, "value")
+    raise ValidationError(
+        f"configuration values are str, int, float, bool, dict or list; got {type(value).__name__}"
+    )
+
+
+def decode_value(value_type: ValueType, text: str) -> ConfigValue:
+    """The Python value of stored text. A secret keeps its masked ``repr``."""
+    try:
+        if value_type is ValueType.BOOLEAN:
+            return text == "true"
+        if value_type is ValueType.INTEGER:
+            return int(text)
+        if value_type is ValueType.FLOAT:
+            return float(text)
+        if value_type is ValueType.JSON:
+            decoded: dict[str, Any] | list[Any] = json.loads(text)
+            return decoded
+    except (ValueError, RecursionError):
+        raise DatabaseError(
+            f"a stored configuration value is not a valid {value_type.value}"
+        ) from None
+    return text
 
 
 class Configuration(Timestamps, Base):

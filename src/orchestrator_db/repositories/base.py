@@ -10,10 +10,7 @@ no error and names no dialect.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import builtins
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,11 +29,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import InstrumentedAttribute, Mapper
 from sqlalchemy.orm.attributes import instance_state
 
+from orchestrator_db import values
 from orchestrator_db._execution import bulk
 from orchestrator_db._execution.rows import mark_detached, row_layout
 from orchestrator_db.errors import NotFoundError, ValidationError
-from orchestrator_db.models.base import Base
-from orchestrator_db.types import UUIDString, canonical_uuid, utc_now
+from orchestrator_db.models.base import Base, check_bound_values, check_values
+from orchestrator_db.types import JSONValue, UUIDString, canonical_uuid
 
 if TYPE_CHECKING:
     from orchestrator_db._execution.executor import UnitExecutor
@@ -49,11 +47,7 @@ FilterBuilder = Callable[[Any], Criterion]
 
 def cutoff(older_than: timedelta | datetime) -> datetime:
     """The instant ``older_than`` names: an age back from now, or an instant."""
-    if isinstance(older_than, datetime):
-        return older_than
-    if older_than < timedelta(0):
-        raise ValidationError("older_than must not be negative", field="older_than")
-    return utc_now() - older_than
+    return values.age_or_instant(older_than, "older_than")
 
 
 @dataclass(frozen=True)
@@ -95,6 +89,13 @@ class Repository(Generic[ModelT]):
         #: The unit of work's session.
         self.session = executor.session
 
+    @staticmethod
+    def _value(attribute: InstrumentedAttribute[Any], value: Any, field: str) -> Any:
+        """``value``, required, checked as ``attribute``'s column takes it."""
+        if value is None:
+            raise ValidationError(f"{field} is required", field=field)
+        return values.column_value(attribute.property.columns[0], value, field)
+
     def _sibling(self, repository: type[RepositoryT]) -> RepositoryT:
         """Another repository of the same unit of work."""
         return repository(self._ex)
@@ -132,7 +133,11 @@ class Repository(Generic[ModelT]):
     def _criteria(
         self, where: Sequence[Criterion], filters: Mapping[str, Any]
     ) -> builtins.list[Criterion]:
+        """``where`` (SQL criteria, their bound values checked) and ``filters``
+        (values checked against their columns) as criteria."""
         criteria = list(where)
+        for criterion in criteria:
+            check_bound_values(criterion)
         for name, value in filters.items():
             builder = self.named_filters.get(name)
             if builder is not None:
@@ -140,12 +145,26 @@ class Repository(Generic[ModelT]):
                     criteria.append(builder(value))
                 continue
             attribute = self._attribute(name)
+            column = attribute.property.columns[0]
+            if isinstance(column.type, JSONValue):
+                raise ValidationError(
+                    f"{self.entity}.{name} holds JSON, which does not compare alike on both "
+                    "engines; filter on it with a SQL criterion of your own",
+                    field=name,
+                )
             if value is None:
                 criteria.append(attribute.is_(None))
             elif isinstance(value, list | tuple | set | frozenset):
-                criteria.append(attribute.in_(list(value)))
+                items = values.in_list(value, name)
+                if any(item is None for item in items):
+                    raise ValidationError(
+                        f"{name}: None cannot be one of a list of values; filter on "
+                        f"{name}=None alone for IS NULL",
+                        field=name,
+                    )
+                criteria.append(attribute.in_([values.column_value(column, v) for v in items]))
             else:
-                criteria.append(attribute == value)
+                criteria.append(attribute == values.column_value(column, value))
         return criteria
 
     def _primary_key_criteria(self, key: Any) -> builtins.list[Criterion]:
@@ -155,18 +174,19 @@ class Repository(Generic[ModelT]):
         ]
 
     def _key_parts(self, key: Any) -> tuple[Any, ...]:
+        """The parts of a primary key, each checked against its column."""
         parts = key if isinstance(key, tuple) else (key,)
         columns = row_layout(self.model_type).key_columns
         if len(parts) != len(columns):
             raise ValidationError(
                 f"{self.entity} key has {len(columns)} part(s), got {key!r}", field="key"
             )
-        return tuple(
-            [
-                canonical_uuid(part, field="key") if isinstance(column.type, UUIDString) else part
-                for column, part in zip(columns, parts, strict=True)
-            ]
-        )
+        checked = []
+        for column, part in zip(columns, parts, strict=True):
+            if part is None:
+                raise ValidationError(f"{self.entity} key has no value for {column.key}")
+            checked.append(values.column_value(column, part, "key"))
+        return tuple(checked)
 
     @classmethod
     def _database_generates_keys(cls) -> bool:
@@ -226,6 +246,8 @@ class Repository(Generic[ModelT]):
         """Add ``obj`` and flush it; the database has checked it on return."""
         self._check_instance(obj)
         self._prepare(obj)
+        held = instance_state(obj).dict
+        held.update(check_values(self.model_type, held))
         self.session.add(obj)
         await self._flush(obj)
         return obj
@@ -267,6 +289,7 @@ class Repository(Generic[ModelT]):
                     "it cannot be set with update()",
                     field=name,
                 )
+        values.update(check_values(self.model_type, values))
         obj = await self.get(key)
         for name, value in values.items():
             setattr(obj, name, value)
@@ -339,10 +362,9 @@ class Repository(Generic[ModelT]):
         ``filters`` are ``attribute=value`` (``None`` means IS NULL, a list
         means IN) or a named filter of the repository.
         """
-        if limit is not None and limit < 0:
-            raise ValidationError("limit must not be negative", field="limit")
-        if offset < 0:
-            raise ValidationError("offset must not be negative", field="offset")
+        if limit is not None:
+            values.count(limit, "limit")
+        values.count(offset, "offset")
         statement = (
             select(self.model_type)
             .where(*self._criteria(where, filters))
@@ -364,21 +386,21 @@ class Repository(Generic[ModelT]):
         Unlike offsets, the cost of a page does not grow with its depth, and
         rows inserted meanwhile never shift a page.
         """
-        if limit < 1:
-            raise ValidationError("limit must be at least 1", field="limit")
+        values.count(limit, "limit", minimum=1, maximum=values.INT32_MAX - 1)
         keyset = self._keyset_attributes()
         criteria = self._criteria(where, filters)
         if after is not None:
-            values = self._decode_cursor(after, len(keyset))
-            bound = [literal(v, type_=a.type) for a, v in zip(keyset, values, strict=True)]
+            columns = [attribute.property.columns[0] for attribute in keyset]
+            last = values.decode_cursor(after, columns)
+            bound = [literal(v, type_=a.type) for a, v in zip(keyset, last, strict=True)]
             criteria.append(tuple_(*keyset) > tuple_(*bound))
         statement = select(self.model_type).where(*criteria).order_by(*keyset).limit(limit + 1)
         rows = await self._ex.scalars(statement, entity=self.entity)
         if len(rows) <= limit:
             return Page(rows, None)
         rows = rows[:limit]
-        last = instance_state(rows[-1]).dict
-        return Page(rows, self._encode_cursor([last[a.key] for a in keyset]))
+        held = instance_state(rows[-1]).dict
+        return Page(rows, values.encode_cursor([held[a.key] for a in keyset]))
 
     async def count(self, *where: Criterion, **filters: Any) -> int:
         statement = (
@@ -412,25 +434,3 @@ class Repository(Generic[ModelT]):
         keys = [row[0] for row in await self._ex.rows(statement, params, entity=self.entity)]
         await self._ex.refresh_loaded(self.model_type, keys)
         return keys
-
-    # ------------------------------------------------------------- cursor
-
-    @staticmethod
-    def _encode_cursor(values: Sequence[Any]) -> str:
-        encoded = [{"dt": v.isoformat()} if isinstance(v, datetime) else v for v in values]
-        raw = json.dumps(encoded, separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @staticmethod
-    def _decode_cursor(cursor: str, size: int) -> builtins.list[Any]:
-        try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-            values = json.loads(raw)
-            if not isinstance(values, list) or len(values) != size:
-                raise ValueError("wrong shape")
-            return [datetime.fromisoformat(v["dt"]) if isinstance(v, dict) else v for v in values]
-        except (ValueError, TypeError, KeyError, binascii.Error):
-            raise ValidationError(
-                f"invalid page cursor {cursor!r}: pass a next_cursor returned by page()",
-                field="after",
-            ) from None

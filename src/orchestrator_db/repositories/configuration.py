@@ -2,55 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
 from sqlalchemy import Table, select
 
-from orchestrator_db.errors import NotFoundError, ValidationError
-from orchestrator_db.models.configuration import Configuration, SecretText, ValueType
+from orchestrator_db import values
+from orchestrator_db.models.configuration import (
+    Configuration,
+    ConfigValue,
+    SecretText,
+    decode_value,
+    encode_value,
+)
 from orchestrator_db.repositories.base import Repository
 from orchestrator_db.sql.upsert import upsert_statement
-
-ConfigValue = str | int | float | bool | dict[str, Any] | list[Any]
-
-
-def encode_value(value: object) -> tuple[ValueType, str]:
-    """The stored text and ``value_type`` of a Python value."""
-    # bool before int: True is an int too.
-    if isinstance(value, bool):
-        return ValueType.BOOLEAN, "true" if value else "false"
-    if isinstance(value, int):
-        return ValueType.INTEGER, str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValidationError(f"configuration floats must be finite, got {value!r}")
-        return ValueType.FLOAT, repr(value)
-    if isinstance(value, dict | list):
-        try:
-            return ValueType.JSON, json.dumps(value, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as error:
-            raise ValidationError(f"configuration value is not JSON: {error}") from None
-    if isinstance(value, str):
-        return ValueType.STRING, value
-    raise ValidationError(
-        f"configuration values are str, int, float, bool, dict or list; got {type(value).__name__}"
-    )
-
-
-def decode_value(value_type: ValueType, text: str) -> ConfigValue:
-    """The Python value of stored text."""
-    if value_type is ValueType.BOOLEAN:
-        return text == "true"
-    if value_type is ValueType.INTEGER:
-        return int(text)
-    if value_type is ValueType.FLOAT:
-        return float(text)
-    if value_type is ValueType.JSON:
-        decoded: dict[str, Any] | list[Any] = json.loads(text)
-        return decoded
-    return text
 
 
 class ConfigurationRepository(Repository[Configuration]):
@@ -73,27 +38,30 @@ class ConfigurationRepository(Repository[Configuration]):
         makes it public by accident. One upsert statement: safe against a
         concurrent ``set`` of the same key on both engines.
         """
-        if not isinstance(key, str) or not key:
-            raise ValidationError("configuration key must be a non-empty string", field="key")
+        values.text(key, "key", min_length=1, max_length=values.MAX_INDEXED_TEXT)
+        if description is not None:
+            values.text(description, "description")
+        if is_secret is not None:
+            values.boolean(is_secret, "is_secret")
         value_type, text = encode_value(value)
         secret = bool(is_secret)
         # Unless the caller says the value is public, it may be replacing a
         # secret: keep it out of statement logs either way.
-        values: dict[str, Any] = {
+        row: dict[str, Any] = {
             "key": key,
             "value": text if is_secret is False else SecretText(text),
             "value_type": value_type,
             "description": description,
             "is_secret": secret,
         }
-        changes = {"value": values["value"], "value_type": value_type}
+        changes = {"value": row["value"], "value_type": value_type}
         if description is not None:
             changes["description"] = description
         if is_secret is not None:
             changes["is_secret"] = secret
         table = Configuration.__table__
         assert isinstance(table, Table)
-        statement = upsert_statement(self._ex.backend.name, table, values, ["key"], changes)
+        statement = upsert_statement(self._ex.backend.name, table, row, ["key"], changes)
         await self._ex.execute(statement, entity=self.entity, key=key)
         reread = (
             select(Configuration)
@@ -109,7 +77,5 @@ class ConfigurationRepository(Repository[Configuration]):
         return decode_value(config.value_type, config.value)
 
     async def get_value_or(self, key: str, default: ConfigValue) -> ConfigValue:
-        try:
-            return await self.get_value(key)
-        except NotFoundError:
-            return default
+        config = await self.get_or_none(key)
+        return default if config is None else decode_value(config.value_type, config.value)

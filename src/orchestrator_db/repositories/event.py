@@ -8,11 +8,15 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
+from orchestrator_db import values
 from orchestrator_db.errors import ValidationError
 from orchestrator_db.models.event import Event, EventType
 from orchestrator_db.repositories.base import Repository
-from orchestrator_db.sql import outbox
+from orchestrator_db.sql import IDS_PER_STATEMENT, outbox
 from orchestrator_db.types import new_id
+
+#: How long a consumer holds the events it claimed unless it says otherwise.
+DEFAULT_LEASE = timedelta(minutes=5)
 
 
 class EventRepository(Repository[Event]):
@@ -30,15 +34,9 @@ class EventRepository(Repository[Event]):
     ) -> Event:
         """Record an event in the current transaction: it exists if and only
         if what caused it is committed."""
-        try:
-            kind = EventType(event_type)
-        except ValueError:
-            raise ValidationError(
-                f"unknown event type {event_type!r}", field="event_type"
-            ) from None
         return await self.add(
             Event(
-                event_type=kind,
+                event_type=values.member(EventType, event_type, "event_type"),
                 project_id=project_id,
                 ticket_id=ticket_id,
                 worker_id=worker_id,
@@ -57,13 +55,10 @@ class EventRepository(Repository[Event]):
         lasts; an event not marked processed before the claim expires is
         handed out again (at-least-once, like the task queue).
         """
-        if limit < 1:
-            raise ValidationError("limit must be at least 1", field="limit")
-        lease = timedelta(minutes=5) if lease is None else lease
-        if lease <= timedelta(0):
-            raise ValidationError("lease must be positive", field="lease")
+        values.count(limit, "limit", minimum=1)
+        lease = DEFAULT_LEASE if lease is None else values.duration(lease, "lease", positive=True)
         params: dict[str, Any] = {
-            "consumer": consumer or new_id(),
+            "consumer": new_id() if consumer is None else _consumer(consumer),
             "lease_seconds": lease.total_seconds(),
             "limit": limit,
         }
@@ -74,11 +69,19 @@ class EventRepository(Repository[Event]):
     async def mark_processed(self, ids: Iterable[int], *, consumer: str | None = None) -> int:
         """Mark events processed; returns how many were. With ``consumer``,
         only events that consumer holds are marked."""
-        wanted = list(ids)
-        if not wanted:
-            return 0
-        params: dict[str, Any] = {"ids": wanted}
+        if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+            raise ValidationError("ids must be a collection of event ids", field="ids")
+        wanted = sorted({values.integer(event_id, "ids") for event_id in ids})
+        params: dict[str, Any] = {}
         if consumer is not None:
-            params["consumer"] = consumer
+            params["consumer"] = _consumer(consumer)
         statement = outbox.mark_processed_statement(by_consumer=consumer is not None)
-        return len(await self._changed(statement, params))
+        marked = 0
+        for start in range(0, len(wanted), IDS_PER_STATEMENT):
+            chunk = {**params, "ids": wanted[start : start + IDS_PER_STATEMENT]}
+            marked += len(await self._changed(statement, chunk))
+        return marked
+
+
+def _consumer(consumer: Any) -> str:
+    return values.text(consumer, "consumer", min_length=1)

@@ -6,6 +6,7 @@ import builtins
 
 from sqlalchemy import select
 
+from orchestrator_db import values
 from orchestrator_db.errors import NotFoundError
 from orchestrator_db.models.project import Project, WorkerType
 from orchestrator_db.repositories.base import Repository
@@ -21,6 +22,7 @@ class WorkerTypeRepository(Repository[WorkerType]):
 
     async def for_project(self, project_id: str) -> builtins.list[WorkerType]:
         """The worker types of a project, by name."""
+        project_id = self._value(WorkerType.project_id, project_id, "project_id")
         statement = (
             select(WorkerType)
             .where(WorkerType.project_id == project_id)
@@ -30,6 +32,8 @@ class WorkerTypeRepository(Repository[WorkerType]):
 
     async def named(self, project_id: str, worker_type: str) -> WorkerType:
         """The worker type ``worker_type`` of a project; NotFoundError if absent."""
+        project_id = self._value(WorkerType.project_id, project_id, "project_id")
+        worker_type = self._value(WorkerType.worker_type, worker_type, "worker_type")
         statement = select(WorkerType).where(
             WorkerType.project_id == project_id, WorkerType.worker_type == worker_type
         )
@@ -40,6 +44,8 @@ class WorkerTypeRepository(Repository[WorkerType]):
 
     async def missing(self, project_id: str, names: builtins.list[str]) -> builtins.list[str]:
         """Those of ``names`` the project does not define, in the order given."""
+        project_id = self._value(WorkerType.project_id, project_id, "project_id")
+        names = values.texts(names, "names")
         statement = select(WorkerType.worker_type).where(
             WorkerType.project_id == project_id, WorkerType.worker_type.in_(set(names))
         )

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy.orm.attributes import instance_state
 
-from orchestrator_db import work_queue
+from orchestrator_db import values, work_queue
 from orchestrator_db.errors import (
     DependencyCycleError,
     InvalidTransitionError,
@@ -47,19 +47,13 @@ from orchestrator_db.models.task import (
     TaskStatus,
 )
 from orchestrator_db.repositories.base import Repository
+from orchestrator_db.sql import IDS_PER_STATEMENT
 from orchestrator_db.sql import queue as q
 from orchestrator_db.types import canonical_uuid, utc_now
 
 
 def parse_task_status(value: TaskStatus | str) -> TaskStatus:
-    try:
-        return TaskStatus(value)
-    except ValueError:
-        raise ValidationError(
-            f"unknown task status {value!r}; expected one of: "
-            f"{', '.join(s.value for s in TaskStatus)}",
-            field="status",
-        ) from None
+    return values.member(TaskStatus, value, "status")
 
 
 @dataclass(frozen=True)
@@ -77,8 +71,8 @@ class QueueStats:
 class TaskRepository(Repository[Task]):
     model_type = Task
     named_filters = {
-        "created_after": lambda value: Task.created_at >= value,
-        "created_before": lambda value: Task.created_at < value,
+        "created_after": lambda value: Task.created_at >= values.instant(value, "created_after"),
+        "created_before": lambda value: Task.created_at < values.instant(value, "created_before"),
     }
     protected_fields = frozenset(
         {"status", "started_at", "completed_at", "error", "worker_id", "lease_expires_at"}
@@ -103,8 +97,12 @@ class TaskRepository(Repository[Task]):
         ``fail``: they are released, or cancelled.
         """
         target = parse_task_status(status)
-        if error is not None and target not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-            raise ValidationError("an error can be recorded only when failing or cancelling")
+        if error is not None:
+            values.text(error, "error")
+            if target not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+                raise ValidationError(
+                    "an error can be recorded only when failing or cancelling", field="error"
+                )
         task = await self.get(task_id, for_update=True)
         if task.status not in TASK_TRANSITIONS.get(target, frozenset()):
             raise InvalidTransitionError(self.entity, task_id, task.status.value, target.value)
@@ -158,12 +156,14 @@ class TaskRepository(Repository[Task]):
         tasks of the batch or stored tasks. A cycle inside the batch raises
         :class:`DependencyCycleError` and nothing is written.
         """
+        tasks = [self._check_instance(task) for task in tasks]
         for task in tasks:
-            self._check_instance(task)
             self._prepare(task)
         batch = {task.id: task for task in tasks}
+        if dependencies is not None and not isinstance(dependencies, Mapping):
+            raise ValidationError("dependencies must map task ids to their prerequisites")
         edges = {
-            canonical_uuid(task_id): self._ids(prerequisites)
+            canonical_uuid(task_id, field="dependencies"): self._ids(prerequisites)
             for task_id, prerequisites in (dependencies or {}).items()
         }
         unknown = set(edges) - set(batch)
@@ -309,7 +309,7 @@ class TaskRepository(Repository[Task]):
         task = await self.get(task_id, for_update=True)
         if task.status in FINISHED_TASK_STATUSES:
             raise InvalidTransitionError(self.entity, task_id, task.status.value, "cancelled")
-        why = reason or f"cancelled with task {task.id}"
+        why = f"cancelled with task {task.id}" if reason is None else values.text(reason, "reason")
         return await work_queue.cancel_closure(self._ex, [task.id], why, include_children=True)
 
     async def requeue_expired(self) -> int:
@@ -323,9 +323,11 @@ class TaskRepository(Repository[Task]):
     ) -> builtins.list[Task]:
         """Claimable tasks in claim order (tasks waiting out a retry back-off
         are not claimable yet)."""
-        params: dict[str, Any] = {"limit": limit}
+        params: dict[str, Any] = {"limit": values.count(limit, "limit")}
+        if task_types is not None:
+            task_types = values.texts(task_types, "task_types")
         if task_types:
-            params["task_types"] = sorted(task_types)
+            params["task_types"] = sorted(set(task_types))
         statement = q.ready_statement(typed=bool(task_types))
         return await self._objects(statement, params, refresh=False)
 
@@ -358,6 +360,8 @@ class TaskRepository(Repository[Task]):
     @staticmethod
     def _ids(ids: Iterable[str]) -> builtins.list[str]:
         """Canonical, de-duplicated, in the order given."""
+        if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+            raise ValidationError("depends_on must be a collection of task ids", field="depends_on")
         seen: dict[str, None] = {}
         for value in ids:
             seen[canonical_uuid(value, field="depends_on")] = None
@@ -378,8 +382,12 @@ class TaskRepository(Repository[Task]):
         if not ids:
             return {}
         statement = q.statuses_statement(share_lock=share_lock)
-        rows = await self._ex.rows(statement, {"ids": sorted(ids)}, entity=self.entity)
-        found = {row[0]: row[1] for row in rows}
+        wanted = sorted(ids)
+        found: dict[str, TaskStatus] = {}
+        for start in range(0, len(wanted), IDS_PER_STATEMENT):
+            chunk = {"ids": wanted[start : start + IDS_PER_STATEMENT]}
+            for row in await self._ex.rows(statement, chunk, entity=self.entity):
+                found[row[0]] = row[1]
         for task_id in ids:
             if task_id not in found:
                 raise NotFoundError(self.entity, task_id)

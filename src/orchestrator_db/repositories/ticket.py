@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from orchestrator_db import values
 from orchestrator_db.errors import InvalidTransitionError, NotFoundError, ValidationError
 from orchestrator_db.models.event import EventType
 from orchestrator_db.models.ticket import PLANNED, Comment, Ticket
@@ -43,13 +44,13 @@ class TicketRepository(Repository[Ticket]):
             await self._check_plan(item.project_id, item.execution_plan)
         return await super().add_many(items)
 
-    async def update(self, key: Any, **values: Any) -> Ticket:
+    async def update(self, key: Any, **changes: Any) -> Ticket:
         """Change a ticket; a new plan is checked against the project's worker
         types and cannot drop stages already completed."""
-        if "execution_plan" in values:
+        if "execution_plan" in changes:
             ticket = await self.get(key)
-            plan = values["execution_plan"]
-            await self._check_plan(values.get("project_id", ticket.project_id), plan)
+            plan = changes["execution_plan"]
+            await self._check_plan(changes.get("project_id", ticket.project_id), plan)
             done = ticket.execution_plan[: ticket.stages_completed]
             if list(plan[: ticket.stages_completed]) != done:
                 raise ValidationError(
@@ -57,7 +58,7 @@ class TicketRepository(Repository[Ticket]):
                     f"{done}",
                     field="execution_plan",
                 )
-        return await super().update(key, **values)
+        return await super().update(key, **changes)
 
     async def advance(self, ticket_id: str, stage: str, *, worker_id: str | None = None) -> Ticket:
         """Record that ``stage`` (a worker type) completed on the ticket.
@@ -67,6 +68,7 @@ class TicketRepository(Repository[Ticket]):
         is emitted in the same transaction; completing the last stage closes
         the ticket.
         """
+        values.text(stage, "stage")
         ticket = await self.get(ticket_id, for_update=True)
         following = self._next(ticket)
         if following is None:
@@ -120,6 +122,9 @@ class TicketRepository(Repository[Ticket]):
                 "execution_plan must be a non-empty list of worker type names",
                 field="execution_plan",
             )
+        values.json_value(plan, "execution_plan")
+        if project_id is None:
+            raise ValidationError("a ticket needs a project_id", field="project_id")
         if await self._sibling(ProjectRepository).get_or_none(project_id) is None:
             raise NotFoundError("Project", project_id)
         unknown = await self._sibling(WorkerTypeRepository).missing(project_id, plan)
@@ -139,8 +144,10 @@ class CommentRepository(Repository[Comment]):
     ) -> builtins.list[Comment]:
         """A ticket's comments in the order they were written; with
         ``stage_number``, those of that stage only."""
+        ticket_id = self._value(Comment.ticket_id, ticket_id, "ticket_id")
         statement = select(Comment).where(Comment.ticket_id == ticket_id)
         if stage_number is not None:
+            stage_number = values.integer(stage_number, "stage_number")
             statement = statement.where(Comment.stage_number == stage_number)
         statement = statement.order_by(Comment.stage_number, Comment.id)
         return await self._ex.scalars(statement, entity=self.entity)

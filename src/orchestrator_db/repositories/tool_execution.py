@@ -9,8 +9,9 @@ from typing import Any
 
 from sqlalchemy import case, func, select
 
+from orchestrator_db import values
 from orchestrator_db.errors import InvalidTransitionError, ValidationError
-from orchestrator_db.models.base import JSONDoc
+from orchestrator_db.models.base import JSONDoc, check_values
 from orchestrator_db.models.tool_execution import (
     FINISHED_TOOL_STATUSES,
     ToolExecution,
@@ -60,17 +61,15 @@ class ToolExecutionRepository(Repository[ToolExecution]):
         execution finishes once; finishing it again raises
         :class:`InvalidTransitionError`.
         """
-        try:
-            target = ToolExecutionStatus(status)
-        except ValueError:
-            target = None
+        target = values.member(ToolExecutionStatus, status, "status")
         if target not in FINISHED_TOOL_STATUSES:
             raise ValidationError(
                 f"finish() takes one of {', '.join(sorted(FINISHED_TOOL_STATUSES))}, "
                 f"got {status!r}",
                 field="status",
             )
-        assert target is not None
+        changes = check_values(self.model_type, {"output": output, "error": error})
+        output, error = changes.get("output", output), changes.get("error", error)
         execution = await self.get(execution_id, for_update=True)
         if execution.status in FINISHED_TOOL_STATUSES:
             raise InvalidTransitionError(
@@ -92,7 +91,7 @@ class ToolExecutionRepository(Repository[ToolExecution]):
         window functions so it works the same on SQLite and PostgreSQL.
         """
         te = ToolExecution
-        scope = [te.created_at >= since] if since is not None else []
+        scope = [te.created_at >= values.instant(since, "since")] if since is not None else []
         failed = [ToolExecutionStatus.FAILED, ToolExecutionStatus.TIMEOUT]
         totals = (
             select(

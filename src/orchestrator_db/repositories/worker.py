@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from orchestrator_db import values
 from orchestrator_db.errors import InvalidTransitionError, ValidationError
 from orchestrator_db.models.event import EventType
 from orchestrator_db.models.worker import (
@@ -22,14 +23,7 @@ from orchestrator_db.types import utc_now
 
 
 def _status(value: WorkerStatus | str) -> WorkerStatus:
-    try:
-        return WorkerStatus(value)
-    except ValueError:
-        raise ValidationError(
-            f"unknown worker status {value!r}; expected one of: "
-            f"{', '.join(s.value for s in WorkerStatus)}",
-            field="status",
-        ) from None
+    return values.member(WorkerStatus, value, "status")
 
 
 class WorkerRepository(Repository[Worker]):
@@ -51,6 +45,8 @@ class WorkerRepository(Repository[Worker]):
         emits a ``worker_stopped`` event with ``reason`` in the same
         transaction. Illegal moves raise :class:`InvalidTransitionError`."""
         target = _status(status)
+        if reason is not None:
+            values.text(reason, "reason")
         worker = await self.get(worker_id, for_update=True)
         if worker.status not in WORKER_TRANSITIONS.get(target, frozenset()):
             raise InvalidTransitionError(self.entity, worker_id, worker.status.value, target.value)
@@ -70,7 +66,7 @@ class WorkerRepository(Repository[Worker]):
         self, worker_id: str, *, failed: bool = False, reason: str | None = None
     ) -> Worker:
         """Stop a worker: ``finished``, or ``failed``; emits ``worker_stopped``."""
-        target = WorkerStatus.FAILED if failed else WorkerStatus.FINISHED
+        target = WorkerStatus.FAILED if values.boolean(failed, "failed") else WorkerStatus.FINISHED
         return await self.set_status(worker_id, target, reason=reason)
 
     async def touch(self, worker_id: str) -> Worker:
@@ -99,6 +95,8 @@ class WorkerRepository(Repository[Worker]):
     async def for_project(
         self, project_id: str, *, status: WorkerStatus | str | None = None
     ) -> builtins.list[Worker]:
+        if project_id is None:
+            raise ValidationError("project_id is required", field="project_id")
         if status is None:
             return await self.list(project_id=project_id)
         return await self.list(project_id=project_id, status=_status(status))

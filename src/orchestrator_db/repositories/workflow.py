@@ -6,6 +6,7 @@ import builtins
 
 from sqlalchemy import select
 
+from orchestrator_db import values
 from orchestrator_db.models.task import Task
 from orchestrator_db.models.workflow import Workflow, WorkflowTask
 from orchestrator_db.repositories.base import Repository
@@ -24,6 +25,7 @@ class WorkflowRepository(Repository[Workflow]):
         self, workflow_id: str, task_id: str, *, sequence: int = 0
     ) -> WorkflowTask:
         """Put a task in a workflow at ``sequence`` (0 first; ties run in parallel)."""
+        values.integer(sequence, "sequence")
         links = self._sibling(WorkflowTaskRepository)
         return await links.add(
             WorkflowTask(workflow_id=workflow_id, task_id=task_id, sequence=sequence)
@@ -35,6 +37,7 @@ class WorkflowRepository(Repository[Workflow]):
 
     async def tasks_of(self, workflow_id: str) -> builtins.list[Task]:
         """The workflow's tasks in execution order (sequence, then when added)."""
+        workflow_id = self._value(WorkflowTask.workflow_id, workflow_id, "workflow_id")
         statement = (
             select(Task)
             .join(WorkflowTask, WorkflowTask.task_id == Task.id)

@@ -38,6 +38,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     CTE,
+    BigInteger,
     ColumnElement,
     Float,
     Insert,
@@ -407,7 +408,7 @@ def graph_lock_statement(dialect: str) -> Select[Any] | None:
 
 @functools.cache
 def _graph_lock() -> Select[Any]:
-    return select(func.pg_advisory_xact_lock(bindparam("key", GRAPH_LOCK_KEY)))
+    return select(func.pg_advisory_xact_lock(bindparam("key", GRAPH_LOCK_KEY, BigInteger())))
 
 
 @functools.cache
