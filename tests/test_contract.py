@@ -241,6 +241,10 @@ async def test_an_unknown_role_is_a_configuration_error(postgres_database_url: s
 async def test_a_refused_port_is_unavailable_through_the_session() -> None:
     db = Database("postgresql+asyncpg://postgres@127.0.0.1:1/test")
     try:
+        with pytest.raises(DatabaseUnavailableError):
+            async with db.unit_of_work():  # its schema check connects
+                pass
+        db._schema_known = True  # as if checked before the outage: the session connects
         async with db.unit_of_work() as uow:
             with pytest.raises(DatabaseUnavailableError):
                 await uow.session.execute(text("SELECT 1"))

@@ -91,6 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataLayerError as error:
         print(f"orchestrator-db: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("orchestrator-db: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug: reported, never as a traceback
+        print(f"orchestrator-db: unexpected {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypedDict, Unpack
 
 from alembic import command
-from sqlalchemy import Connection
+from alembic.config import Config
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.pool import QueuePool
 
+from orchestrator_db import values
 from orchestrator_db._execution.engines import backend_for, create_engine, create_read_engine
 from orchestrator_db._execution.errors import Boundary, translate
 from orchestrator_db._execution.executor import UnitSession
-from orchestrator_db.migrations.runner import alembic_config, current_revision, head_revision
+from orchestrator_db.errors import UnknownRevisionError
+from orchestrator_db.migrations import runner as migrations
+from orchestrator_db.migrations.runner import current_revision, head_revision
 from orchestrator_db.queue_worker import QueueWorker
 from orchestrator_db.settings import DatabaseSettings, SQLiteExecution, normalize_url, url_from_env
 from orchestrator_db.unit_of_work import UnitOfWork
@@ -88,6 +91,8 @@ class Database:
         self._read_sessions = async_sessionmaker(
             self._read_engine, class_=UnitSession, expire_on_commit=False
         )
+        #: The database's revision is one this package knows (see _check_schema).
+        self._schema_known = False
 
     @classmethod
     def from_env(cls, **settings: Unpack[DatabaseOptions]) -> Self:
@@ -106,10 +111,16 @@ class Database:
         instead of failing. ``read_only=True`` units run concurrently with
         writers and refuse writes with :class:`~orchestrator_db.errors.ReadOnlyError`.
         """
+        values.boolean(read_only, "read_only")
         if not read_only:
-            return UnitOfWork(self._write_sessions, self._backend)
+            return UnitOfWork(self._write_sessions, self._backend, before_start=self._check_schema)
         autocommit = self._read_engine if self._backend.autocommit_reads else None
-        return UnitOfWork(self._read_sessions, self._backend, autocommit_engine=autocommit)
+        return UnitOfWork(
+            self._read_sessions,
+            self._backend,
+            autocommit_engine=autocommit,
+            before_start=self._check_schema,
+        )
 
     def queue_worker(
         self,
@@ -122,7 +133,12 @@ class Database:
         mostly claim and complete tasks: use it as ``async with
         db.queue_worker("w1") as worker`` (see :mod:`orchestrator_db.queue_worker`)."""
         return QueueWorker(
-            self.engine, self.settings, worker_id, task_types=task_types, lease=lease
+            self.engine,
+            self.settings,
+            worker_id,
+            task_types=task_types,
+            lease=lease,
+            before_start=self._check_schema,
         )
 
     def session_factory(self, *, read_only: bool = False) -> async_sessionmaker[UnitSession]:
@@ -132,23 +148,37 @@ class Database:
     # ---------------------------------------------------------- migrations
 
     async def migrate(self, revision: str = "head") -> None:
-        """Upgrade the schema to ``revision``: the same revisions as ``alembic upgrade``."""
+        """Upgrade the schema to ``revision``: the same revisions as ``alembic upgrade``.
+
+        A database at a revision this package does not know (a newer
+        version of it migrated the database) is refused with
+        :class:`~orchestrator_db.errors.UnknownRevisionError`.
+        """
+        values.text(revision, "revision", min_length=1)
         await self._run_alembic(lambda config: command.upgrade(config, revision))
 
     async def downgrade(self, revision: str) -> None:
         """Downgrade the schema to ``revision`` (``"base"`` removes everything)."""
+        values.text(revision, "revision", min_length=1)
         await self._run_alembic(lambda config: command.downgrade(config, revision))
 
     async def current_revision(self) -> str | None:
         async with Boundary(self._backend), self._read_engine.connect() as connection:
             return await connection.run_sync(current_revision)
 
-    async def _run_alembic(self, run: Any) -> None:
-        def migrate(connection: Connection) -> None:
-            run(alembic_config(connection))
-
+    async def _run_alembic(self, alembic_command: Callable[[Config], None]) -> None:
+        self._schema_known = False
         async with Boundary(self._backend), self.engine.connect() as connection:
-            await connection.run_sync(migrate)
+            await connection.run_sync(lambda sync: migrations.run(alembic_command, sync))
+
+    async def _check_schema(self) -> None:
+        """Refuse to start the first unit of work on a database at a revision
+        this package does not know (see :meth:`migrate`)."""
+        if self._schema_known:
+            return
+        async with self._read_engine.connect() as connection:
+            revision = await connection.run_sync(migrations.checked_revision)
+        self._schema_known = revision is not None
 
     # -------------------------------------------------------------- health
 
@@ -164,6 +194,8 @@ class Database:
                 info = connection.dialect.server_version_info
                 version = ".".join(str(part) for part in info) if info else None
                 current = await connection.run_sync(current_revision)
+            if current is not None and current not in migrations.known_revisions():
+                error = str(UnknownRevisionError(current, head_revision()))
         except Exception as exc:
             error = str(translate(exc, self._backend))
         latency_ms = (time.perf_counter() - started) * 1000
@@ -195,9 +227,10 @@ class Database:
 
     async def close(self) -> None:
         """Close every pooled connection. The object may be used again after."""
-        await self.engine.dispose()
-        if self._read_engine.sync_engine.pool is not self.engine.sync_engine.pool:
-            await self._read_engine.dispose()
+        async with Boundary(self._backend):
+            await self.engine.dispose()
+            if self._read_engine.sync_engine.pool is not self.engine.sync_engine.pool:
+                await self._read_engine.dispose()
 
     async def __aenter__(self) -> Self:
         return self

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from orchestrator_db import values
 from orchestrator_db.errors import ValidationError
 
 #: Environment variable holding the database URL (also read by ``alembic``).
@@ -22,6 +23,9 @@ DEFAULT_URL = "sqlite+aiosqlite:///./orchestrator.db"
 #: Where SQLite statements run; see ``DatabaseSettings.sqlite_execution``.
 SQLiteExecution = Literal["thread", "inline"]
 SQLITE_EXECUTION_MODES: tuple[SQLiteExecution, ...] = ("thread", "inline")
+
+#: The longest timeout a setting may name (a day).
+_MAX_SECONDS = 86_400
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -92,7 +96,8 @@ class DatabaseSettings:
     application_name: str = "orchestrator_db"
     statement_timeout: float | None = None
     echo: bool = False
-    extra_engine_options: dict[str, Any] = field(default_factory=dict)
+    # Not in the repr: connect_args may hold a password.
+    extra_engine_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.sqlite_execution not in SQLITE_EXECUTION_MODES:
@@ -100,6 +105,30 @@ class DatabaseSettings:
                 f"sqlite_execution must be one of {', '.join(SQLITE_EXECUTION_MODES)}, "
                 f"not {self.sqlite_execution!r}",
                 field="sqlite_execution",
+            )
+        for name in ("pool_size", "max_overflow", "pool_recycle"):
+            setting = getattr(self, name)
+            if setting is not None:
+                values.integer(setting, name, minimum=-1 if name == "pool_recycle" else 0)
+        for name in ("pool_timeout", "busy_timeout", "statement_timeout"):
+            setting = getattr(self, name)
+            if setting is not None and (
+                not isinstance(setting, int | float)
+                or isinstance(setting, bool)
+                or not 0 <= setting <= _MAX_SECONDS
+            ):
+                raise ValidationError(
+                    f"{name} must be a number of seconds from 0 to {_MAX_SECONDS}", field=name
+                )
+        for name in ("pool_pre_ping", "echo"):
+            setting = getattr(self, name)
+            if setting is not None and not isinstance(setting, bool):
+                raise ValidationError(f"{name} must be True or False", field=name)
+        values.text(self.application_name, "application_name", max_length=63)
+        if not isinstance(self.extra_engine_options, dict):
+            raise ValidationError(
+                "extra_engine_options must be a dict of create_async_engine() options",
+                field="extra_engine_options",
             )
 
     def with_overrides(self, **overrides: Any) -> DatabaseSettings:
@@ -120,8 +149,17 @@ def normalize_url(url: str | URL) -> URL:
     """
     try:
         parsed = make_url(url) if isinstance(url, str) else url
-    except ArgumentError as exc:
-        raise ValidationError(f"invalid database URL {str(url)!r}: {exc}") from None
+    except (ArgumentError, ValueError):
+        # The text may hold a password: it is not repeated.
+        raise ValidationError(
+            "invalid database URL: expected sqlite+aiosqlite:///path.db or "
+            "postgresql+asyncpg://user:password@host/db",
+            field="url",
+        ) from None
+    if not isinstance(parsed, URL):
+        raise ValidationError(
+            f"the database URL must be a string or a URL, not {type(url).__name__}", field="url"
+        )
     driver = _DRIVERS.get(parsed.drivername)
     if driver is None:
         raise ValidationError(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, overload
+from typing import Any, Generic, Protocol, Self, TypeVar, overload
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -23,6 +23,7 @@ from orchestrator_db._execution.backend import Backend
 from orchestrator_db._execution.errors import Boundary, translate
 from orchestrator_db._execution.executor import UnitExecutor, UnitSession
 from orchestrator_db.errors import DataLayerError, TransactionAbortedError, ValidationError
+from orchestrator_db.repositories.base import Repository
 from orchestrator_db.repositories.configuration import ConfigurationRepository
 from orchestrator_db.repositories.event import EventRepository
 from orchestrator_db.repositories.project import ProjectRepository, WorkerTypeRepository
@@ -32,9 +33,6 @@ from orchestrator_db.repositories.ticket import CommentRepository, TicketReposit
 from orchestrator_db.repositories.tool_execution import ToolExecutionRepository
 from orchestrator_db.repositories.worker import WorkerRepository
 from orchestrator_db.repositories.workflow import WorkflowRepository
-
-if TYPE_CHECKING:
-    from orchestrator_db.repositories.base import Repository
 
 RepositoryT = TypeVar("RepositoryT", bound="Repository[Any]")
 
@@ -181,6 +179,10 @@ class UnitOfWork(AbstractUnitOfWork):
 
     def repository(self, repository: type[RepositoryT]) -> RepositoryT:
         """A repository of this unit of work, e.g. one of your own models'."""
+        if not (isinstance(repository, type) and issubclass(repository, Repository)):
+            raise ValidationError(
+                f"expected a Repository subclass, got {repository!r}", field="repository"
+            )
         return repository(self._running())
 
     async def commit(self) -> None:

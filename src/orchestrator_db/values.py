@@ -235,7 +235,7 @@ def _check_json(value: Any, field: str | None, depth: int) -> None:
         if kind is dict:
             for key in item:
                 if type(key) is not str:
-                    raise _refuse(field, f"has a key that is not a string: {_describe(key)}")
+                    raise _refuse(field, f"has a key that is not a string ({type(key).__name__})")
                 add(key)
             item = item.values()
         for member in item:
@@ -254,15 +254,15 @@ def _check_json(value: Any, field: str | None, depth: int) -> None:
 def _check_json_scalar(value: Any, kind: type, field: str | None) -> None:
     if kind is int:
         if not INT64_MIN <= value <= INT64_MAX:
-            raise _refuse(field, f"holds an integer beyond 64 bits: {_describe(value)}")
+            raise _refuse(field, "holds an integer beyond 64 bits")
     elif kind is float:
         if not abs(value) < MAX_JSON_FLOAT:  # NaN and infinities fail this too
             if not math.isfinite(value):
-                raise _refuse(field, f"holds {value!r}, which JSON cannot represent")
+                raise _refuse(field, "holds NaN or an infinity, which JSON cannot represent")
             raise _refuse(
                 field,
-                f"holds the float {value!r}: PostgreSQL would give back an integer "
-                f"(floats must be below {MAX_JSON_FLOAT:g} in magnitude)",
+                f"holds a float of {MAX_JSON_FLOAT:g} or more in magnitude, which "
+                "PostgreSQL would give back as an integer",
             )
     elif value is not None and kind is not bool:
         raise _refuse(field, f"holds a {kind.__name__}, which is not a JSON value")

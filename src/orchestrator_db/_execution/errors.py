@@ -78,15 +78,29 @@ def translate(
 
 
 class Boundary:
-    """``async with Boundary(backend):`` raises whatever escapes the block as
-    its typed error (the original chained as ``__cause__``). Errors that are
-    not ``Exception`` (cancellation, interrupts) pass unchanged."""
+    """``with`` or ``async with Boundary(backend):`` raises whatever escapes
+    the block as its typed error (the original chained as ``__cause__``).
+    Errors that are not ``Exception`` (cancellation, interrupts) pass
+    unchanged."""
 
     __slots__ = ("backend", "entity")
 
     def __init__(self, backend: Backend, entity: str | None = None) -> None:
         self.backend = backend
         self.entity = entity
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if error is None or isinstance(error, DataLayerError) or not isinstance(error, Exception):
+            return
+        raise translate(error, self.backend, entity=self.entity) from error
 
     async def __aenter__(self) -> None:
         return None
@@ -97,6 +111,4 @@ class Boundary:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if error is None or isinstance(error, DataLayerError) or not isinstance(error, Exception):
-            return
-        raise translate(error, self.backend, entity=self.entity) from error
+        self.__exit__(kind, error, traceback)

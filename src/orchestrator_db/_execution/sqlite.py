@@ -12,6 +12,8 @@ for the migration runner's PRAGMAs that a transaction would ignore.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sqlite3
 from typing import Any, Literal
@@ -120,6 +122,7 @@ class SQLiteBackend(Backend):
     def configure(self, engine: AsyncEngine) -> None:
         sync_engine = engine.sync_engine
         sync_engine.dialect.statement_compiler = _SQLiteCompiler
+        event.listen(sync_engine, "do_connect", _create_privately)
         event.listen(sync_engine, "connect", _configure_connection)
         event.listen(sync_engine, "begin", _begin)
 
@@ -146,6 +149,18 @@ class SQLiteBackend(Backend):
 
 
 SQLITE = SQLiteBackend()
+
+
+def _create_privately(
+    dialect: Any, record: ConnectionPoolEntry, cargs: list[Any], cparams: dict[str, Any]
+) -> None:
+    """Create a new database file readable by its owner only (0600), whatever
+    the umask: SQLite gives its -wal and -shm files the database file's mode."""
+    path = cargs[0] if cargs else cparams.get("database")
+    if not isinstance(path, str) or path in ("", ":memory:") or cparams.get("uri"):
+        return
+    with contextlib.suppress(FileExistsError, FileNotFoundError, PermissionError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _configure_connection(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:

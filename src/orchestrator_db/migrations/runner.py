@@ -18,10 +18,12 @@ from typing import Any, Protocol
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.engine import Dialect
 
 from orchestrator_db._execution.sqlite import BEGIN_MODE_OPTION
+from orchestrator_db.errors import UnknownRevisionError, ValidationError
 from orchestrator_db.settings import normalize_url, url_from_env
 
 MIGRATIONS_DIR = Path(__file__).parent
@@ -60,8 +62,39 @@ def head_revision() -> str | None:
     return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
+@functools.cache
+def known_revisions() -> frozenset[str]:
+    """Every revision this installed package ships."""
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
+    return frozenset(revision.revision for revision in script.walk_revisions())
+
+
 def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
+
+
+def checked_revision(connection: Connection) -> str | None:
+    """The database's revision (``None`` before the first migration); a
+    revision this package does not know is an :class:`UnknownRevisionError`."""
+    heads = MigrationContext.configure(connection).get_current_heads()
+    for head in heads:
+        if head not in known_revisions():
+            raise UnknownRevisionError(head, head_revision())
+    return heads[0] if heads else None
+
+
+def run(command: Callable[[Config], None], connection: Connection) -> None:
+    """Run an Alembic command over ``connection``, after checking the
+    database's revision is one this package knows; Alembic's refusals (an
+    unknown target revision, say) are :class:`ValidationError`."""
+    checked_revision(connection)
+    if connection.in_transaction():
+        # The check's read began one: Alembic must begin (and commit) its own.
+        connection.rollback()
+    try:
+        command(alembic_config(connection))
+    except CommandError as error:
+        raise ValidationError(f"alembic refused: {error}", field="revision") from None
 
 
 def resolve_url(config: Config, x_arguments: Mapping[str, str]) -> str:

@@ -8,7 +8,9 @@ import math
 from typing import Any
 
 from sqlalchemy import Boolean, Index, Text, text
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 from orchestrator_db import values
 from orchestrator_db.errors import DatabaseError, ValidationError
@@ -26,16 +28,40 @@ class ValueType(enum.StrEnum):
 class SecretText(str):
     """A ``str`` whose ``repr`` hides it.
 
-    Secret configuration values are passed to the driver as ``SecretText``, so
-    SQLAlchemy's statement logging and the parameters quoted in driver errors
-    (both use ``repr``) show ``'***'`` instead of the value. The driver, ``str``
-    and comparisons still see the real text.
+    Configuration values travel as ``SecretText`` (see :class:`ConfigurationText`),
+    so SQLAlchemy's statement and row logging, aiosqlite's debug log and the
+    parameters quoted in driver errors (all of which use ``repr``) show
+    ``'***'`` instead of the value. The driver, ``str`` and comparisons still
+    see the real text.
     """
 
     __slots__ = ()
 
     def __repr__(self) -> str:
         return "'***'"
+
+
+class ConfigurationText(TypeDecorator[str]):
+    """The text of a configuration value: bound to statements and read from
+    rows as :class:`SecretText`, whether the entry is secret or not (a column
+    type cannot see the row's ``is_secret``, and a value about to become
+    secret may be written by a statement that does not say so)."""
+
+    impl = Text
+    cache_ok = True
+
+    def validate(self, value: Any, field: str | None = None) -> str:
+        return values.text(value, field)
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else SecretText(self.validate(value))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else SecretText(value)
+
+    @property
+    def python_type(self) -> type[str]:
+        return str
 
 
 ConfigValue = str | int | float | bool | dict[str, Any] | list[Any]
@@ -68,7 +94,8 @@ def encode_value(value: object) -> tuple[ValueType, str]:
 
 
 def decode_value(value_type: ValueType, text: str) -> ConfigValue:
-    """The Python value of stored text. A secret keeps its masked ``repr``."""
+    """The Python value of stored text (a string comes back as it is read:
+    a :class:`SecretText`)."""
     try:
         if value_type is ValueType.BOOLEAN:
             return text == "true"
@@ -100,7 +127,7 @@ class Configuration(Timestamps, Base):
     )
 
     key: Mapped[str] = mapped_column(Text, primary_key=True)
-    value: Mapped[str] = mapped_column(Text, nullable=False)
+    value: Mapped[str] = mapped_column(ConfigurationText(), nullable=False)
     value_type: Mapped[ValueType] = mapped_column(
         enum_type(ValueType, "value_type"), nullable=False
     )
@@ -116,6 +143,6 @@ class Configuration(Timestamps, Base):
 
     def _repr_value(self, name: str, loaded: dict[str, Any]) -> str:
         # A value whose secrecy is unknown (not loaded) is treated as secret.
-        if name == "value" and loaded.get("is_secret", True):
-            return "'***'"
+        if name == "value" and "value" in loaded:
+            return "'***'" if loaded.get("is_secret", True) else repr(str(loaded["value"]))
         return super()._repr_value(name, loaded)

@@ -11,7 +11,9 @@ no error and names no dialect.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import functools
+import inspect as inspect_module
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -31,8 +33,9 @@ from sqlalchemy.orm.attributes import instance_state
 
 from orchestrator_db import values
 from orchestrator_db._execution import bulk
+from orchestrator_db._execution.errors import translate
 from orchestrator_db._execution.rows import mark_detached, row_layout
-from orchestrator_db.errors import NotFoundError, ValidationError
+from orchestrator_db.errors import DataLayerError, NotFoundError, ValidationError
 from orchestrator_db.models.base import Base, check_bound_values, check_values
 from orchestrator_db.types import JSONValue, UUIDString, canonical_uuid
 
@@ -66,6 +69,34 @@ class Page(Generic[ModelT]):
         return self.next_cursor is not None
 
 
+def _guarded(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """``method`` inside the error boundary: whatever it raises leaves as a
+    typed error. (Its statements fail the unit closed on their own; a value
+    that breaks the method's own logic is refused without failing it.)"""
+
+    @functools.wraps(method)
+    async def guarded(self: Repository[Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except DataLayerError:
+            raise
+        except Exception as error:
+            raise translate(error, self._ex.backend, entity=self.entity) from error
+
+    guarded.__wrapped_by_boundary__ = True  # type: ignore[attr-defined]
+    return guarded
+
+
+def _guard_public_methods(cls: type[Any]) -> None:
+    for name, member in list(vars(cls).items()):
+        if (
+            not name.startswith("_")
+            and inspect_module.iscoroutinefunction(member)
+            and not getattr(member, "__wrapped_by_boundary__", False)
+        ):
+            setattr(cls, name, _guarded(member))
+
+
 class Repository(Generic[ModelT]):
     """Typed data access for one model inside a unit of work.
 
@@ -83,6 +114,10 @@ class Repository(Generic[ModelT]):
     #: Attributes that order :meth:`list` and :meth:`page`; by default
     #: ``created_at`` then the primary key, which must be covered by an index.
     keyset: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _guard_public_methods(cls)  # a user's repository gets the boundary too
 
     def __init__(self, executor: UnitExecutor) -> None:
         self._ex = executor
@@ -434,3 +469,6 @@ class Repository(Generic[ModelT]):
         keys = [row[0] for row in await self._ex.rows(statement, params, entity=self.entity)]
         await self._ex.refresh_loaded(self.model_type, keys)
         return keys
+
+
+_guard_public_methods(Repository)

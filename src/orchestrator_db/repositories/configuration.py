@@ -10,7 +10,6 @@ from orchestrator_db import values
 from orchestrator_db.models.configuration import (
     Configuration,
     ConfigValue,
-    SecretText,
     decode_value,
     encode_value,
 )
@@ -45,11 +44,10 @@ class ConfigurationRepository(Repository[Configuration]):
             values.boolean(is_secret, "is_secret")
         value_type, text = encode_value(value)
         secret = bool(is_secret)
-        # Unless the caller says the value is public, it may be replacing a
-        # secret: keep it out of statement logs either way.
+        # The value's column type keeps it out of logs, secret or not.
         row: dict[str, Any] = {
             "key": key,
-            "value": text if is_secret is False else SecretText(text),
+            "value": text,
             "value_type": value_type,
             "description": description,
             "is_secret": secret,
@@ -72,10 +70,18 @@ class ConfigurationRepository(Repository[Configuration]):
         return found[0]
 
     async def get_value(self, key: str) -> ConfigValue:
-        """The value of ``key`` as the Python type it was set with."""
-        config = await self.get(key)
-        return decode_value(config.value_type, config.value)
+        """The value of ``key`` as the Python type it was set with. A secret
+        string comes back as a :class:`~orchestrator_db.models.SecretText`:
+        a ``str`` whose ``repr`` (and so any log of it) is masked."""
+        return _value_of(await self.get(key))
 
     async def get_value_or(self, key: str, default: ConfigValue) -> ConfigValue:
         config = await self.get_or_none(key)
-        return default if config is None else decode_value(config.value_type, config.value)
+        return default if config is None else _value_of(config)
+
+
+def _value_of(config: Configuration) -> ConfigValue:
+    value = decode_value(config.value_type, config.value)
+    if isinstance(value, str) and not config.is_secret:
+        return str(value)  # a plain str for a public value
+    return value
