@@ -33,8 +33,9 @@ typecheck: install
 migration-gate: install
 	$(BIN)/python -m tests.migration_gate
 
+# Both cores: every engine configuration multiplies the suite.
 pytest: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 bench: install
 	$(BIN)/python -m bench

@@ -280,3 +280,17 @@ async def test_long_internal_id_lists_are_split(db: Database) -> None:
         dependencies = {t.id: [prerequisite.id] for t in batch}
         added = await uow.tasks.submit_many(batch, dependencies=dependencies)
         assert {t.status for t in added} == {TaskStatus.BLOCKED}
+
+
+async def test_a_bad_value_set_directly_is_refused_before_the_flush(db: Database) -> None:
+    (added,) = await add_tasks(db, task())
+    async with db.unit_of_work() as uow:
+        loaded = await uow.tasks.get(added.id)
+        loaded.priority = "high"  # type: ignore[assignment]
+        with pytest.raises(ValidationError, match=r"Task\.priority must be an integer"):
+            await uow.flush()
+        assert uow.failure is None  # nothing was sent: the unit goes on
+        loaded.priority = 9
+        await uow.commit()
+    async with db.unit_of_work(read_only=True) as uow:
+        assert (await uow.tasks.get(added.id)).priority == 9

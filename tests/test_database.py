@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator_db import Database, Task
 from orchestrator_db.errors import (
-    DatabaseUnavailableError,
+    PoolTimeoutError,
     ReadOnlyError,
     SchemaNotReadyError,
     ValidationError,
@@ -51,7 +51,7 @@ async def test_an_exhausted_pool_raises_instead_of_hanging(
             await holder.tasks.count()  # holds the only connection
             report_during = db.pool_status()
             async with db.unit_of_work() as waiter:
-                with pytest.raises(DatabaseUnavailableError, match="no database connection"):
+                with pytest.raises(PoolTimeoutError, match="no database connection"):
                     await asyncio.wait_for(waiter.tasks.count(), timeout=20)
         assert report_during.checked_out == 1
         async with db.unit_of_work() as uow:  # and the pool recovers

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support import ROOT
 
 
@@ -15,6 +17,20 @@ def quickstart() -> str:
     match = re.search(r"<!-- quickstart:.*?-->\s*```python\n(.*?)```", readme, re.DOTALL)
     assert match, "README.md has no quickstart block"
     return match.group(1)
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+
+
+def run_block(code: str, directory: Path) -> list[str]:
+    script = directory / "block.py"
+    script.write_text(code)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=directory, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
 
 
 def test_readme_quickstart_runs_as_written(tmp_path: Path) -> None:
@@ -28,3 +44,27 @@ def test_readme_quickstart_runs_as_written(tmp_path: Path) -> None:
     assert lines[0] == "Build v2 1 1 1"  # t is the object update() changed
     assert "does not exist" in lines[1]
     assert (tmp_path / "orchestrator.db").exists()
+
+
+EXPECTED_OUTPUT = {
+    "class CodeTasks": ["['Build docs']"],
+    'task_types={"code"}, lease': ["True"],
+    "async def run(task": ["3"],
+    "claim_unprocessed": ["['ticket_stage_completed']"],
+}
+
+
+@pytest.mark.parametrize("index", range(len(python_blocks())))
+def test_every_readme_code_block_runs_as_written(index: int, tmp_path: Path) -> None:
+    code = python_blocks()[index]
+    lines = run_block(code, tmp_path)
+    for marker, expected in EXPECTED_OUTPUT.items():
+        if marker in code:
+            assert lines == expected
+
+
+def test_every_readme_block_is_checked() -> None:
+    blocks = python_blocks()
+    assert len(blocks) == 1 + len(EXPECTED_OUTPUT)
+    for marker in EXPECTED_OUTPUT:
+        assert sum(marker in block for block in blocks) == 1, marker

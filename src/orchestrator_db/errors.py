@@ -146,8 +146,14 @@ class StatementTimeoutError(DataLayerError):
 
 
 class DatabaseUnavailableError(DataLayerError):
-    """The database cannot be reached, the connection was lost, or no pooled
-    connection became free in time. Retrying later may succeed."""
+    """The database cannot be reached, or the connection was lost. Retrying
+    later may succeed."""
+
+
+class PoolTimeoutError(DataLayerError):
+    """No pooled connection became free within ``pool_timeout``: the process
+    holds every connection of its pool (units of work kept open too long, or
+    too many at once). The database itself may be fine."""
 
 
 class DatabaseConfigurationError(DataLayerError):
@@ -236,6 +242,7 @@ __all__ = [
     "LeaseLostError",
     "NotFoundError",
     "NotNullViolationError",
+    "PoolTimeoutError",
     "ReadOnlyError",
     "SchemaNotReadyError",
     "StatementTimeoutError",

@@ -31,7 +31,7 @@ from typing import Any, Self, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator_db import work_queue
+from orchestrator_db import values, work_queue
 from orchestrator_db._execution.engines import backend_for
 from orchestrator_db._execution.errors import Boundary
 from orchestrator_db._execution.executor import ConnectionExecutor
@@ -62,11 +62,13 @@ class QueueWorker:
         before_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """``before_start`` runs as the worker connects (the schema check)."""
-        if not worker_id:
-            raise ValidationError("worker_id must be a non-empty string", field="worker_id")
         self.lease = work_queue.DEFAULT_LEASE if lease is None else lease
         work_queue.lease_seconds(self.lease)  # reject a bad lease now, not at the first claim
-        self.worker_id = worker_id
+        self.worker_id = values.text(
+            worker_id, "worker_id", min_length=1, max_length=values.MAX_INDEXED_TEXT
+        )
+        if task_types is not None:
+            task_types = values.texts(task_types, "task_types", max_length=values.MAX_INDEXED_TEXT)
         self.task_types = frozenset(task_types) if task_types else None
         self._engine = engine
         self._backend = backend_for(engine.dialect.name)

@@ -49,7 +49,7 @@ class DatabaseSettings:
         few processes share a server.
     ``pool_timeout`` 30 s
         How long a unit of work waits for a free connection before
-        :class:`~orchestrator_db.errors.DatabaseUnavailableError`.
+        :class:`~orchestrator_db.errors.PoolTimeoutError`.
     ``pool_recycle``
         PostgreSQL 1800 s: below the idle timeouts of common proxies and
         firewalls. SQLite: never (a file connection does not go stale).

@@ -24,6 +24,7 @@ from orchestrator_db.errors import (
     DataLayerError,
     InternalError,
     NotFoundError,
+    PoolTimeoutError,
     TransactionAbortedError,
     ValidationError,
 )
@@ -47,7 +48,7 @@ def translate(
     if isinstance(error, DataLayerError):
         return error
     if isinstance(error, sa_exc.TimeoutError):
-        return DatabaseUnavailableError(
+        return PoolTimeoutError(
             f"no database connection became free in time ({error}); raise pool_size, "
             "max_overflow or pool_timeout, or keep units of work shorter"
         )

@@ -33,9 +33,9 @@ from sqlalchemy.orm.attributes import instance_state
 
 from orchestrator_db import values
 from orchestrator_db._execution import bulk
-from orchestrator_db._execution.errors import translate
+from orchestrator_db._execution.errors import Boundary
 from orchestrator_db._execution.rows import mark_detached, row_layout
-from orchestrator_db.errors import DataLayerError, NotFoundError, ValidationError
+from orchestrator_db.errors import NotFoundError, ValidationError
 from orchestrator_db.models.base import Base, check_bound_values, check_values
 from orchestrator_db.types import JSONValue, UUIDString, canonical_uuid
 
@@ -76,12 +76,8 @@ def _guarded(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[A
 
     @functools.wraps(method)
     async def guarded(self: Repository[Any], *args: Any, **kwargs: Any) -> Any:
-        try:
+        async with Boundary(self._ex.backend, self.entity):
             return await method(self, *args, **kwargs)
-        except DataLayerError:
-            raise
-        except Exception as error:
-            raise translate(error, self._ex.backend, entity=self.entity) from error
 
     guarded.__wrapped_by_boundary__ = True  # type: ignore[attr-defined]
     return guarded
@@ -254,8 +250,16 @@ class Repository(Generic[ModelT]):
         """
         mapper = self._mapper()
         state_dict = instance_state(obj).dict
+        generated = self._database_generates_keys()
         for column in mapper.primary_key:
             key = mapper.get_property_by_column(column).key
+            if generated and state_dict.get(key) is not None:
+                # A key given by hand would not advance PostgreSQL's sequence,
+                # and a later row would collide with it: SQLite would not.
+                raise ValidationError(
+                    f"{self.entity}.{key} is assigned by the database; leave it unset",
+                    field=key,
+                )
             default = column.default
             if state_dict.get(key) is None and default is not None and default.is_callable:
                 setattr(obj, key, default.arg(bulk.DefaultContext(state_dict)))
@@ -303,6 +307,10 @@ class Repository(Generic[ModelT]):
         if not items:
             return []
         if self._database_generates_keys():
+            for item in items:
+                self._prepare(item)
+                held = instance_state(item).dict
+                held.update(check_values(self.model_type, held))
             self.session.add_all(items)
             await self._ex.flush(entity=self.entity)
             return items
