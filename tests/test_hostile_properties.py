@@ -412,6 +412,13 @@ def key_of(model: type[Base], obj: Any) -> Any:
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
+def draw_attribute(data: st.DataObject, model: type[Base]) -> tuple[str, Any]:
+    """An attribute of ``model`` and a hostile value for it."""
+    attributes = columns(model)
+    name = data.draw(st.sampled_from(sorted(attributes)), label="attribute")
+    return name, data.draw(kind_of(attributes[name]), label="value")
+
+
 def read_back(repository: str, name: str, value: Any) -> Check:
     model = MODELS[repository][0]
     column = columns(model)[name]
@@ -434,9 +441,7 @@ def test_add_and_update_with_hostile_values(
     engines: Engines, repository: str, data: st.DataObject
 ) -> None:
     model, valid = MODELS[repository]
-    attributes = columns(model)
-    name = data.draw(st.sampled_from(sorted(attributes)), label="attribute")
-    value = data.draw(kind_of(attributes[name]), label="value")
+    name, value = draw_attribute(data, model)
 
     async def add(uow: UnitOfWork) -> Any:
         values = {**valid(), name: value}
@@ -492,9 +497,7 @@ def test_add_many_with_hostile_values(
     engines: Engines, repository: str, data: st.DataObject
 ) -> None:
     model, valid = MODELS[repository]
-    attributes = columns(model)
-    name = data.draw(st.sampled_from(sorted(attributes)), label="attribute")
-    value = data.draw(kind_of(attributes[name]), label="value")
+    name, value = draw_attribute(data, model)
 
     async def call(uow: UnitOfWork) -> Any:
         return await getattr(uow, repository).add_many([model(**valid()), model(**valid())])

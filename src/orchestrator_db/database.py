@@ -111,15 +111,14 @@ class Database:
         instead of failing. ``read_only=True`` units run concurrently with
         writers and refuse writes with :class:`~orchestrator_db.errors.ReadOnlyError`.
         """
-        values.boolean(read_only, "read_only")
+        if read_only is not True and read_only is not False:
+            values.boolean(read_only, "read_only")
+        check = None if self._schema_known else self._check_schema
         if not read_only:
-            return UnitOfWork(self._write_sessions, self._backend, before_start=self._check_schema)
+            return UnitOfWork(self._write_sessions, self._backend, before_start=check)
         autocommit = self._read_engine if self._backend.autocommit_reads else None
         return UnitOfWork(
-            self._read_sessions,
-            self._backend,
-            autocommit_engine=autocommit,
-            before_start=self._check_schema,
+            self._read_sessions, self._backend, autocommit_engine=autocommit, before_start=check
         )
 
     def queue_worker(

@@ -29,9 +29,9 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator_db import values, work_queue
+from orchestrator_db import work_queue
 from orchestrator_db._execution.engines import backend_for
 from orchestrator_db._execution.errors import Boundary
 from orchestrator_db._execution.executor import ConnectionExecutor
@@ -62,16 +62,16 @@ class QueueWorker:
         before_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """``before_start`` runs as the worker connects (the schema check)."""
-        self.lease = work_queue.DEFAULT_LEASE if lease is None else lease
-        work_queue.lease_seconds(self.lease)  # reject a bad lease now, not at the first claim
-        self.worker_id = values.text(
-            worker_id, "worker_id", min_length=1, max_length=values.MAX_INDEXED_TEXT
-        )
-        if task_types is not None:
-            task_types = values.texts(task_types, "task_types", max_length=values.MAX_INDEXED_TEXT)
-        self.task_types = frozenset(task_types) if task_types else None
-        self._engine = engine
         self._backend = backend_for(engine.dialect.name)
+        self.lease = work_queue.DEFAULT_LEASE if lease is None else lease
+        # Checked now, not at the first claim; the worker's claim of one task
+        # is made once.
+        self._claim_one = work_queue.claim_request(
+            self._backend.name, worker_id, 1, task_types=task_types, lease=self.lease
+        )
+        self.worker_id = worker_id
+        self.task_types = frozenset(self._claim_one[1].get("task_types", ())) or None
+        self._engine = engine
         self._before_start = before_start
         self._executor: ConnectionExecutor | None = None
         self._connected_at = 0.0
@@ -103,12 +103,16 @@ class QueueWorker:
 
     async def claim(self) -> Task | None:
         """The next ready task, now running under this worker's lease."""
-        claimed = await self.claim_batch(1)
+        claimed = await self._transaction(lambda ex: work_queue.claimed(ex, self._claim_one))
         return claimed[0] if claimed else None
 
     async def claim_batch(self, limit: int) -> list[Task]:
         """Up to ``limit`` ready tasks, in claim order, under one lease."""
-        return await self._transaction(lambda ex: self._claim(ex, limit))
+        return await self._transaction(
+            lambda ex: work_queue.claim(
+                ex, self.worker_id, limit, task_types=self.task_types, lease=self.lease
+            )
+        )
 
     async def heartbeat(self, task_id: str) -> Task:
         """Extend this worker's lease on ``task_id``."""
@@ -130,7 +134,7 @@ class QueueWorker:
 
         async def complete_and_claim(ex: ConnectionExecutor) -> Task | None:
             await work_queue.complete(ex, task_id, self.worker_id, result)
-            claimed = await self._claim(ex, 1)
+            claimed = await work_queue.claimed(ex, self._claim_one)
             return claimed[0] if claimed else None
 
         return await self._transaction(complete_and_claim)
@@ -144,32 +148,28 @@ class QueueWorker:
 
     # ------------------------------------------------------------ internals
 
-    async def _claim(self, ex: ConnectionExecutor, limit: int) -> list[Task]:
-        return await work_queue.claim(
-            ex, self.worker_id, limit, task_types=self.task_types, lease=self.lease
-        )
-
     async def _connect(self) -> None:
         connection = await self._engine.connect()
         self._executor = ConnectionExecutor(connection, self._backend)
         self._connected_at = time.monotonic()
 
     async def _transaction(self, work: Callable[[ConnectionExecutor], Awaitable[T]]) -> T:
-        async with self._lock, Boundary(self._backend, "Task"):
-            executor = self._executor
-            if executor is None:
-                raise ValidationError(
-                    "use the worker as `async with db.queue_worker(...) as worker`"
-                )
-            if 0 <= self._recycle < time.monotonic() - self._connected_at:
-                # Held for the worker's life, the connection never goes back to
-                # the pool to be recycled there: exchange it here, as the pool
-                # would (a proxy's idle timeout may have dropped it).
-                self._executor = None
-                await executor.connection.close()
-                await self._connect()
-                assert self._executor is not None
+        async with self._lock:
+            with Boundary(self._backend, "Task"):
                 executor = self._executor
-            connection: AsyncConnection = executor.connection
-            async with connection.begin():
-                return await work(executor)
+                if executor is None:
+                    raise ValidationError(
+                        "use the worker as `async with db.queue_worker(...) as worker`"
+                    )
+                if 0 <= self._recycle < time.monotonic() - self._connected_at:
+                    # Held for the worker's life, the connection never goes
+                    # back to the pool to be recycled there: exchange it here,
+                    # as the pool would (a proxy's idle timeout may have
+                    # dropped it).
+                    self._executor = None
+                    await executor.connection.close()
+                    await self._connect()
+                    assert self._executor is not None
+                    executor = self._executor
+                async with executor.connection.begin():
+                    return await work(executor)

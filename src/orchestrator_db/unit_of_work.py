@@ -150,13 +150,13 @@ class UnitOfWork(AbstractUnitOfWork):
 
     async def __aenter__(self) -> Self:
         if self._before_start is not None:
-            async with Boundary(self._backend):
+            with Boundary(self._backend):
                 await self._before_start()
+        if self._executor is not None:  # a unit entered again starts afresh
+            for name in _REPOSITORIES:
+                self.__dict__.pop(name, None)
         self.session = session = self._session_factory()
-        executor = UnitExecutor(session, self._backend, self._autocommit_engine)
-        self._executor = executor
-        for name in _REPOSITORIES:  # a unit entered again starts afresh
-            self.__dict__.pop(name, None)
+        self._executor = UnitExecutor(session, self._backend, self._autocommit_engine)
         return self
 
     async def __aexit__(
@@ -167,7 +167,8 @@ class UnitOfWork(AbstractUnitOfWork):
     ) -> None:
         executor = self._executor
         if executor is not None:
-            await executor.close()  # rolls back whatever was not committed
+            with Boundary(self._backend):
+                await executor.close()  # rolls back whatever was not committed
         if isinstance(exc, SQLAlchemyError):
             # Raised through a connection of the session's (uow.session.connection()).
             raise translate(exc, self._backend) from exc

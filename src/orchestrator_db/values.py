@@ -293,27 +293,56 @@ def _is_indexed(column: ColumnElement[Any]) -> bool:
 def for_type(
     kind: TypeEngine[Any], field: str | None, *, indexed: bool = False
 ) -> Validator | None:
-    """The check of values of a column type, or ``None`` if it needs none."""
+    """The check of values of a column type, or ``None`` if it needs none.
+
+    Each check lets ``None`` through (the database decides about NULL) and
+    returns the value as it will be stored. They run for every value bound
+    on the hot paths, so each first tries the common case inline.
+    """
     check = getattr(kind, "validate", None)
     if check is not None:  # the package's own types know their values
-        return functools.partial(_nullable, check, field)
+
+        def own(value: Any) -> Any:
+            return None if value is None else check(value, field)
+
+        return own
     if isinstance(kind, Enum) and kind.enum_class is not None:
-        return functools.partial(_nullable, functools.partial(member, kind.enum_class), field)
+        members = kind.enum_class
+
+        def one_of(value: Any) -> Any:
+            if value is None or type(value) is members:
+                return value
+            return member(members, value, field)
+
+        return one_of
     if isinstance(kind, Boolean):
-        return functools.partial(_nullable, boolean, field)
-    if isinstance(kind, BigInteger):
-        wide = functools.partial(integer, minimum=INT64_MIN, maximum=INT64_MAX)
-        return functools.partial(_nullable, wide, field)
+        return lambda value: (
+            value if value is None or type(value) is bool else boolean(value, field)
+        )
     if isinstance(kind, Integer):
-        return functools.partial(_nullable, integer, field)
+        low, high = (
+            (INT64_MIN, INT64_MAX) if isinstance(kind, BigInteger) else (INT32_MIN, INT32_MAX)
+        )
+
+        def whole(value: Any) -> Any:
+            if value is None or (type(value) is int and low <= value <= high):
+                return value
+            return integer(value, field, minimum=low, maximum=high)
+
+        return whole
     if isinstance(kind, String):
         limit = MAX_INDEXED_TEXT if indexed else None
-        return functools.partial(_nullable, functools.partial(text, max_length=limit), field)
+        search = _BAD_TEXT.search
+
+        def string(value: Any) -> Any:
+            if value is None or (
+                type(value) is str and not search(value) and (limit is None or len(value) <= limit)
+            ):
+                return value
+            return text(value, field, max_length=limit)
+
+        return string
     return None
-
-
-def _nullable(check: Callable[..., Any], field: str | None, value: Any) -> Any:
-    return None if value is None else check(value, field)
 
 
 def check_many(column: ColumnElement[Any], items: list[Any]) -> None:

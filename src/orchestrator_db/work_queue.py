@@ -93,6 +93,23 @@ async def claim(
     lease: timedelta | None = None,
 ) -> list[Task]:
     """Up to ``limit`` ready tasks, in claim order, running under one lease."""
+    request = claim_request(ex.backend.name, worker_id, limit, task_types=task_types, lease=lease)
+    return await claimed(ex, request)
+
+
+ClaimRequest = tuple[Any, dict[str, Any]]
+
+
+def claim_request(
+    dialect: str,
+    worker_id: str,
+    limit: int,
+    *,
+    task_types: Collection[str] | None = None,
+    lease: timedelta | None = None,
+) -> ClaimRequest:
+    """The claim statement and its parameters, the arguments checked (a
+    queue worker makes its own once)."""
     params: dict[str, Any] = {
         "holder": _worker(worker_id),
         "lease_seconds": lease_seconds(lease),
@@ -102,11 +119,16 @@ async def claim(
         task_types = values.texts(task_types, "task_types", max_length=values.MAX_INDEXED_TEXT)
     if task_types:
         params["task_types"] = sorted(set(task_types))
-    statement = q.claim_statement(ex.backend.name, typed=bool(task_types))
+    return q.claim_statement(dialect, typed=bool(task_types)), params
+
+
+async def claimed(ex: Executor, request: ClaimRequest) -> list[Task]:
+    """The tasks a claim request marks running, in claim order."""
+    statement, params = request
     rows = await ex.rows(statement, params, entity=_ENTITY)
-    claimed = [ex.adopt(Task, row, refresh=True) for row in rows]
-    claimed.sort(key=_claim_order)
-    return claimed
+    tasks = [ex.adopt(Task, row, refresh=True) for row in rows]
+    tasks.sort(key=_claim_order)
+    return tasks
 
 
 async def heartbeat(

@@ -103,8 +103,10 @@ def _compile(statement: Any, dialect: Dialect) -> DirectStatement | None:
         kind = compiled.binds[name].type
         process = kind.dialect_impl(dialect).bind_processor(dialect)
         # The package's own column types check their values as they convert
-        # them; the others are checked here, as everywhere (see values).
-        check = None if hasattr(kind, "validate") else values.for_type(kind, name)
+        # them; the others are checked here, as everywhere (see values). A
+        # value the statement binds itself needs no check.
+        given = compiled.binds[name].required
+        check = None if hasattr(kind, "validate") or not given else values.for_type(kind, name)
         if check is not None:
             process = check if process is None else _then(check, process)
         if process is not None:

@@ -612,7 +612,7 @@ class UnitExecutor:
                 # needs no I/O and no greenlet hop.
                 session.sync_session.close()
             else:
-                await session.close()
+                await self._session.close()
         finally:
             self.failure = None
             self._given = None

@@ -12,7 +12,7 @@ without one.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from sqlalchemy import Column, ColumnElement, Select, Table, bindparam, inspect,
 from sqlalchemy.orm import Mapper, Session, configure_mappers
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
+from orchestrator_db import values
 from orchestrator_db.models.base import Base
 
 ModelT = TypeVar("ModelT", bound=Base)
@@ -36,6 +37,7 @@ class RowLayout:
     primary_key: tuple[int, ...]  # positions of the key columns in ``columns``
     by_key: Select[Any]  # ``columns`` where the key is ``:key_0``, ``:key_1``...
     key_columns: tuple[ColumnElement[Any], ...]  # the primary key's columns, in key order
+    key_checks: tuple[Callable[[Any], Any], ...]  # each key part's check (see values)
 
 
 @functools.cache
@@ -52,18 +54,20 @@ def row_layout(model: type[Base]) -> RowLayout:
     by_key = select(*columns).where(
         *(column == bindparam(f"key_{i}") for i, column in enumerate(mapper.primary_key))
     )
-    return RowLayout(mapper, columns, keys, primary_key, by_key, tuple(mapper.primary_key))
+    key_columns = tuple(mapper.primary_key)
+    key_checks = tuple(
+        values.for_type(column.type, "key", indexed=True) or (lambda value: value)
+        for column in key_columns
+    )
+    return RowLayout(mapper, columns, keys, primary_key, by_key, key_columns, key_checks)
 
 
 def detached(model: type[ModelT], row: Sequence[Any]) -> ModelT:
     """An object of ``model`` for ``row`` (the table's columns in order, extra
     values ignored), as if loaded and then detached."""
     layout = row_layout(model)
-    obj: ModelT = layout.mapper.class_manager.new_instance()
-    instance_state(obj).dict.update(zip(layout.keys, row, strict=False))
-    key = tuple([row[i] for i in layout.primary_key])
-    give_identity(obj, layout.mapper.identity_key_from_primary_key(key))
-    return obj
+    built: ModelT = _built(layout, row, _identity(layout, row))
+    return built
 
 
 def loaded(
@@ -73,25 +77,41 @@ def loaded(
     ``refresh`` its attributes are overwritten by the row (what
     ``populate_existing`` does), for rows a statement has just changed."""
     layout = row_layout(model)
-    key = tuple(row[i] for i in layout.primary_key)
-    found: ModelT | None = session.identity_map.get(
-        layout.mapper.identity_key_from_primary_key(key)
-    )
+    found: ModelT | None = session.identity_map.get(_identity(layout, row))
     if found is not None and refresh:
-        for name, value in zip(layout.keys, row, strict=False):
-            set_committed_value(found, name, value)
+        _refresh(layout, found, row)
     return found
 
 
 def adopt(session: Session, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT:
     """``session``'s object for ``row``: the one it holds (see :func:`loaded`)
-    or a new persistent one."""
-    found = loaded(session, model, row, refresh=refresh)
+    or a new persistent one. (Written out: every read by key comes here.)"""
+    layout = row_layout(model)
+    identity = _identity(layout, row)
+    found: ModelT | None = session.identity_map.get(identity)
     if found is not None:
+        if refresh:
+            _refresh(layout, found, row)
         return found
-    obj = detached(model, row)
+    obj: ModelT = _built(layout, row, identity)
     session.add(obj)
     return obj
+
+
+def _identity(layout: RowLayout, row: Sequence[Any]) -> Any:
+    return layout.mapper.identity_key_from_primary_key(tuple([row[i] for i in layout.primary_key]))
+
+
+def _built(layout: RowLayout, row: Sequence[Any], identity: Any) -> Any:
+    obj = layout.mapper.class_manager.new_instance()
+    instance_state(obj).dict.update(zip(layout.keys, row, strict=False))
+    give_identity(obj, identity)
+    return obj
+
+
+def _refresh(layout: RowLayout, obj: Any, row: Sequence[Any]) -> None:
+    for name, value in zip(layout.keys, row, strict=False):
+        set_committed_value(obj, name, value)
 
 
 def mark_detached(model: type[Base], items: Iterable[Any]) -> None:

@@ -76,7 +76,7 @@ def _guarded(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[A
 
     @functools.wraps(method)
     async def guarded(self: Repository[Any], *args: Any, **kwargs: Any) -> Any:
-        async with Boundary(self._ex.backend, self.entity):
+        with Boundary(self._ex.backend, self.entity):
             return await method(self, *args, **kwargs)
 
     guarded.__wrapped_by_boundary__ = True  # type: ignore[attr-defined]
@@ -111,8 +111,14 @@ class Repository(Generic[ModelT]):
     #: ``created_at`` then the primary key, which must be covered by an index.
     keyset: ClassVar[tuple[str, ...]] = ()
 
+    #: The model's name, as errors name it.
+    entity: ClassVar[str] = "row"
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        model = getattr(cls, "model_type", None)
+        if model is not None:
+            cls.entity = model.__name__
         _guard_public_methods(cls)  # a user's repository gets the boundary too
 
     def __init__(self, executor: UnitExecutor) -> None:
@@ -132,10 +138,6 @@ class Repository(Generic[ModelT]):
         return repository(self._ex)
 
     # ------------------------------------------------------------ metadata
-
-    @property
-    def entity(self) -> str:
-        return self.model_type.__name__
 
     @classmethod
     def _mapper(cls) -> Mapper[ModelT]:
@@ -207,17 +209,15 @@ class Repository(Generic[ModelT]):
     def _key_parts(self, key: Any) -> tuple[Any, ...]:
         """The parts of a primary key, each checked against its column."""
         parts = key if isinstance(key, tuple) else (key,)
-        columns = row_layout(self.model_type).key_columns
-        if len(parts) != len(columns):
+        layout = row_layout(self.model_type)
+        if len(parts) != len(layout.key_columns):
             raise ValidationError(
-                f"{self.entity} key has {len(columns)} part(s), got {key!r}", field="key"
+                f"{self.entity} key has {len(layout.key_columns)} part(s), got {key!r}",
+                field="key",
             )
-        checked = []
-        for column, part in zip(columns, parts, strict=True):
-            if part is None:
-                raise ValidationError(f"{self.entity} key has no value for {column.key}")
-            checked.append(values.column_value(column, part, "key"))
-        return tuple(checked)
+        if None in parts:
+            raise ValidationError(f"{self.entity} key has no value for a part", field="key")
+        return tuple([check(part) for check, part in zip(layout.key_checks, parts, strict=True)])
 
     @classmethod
     def _database_generates_keys(cls) -> bool:
@@ -372,12 +372,18 @@ class Repository(Generic[ModelT]):
         ``for_update`` locks the row until the unit of work ends (PostgreSQL;
         SQLite write units of work hold the database write lock already).
         """
-        obj = await self.get_or_none(key, for_update=for_update)
+        obj = await self._get_or_none(key, for_update)
         if obj is None:
             raise NotFoundError(self.entity, key)
         return obj
 
     async def get_or_none(self, key: Any, *, for_update: bool = False) -> ModelT | None:
+        """The row ``key``, or ``None`` if it does not exist (see :meth:`get`)."""
+        return await self._get_or_none(key, for_update)
+
+    async def _get_or_none(self, key: Any, for_update: bool) -> ModelT | None:
+        if for_update is not True and for_update is not False:
+            values.boolean(for_update, "for_update")
         layout = row_layout(self.model_type)
         parts = self._key_parts(key)
         session = self.session
