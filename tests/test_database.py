@@ -89,7 +89,7 @@ async def test_unmigrated_database_says_so(tmp_path: Path) -> None:
             async with db.unit_of_work() as uow:
                 await uow.tasks.count()
         report = await db.health_check()
-        assert report.ok
+        assert not report.ok and report.error is not None and "not been migrated" in report.error
         assert report.current_revision is None
         assert not report.up_to_date
     finally:

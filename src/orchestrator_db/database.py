@@ -12,6 +12,7 @@ from typing import Any, Self, TypedDict, Unpack
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.pool import QueuePool
 
@@ -19,7 +20,7 @@ from orchestrator_db import values
 from orchestrator_db._execution.engines import backend_for, create_engine, create_read_engine
 from orchestrator_db._execution.errors import Boundary, translate
 from orchestrator_db._execution.executor import UnitSession
-from orchestrator_db.errors import UnknownRevisionError
+from orchestrator_db.errors import UnknownRevisionError, ValidationError
 from orchestrator_db.migrations import runner as migrations
 from orchestrator_db.migrations.runner import current_revision, head_revision
 from orchestrator_db.queue_worker import QueueWorker
@@ -83,8 +84,15 @@ class Database:
         self.url = normalize_url(url)
         self.settings = DatabaseSettings().with_overrides(**settings)
         self._backend = backend_for(self.url.get_backend_name())
-        self.engine: AsyncEngine = create_engine(self.url, self.settings)
-        self._read_engine = create_read_engine(self.engine, self.url, self.settings)
+        try:
+            self.engine: AsyncEngine = create_engine(self.url, self.settings)
+            self._read_engine = create_read_engine(self.engine, self.url, self.settings)
+        except (TypeError, ValueError, SQLAlchemyError) as error:
+            # Options SQLAlchemy refuses: they can only be the user's.
+            raise ValidationError(
+                f"extra_engine_options refused: {type(error).__name__}: {error}",
+                field="extra_engine_options",
+            ) from error
         self._write_sessions = async_sessionmaker(
             self.engine, class_=UnitSession, expire_on_commit=False
         )
@@ -193,7 +201,9 @@ class Database:
                 info = connection.dialect.server_version_info
                 version = ".".join(str(part) for part in info) if info else None
                 current = await connection.run_sync(current_revision)
-            if current is not None and current not in migrations.known_revisions():
+            if current is None:
+                error = "the database has not been migrated: run `await db.migrate()`"
+            elif current not in migrations.known_revisions():
                 error = str(UnknownRevisionError(current, head_revision()))
         except Exception as exc:
             error = str(translate(exc, self._backend))

@@ -174,16 +174,17 @@ class DatabaseError(DataLayerError):
 
 
 class TransactionAbortedError(DataLayerError):
-    """A statement of this unit of work failed earlier, and the unit rolled
-    back. Every later operation and ``commit()`` raise this error until
-    ``rollback()`` (or the end of the ``async with`` block): a unit is never
-    committed with only part of its work. ``cause`` is the earlier error."""
+    """A statement of this unit of work failed earlier (or was interrupted):
+    every later operation and ``commit()`` raise this error until
+    ``rollback()`` (or the end of the ``async with`` block), so a unit is
+    never committed with only part of its work. ``cause`` is the earlier
+    error."""
 
     def __init__(self, cause: DataLayerError | None) -> None:
         what = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
         super().__init__(
-            f"this unit of work was rolled back after an error{what}; "
-            "call rollback() or start a new unit"
+            f"an earlier statement of this unit of work failed{what}; nothing of the unit "
+            "will be committed: call rollback() or start a new unit"
         )
         self.cause = cause
 

@@ -74,6 +74,7 @@ class QueueWorker:
         self._engine = engine
         self._before_start = before_start
         self._executor: ConnectionExecutor | None = None
+        self._entered = False
         self._connected_at = 0.0
         self._recycle = self._backend.recycle_seconds(settings)
         # One connection runs one transaction at a time: a heartbeat sent from
@@ -85,6 +86,7 @@ class QueueWorker:
             if self._before_start is not None:
                 await self._before_start()
             await self._connect()
+        self._entered = True
         return self
 
     async def __aexit__(
@@ -94,6 +96,7 @@ class QueueWorker:
         traceback: TracebackType | None,
     ) -> None:
         async with self._lock:  # let an operation in flight finish first
+            self._entered = False
             executor, self._executor = self._executor, None
             if executor is not None:
                 async with Boundary(self._backend):
@@ -156,18 +159,24 @@ class QueueWorker:
     async def _transaction(self, work: Callable[[ConnectionExecutor], Awaitable[T]]) -> T:
         async with self._lock:
             with Boundary(self._backend, "Task"):
-                executor = self._executor
-                if executor is None:
+                if not self._entered:
                     raise ValidationError(
                         "use the worker as `async with db.queue_worker(...) as worker`"
                     )
-                if 0 <= self._recycle < time.monotonic() - self._connected_at:
+                executor = self._executor
+                if executor is not None and 0 <= self._recycle < (
+                    time.monotonic() - self._connected_at
+                ):
                     # Held for the worker's life, the connection never goes
                     # back to the pool to be recycled there: exchange it here,
                     # as the pool would (a proxy's idle timeout may have
                     # dropped it).
                     self._executor = None
                     await executor.connection.close()
+                    executor = None
+                if executor is None:
+                    # Connect afresh: a reconnection that failed (the server
+                    # was down) is tried again by the next operation.
                     await self._connect()
                     assert self._executor is not None
                     executor = self._executor

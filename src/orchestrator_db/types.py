@@ -27,7 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, String
+from sqlalchemy import JSON, Enum, String
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import CompileError
@@ -328,8 +328,48 @@ def _utc_now_plus_postgresql(element: utc_now_plus, compiler: SQLCompiler, **kw:
     return f"date_trunc('milliseconds', clock_timestamp() + make_interval(secs => {offset}))"
 
 
+class code_point_order(FunctionElement[Any]):
+    """A text expression that sorts and compares by code point on both
+    engines: SQLite's default (BINARY, on UTF-8), and ``COLLATE "C"`` on
+    PostgreSQL, whose default collation follows the server's locale (where
+    ``'B' < 'a'`` may or may not hold). Orders of text keys use it, so that a
+    listing and its pages come in the same order on every engine."""
+
+    inherit_cache = True
+    name = "code_point_order"
+
+    @property
+    def type(self) -> Any:  # type: ignore[override]
+        (expression,) = self.clauses
+        return expression.type
+
+
+@compiles(code_point_order, "sqlite")
+def _code_point_order_sqlite(element: code_point_order, compiler: SQLCompiler, **kw: Any) -> str:
+    (expression,) = element.clauses
+    return compiler.process(expression, **kw)
+
+
+@compiles(code_point_order, "postgresql")
+def _code_point_order_postgresql(
+    element: code_point_order, compiler: SQLCompiler, **kw: Any
+) -> str:
+    (expression,) = element.clauses
+    return f'{compiler.process(expression, **kw)} COLLATE "C"'
+
+
+def sorted_as_text(expression: Any) -> Any:
+    """``expression`` itself, or wrapped in :class:`code_point_order` when
+    it is text (a UUID, a number or a timestamp sorts alike everywhere)."""
+    kind = getattr(expression, "type", None)
+    if isinstance(kind, String) and not isinstance(kind, Enum):
+        return code_point_order(expression)
+    return expression
+
+
 @compiles(utc_now_sql)
 @compiles(utc_now_plus)
+@compiles(code_point_order)
 def _utc_now_unsupported(element: FunctionElement[Any], compiler: SQLCompiler, **kw: Any) -> str:
     raise CompileError(
         f"orchestrator_db supports sqlite and postgresql, not {compiler.dialect.name}"

@@ -19,7 +19,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar, overload
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from orchestrator_db._execution.backend import Backend
+from orchestrator_db._execution.backend import Backend, cause_of
 from orchestrator_db._execution.errors import Boundary, translate
 from orchestrator_db._execution.executor import UnitExecutor, UnitSession
 from orchestrator_db.errors import DataLayerError, TransactionAbortedError, ValidationError
@@ -147,11 +147,15 @@ class UnitOfWork(AbstractUnitOfWork):
         self._autocommit_engine = autocommit_engine
         self._before_start = before_start
         self._executor: UnitExecutor | None = None
+        self._open = False
 
     async def __aenter__(self) -> Self:
+        if self._open:
+            raise ValidationError("this unit of work is open already: start a new one")
         if self._before_start is not None:
             with Boundary(self._backend):
                 await self._before_start()
+        self._open = True
         if self._executor is not None:  # a unit entered again starts afresh
             for name in _REPOSITORIES:
                 self.__dict__.pop(name, None)
@@ -166,12 +170,14 @@ class UnitOfWork(AbstractUnitOfWork):
         traceback: TracebackType | None,
     ) -> None:
         executor = self._executor
+        self._open = False
         if executor is not None:
             with Boundary(self._backend):
                 await executor.close()  # rolls back whatever was not committed
         if isinstance(exc, SQLAlchemyError):
             # Raised through a connection of the session's (uow.session.connection()).
-            raise translate(exc, self._backend) from exc
+            translated = translate(exc, self._backend)
+            raise translated from cause_of(translated, exc)
 
     @property
     def failure(self) -> DataLayerError | None:

@@ -39,11 +39,11 @@ import functools
 import json
 import math
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import BigInteger, Boolean, ColumnElement, Enum, Integer, String
+from sqlalchemy import BigInteger, Boolean, ColumnElement, Enum, Integer, String, UniqueConstraint
 from sqlalchemy.sql.type_api import TypeEngine
 
 from orchestrator_db.errors import ValidationError
@@ -53,10 +53,11 @@ Validator = Callable[[Any], Any]
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-#: Text in an indexed column: PostgreSQL cannot index a much longer value
-#: (a B-tree entry holds about 2,700 bytes); SQLite could, but both engines
-#: must give the same answer.
-MAX_INDEXED_TEXT = 500
+#: Text in an indexed column (an index, a unique constraint, a primary key):
+#: a PostgreSQL B-tree entry holds about 2,700 bytes, and two such columns of
+#: up to four UTF-8 bytes a character must fit in one; SQLite could index
+#: more, but both engines must give the same answer.
+MAX_INDEXED_TEXT = 300
 #: How deep JSON may nest (Python's own encoder gives up near 1,000).
 MAX_JSON_DEPTH = 100
 #: JSON floats at or above this magnitude come back from PostgreSQL's JSONB
@@ -285,8 +286,10 @@ def _for_column(column: ColumnElement[Any]) -> Validator | None:
 @functools.cache
 def _is_indexed(column: ColumnElement[Any]) -> bool:
     table = getattr(column, "table", None)
+    unique = [c for c in getattr(table, "constraints", ()) if isinstance(c, UniqueConstraint)]
+    groups = [*getattr(table, "indexes", ()), *unique]
     return bool(getattr(column, "primary_key", False)) or any(
-        indexed is column for index in getattr(table, "indexes", ()) for indexed in index.columns
+        indexed is column for group in groups for indexed in getattr(group, "columns", ())
     )
 
 
@@ -368,19 +371,6 @@ def _all_fine(column: ColumnElement[Any], present: list[Any]) -> bool:
         limit = MAX_INDEXED_TEXT if _is_indexed(column) else None
         return limit is None or max(map(len, present), default=0) <= limit
     return False
-
-
-def check_columns(
-    columns: Mapping[str, ColumnElement[Any]], values: Mapping[str, Any], names: Iterable[str]
-) -> None:
-    """Check ``values[name]`` for each of ``names`` against its column."""
-    for name in names:
-        column = columns.get(name)
-        if column is None:
-            continue
-        check = for_column(column)
-        if check is not None:
-            check(values[name])
 
 
 def in_list(values: Collection[Any], field: str | None = None) -> list[Any]:

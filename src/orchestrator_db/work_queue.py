@@ -47,6 +47,7 @@ _ENTITY = "Task"
 
 def backoff(attempt: int) -> timedelta:
     """Delay before retry ``attempt`` (1-based): exponential, capped."""
+    values.count(attempt, "attempt")
     if attempt > 20:  # far past the cap; keeps the shift small
         return RETRY_MAX_DELAY
     delay: timedelta = RETRY_BASE_DELAY * (1 << max(attempt - 1, 0))

@@ -8,11 +8,13 @@ layer asks its backend instead of comparing dialect names.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import Table
+from sqlalchemy import Connection, Table
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
@@ -22,15 +24,32 @@ from orchestrator_db.settings import DatabaseSettings
 #: Runs compiled SQL with positional arguments; returns the rows.
 Fetch = Callable[[str, Sequence[Any]], Awaitable[Sequence[Sequence[Any]]]]
 
+E = TypeVar("E", bound=DataLayerError)
+
+
+def concealing(error: E) -> E:
+    """Mark ``error`` as one whose cause must not be chained to it: the
+    driver's error quotes values (a row, a parameter) that may be secret."""
+    error.conceals_cause = True  # type: ignore[attr-defined]
+    return error
+
+
+def cause_of(translated: DataLayerError, error: BaseException) -> BaseException | None:
+    """What to chain to ``translated`` as its cause: nothing for an error
+    that quotes values (see :func:`concealing`); else the error, its SQL kept
+    and its parameters (data, maybe secret) hidden."""
+    if getattr(translated, "conceals_cause", False):
+        return None
+    if isinstance(error, StatementError):
+        error.hide_parameters = True
+    return error
+
 
 class Backend:
     """The engine-specific half of the execution layer (see the module)."""
 
     #: The SQLAlchemy dialect name (``"sqlite"``, ``"postgresql"``).
     name: ClassVar[str]
-    #: Whether several transactions may write at once (PostgreSQL), so that
-    #: read-then-write steps must lock rows; SQLite has one writer at a time.
-    concurrent_writers: ClassVar[bool]
     #: Whether a constraint violation names the foreign key that failed
     #: (SQLite only says "FOREIGN KEY constraint failed").
     names_foreign_keys: ClassVar[bool]
@@ -80,6 +99,21 @@ class Backend:
         """Whether ``error``, raised by a statement sent straight to the
         driver, means the connection is gone (SQLAlchemy would invalidate it)."""
         return False
+
+    # ------------------------------------------------------- migrations
+
+    @contextlib.contextmanager
+    def migrating(self, connection: Connection) -> Iterator[None]:
+        """Around a migration run, outside its transaction."""
+        yield
+
+    def lock_migrations(self, connection: Connection) -> None:
+        """Inside the migration's transaction, before any revision: keep
+        processes that start at once from applying a revision twice."""
+
+    def check_migrations(self, connection: Connection) -> None:
+        """Inside the migration's transaction, after the revisions: refuse
+        (and so roll back) a migration that left the data inconsistent."""
 
     # ----------------------------------------------------------- errors
 

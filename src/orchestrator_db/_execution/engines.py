@@ -41,9 +41,9 @@ def create_engine(
     parsed = normalize_url(url)
     backend = backend_for(parsed.get_backend_name())
     defaults, enforced = backend.engine_options(parsed, settings, read_only=read_only)
+    # The settings' own options win over the same ones in extra_engine_options.
+    enforced = merged({"echo": settings.echo, "pool_timeout": settings.pool_timeout}, enforced)
     options = merged(merged(defaults, settings.extra_engine_options), enforced)
-    options.setdefault("echo", settings.echo)
-    options.setdefault("pool_timeout", settings.pool_timeout)
     poolclass = options.get("poolclass")
     if poolclass is not None and not issubclass(poolclass, QueuePool):
         # NullPool / StaticPool take no sizing arguments.

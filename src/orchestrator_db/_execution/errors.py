@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
-from orchestrator_db._execution.backend import Backend
+from orchestrator_db._execution.backend import Backend, cause_of
 from orchestrator_db.errors import (
     DatabaseError,
     DatabaseUnavailableError,
@@ -72,10 +72,15 @@ def translate(
         return TransactionAbortedError(None)
     if isinstance(error, sa_exc.NoResultFound):
         return NotFoundError(entity or "row", key)
-    if isinstance(error, sa_exc.ArgumentError | sa_exc.InvalidRequestError | sa_exc.CompileError):
-        # A statement or a session used in a way SQLAlchemy refuses.
-        return ValidationError(f"rejected by SQLAlchemy: {error}")
+    if isinstance(orig, USAGE_ERRORS) or isinstance(error, USAGE_ERRORS):
+        # A statement or a session used in a way SQLAlchemy refuses (a bind
+        # parameter without a value, an object that is not mapped...).
+        return ValidationError(f"rejected by SQLAlchemy: {orig}")
     return InternalError(f"unexpected {type(error).__name__}: {error}")
+
+
+#: SQLAlchemy's errors for a call it refuses before sending anything.
+USAGE_ERRORS = (sa_exc.ArgumentError, sa_exc.CompileError, sa_exc.InvalidRequestError)
 
 
 class Boundary:
@@ -101,7 +106,8 @@ class Boundary:
     ) -> None:
         if error is None or isinstance(error, DataLayerError) or not isinstance(error, Exception):
             return
-        raise translate(error, self.backend, entity=self.entity) from error
+        translated = translate(error, self.backend, entity=self.entity)
+        raise translated from cause_of(translated, error)
 
     async def __aenter__(self) -> None:
         return None

@@ -45,33 +45,46 @@ uses the same connection. One unit of work, one pooled connection, either way.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import inspect as inspect_module
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Table, event, literal, select
+from sqlalchemy import ClauseElement, Table, event, literal, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect, Result
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncMappingResult,
+    AsyncResult,
+    AsyncScalarResult,
+    AsyncSession,
+    AsyncTransaction,
+    AsyncTupleResult,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.expression import Executable
 
+from orchestrator_db import values
 from orchestrator_db._execution import bulk, rows
-from orchestrator_db._execution.backend import Backend, Fetch
+from orchestrator_db._execution.backend import Backend, Fetch, cause_of
 from orchestrator_db._execution.compiled import compiled
 from orchestrator_db._execution.engines import backend_for
-from orchestrator_db._execution.errors import translate
+from orchestrator_db._execution.errors import USAGE_ERRORS, VALUE_ERRORS, Boundary, translate
 from orchestrator_db.errors import (
     DatabaseError,
     DataLayerError,
     ForeignKeyViolationError,
     TransactionAbortedError,
 )
-from orchestrator_db.models.base import Base, check_values
+from orchestrator_db.models.base import Base, check_bound_values, check_values
 
 ModelT = TypeVar("ModelT", bound=Base)
 T = TypeVar("T")
@@ -222,13 +235,57 @@ class UnitSession(AsyncSession):
         return self._executor
 
 
-def _guarded(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def _guarded(
+    method: Callable[..., Awaitable[T]], *, statement: bool = False, wraps_result: bool = False
+) -> Callable[..., Awaitable[T]]:
+    """``method`` of the session inside the unit's boundary. ``statement``: it
+    takes a statement first, whose values are checked as the package's own
+    are; ``wraps_result``: what it returns (a streamed result, a connection)
+    keeps to the boundary too."""
+
     @functools.wraps(method)
     async def guarded(self: UnitSession, *args: Any, **kwargs: Any) -> T:
-        async with _Statement(self.executor):
-            return await method(self, *args, **kwargs)
+        executor = self.executor
+        if statement and args:
+            params = args[1] if len(args) > 1 else kwargs.get("params")
+            check_statement(args[0], params, executor.dialect)
+        async with _Statement(executor):
+            result = await method(self, *args, **kwargs)
+        return _Guarded.around(result, executor) if wraps_result else result
 
     return guarded
+
+
+def _translating(method: Callable[..., T]) -> Callable[..., T]:
+    """A synchronous method of the session (``add``...), its errors typed."""
+
+    @functools.wraps(method)
+    def translating(self: UnitSession, *args: Any, **kwargs: Any) -> T:
+        with Boundary(self.executor.backend):
+            return method(self, *args, **kwargs)
+
+    return translating
+
+
+def check_statement(statement: Any, params: Any, dialect: Dialect) -> None:
+    """Check the values a statement of the caller's binds, as the package
+    checks its own: those bound in it (an INSERT's or UPDATE's values too),
+    by column or type, and the text in ``params``."""
+    if isinstance(statement, UpdateBase):
+        # DML keeps its values aside until compiled.
+        compiled = statement.compile(dialect=dialect)
+        for name, bind in compiled.binds.items():
+            check = values.for_type(bind.type, name)
+            value = compiled.params.get(name)
+            if check is not None and value is not None and not callable(value):
+                check(value)
+    if isinstance(statement, ClauseElement):
+        check_bound_values(statement)
+    for row in params if isinstance(params, list | tuple) else (params,):
+        if isinstance(row, Mapping):
+            for name, value in row.items():
+                if isinstance(value, str):
+                    values.text(value, str(name))
 
 
 def _ending(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -237,21 +294,93 @@ def _ending(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     @functools.wraps(method)
     async def ending(self: UnitSession, *args: Any, **kwargs: Any) -> T:
         executor = self.executor
-        try:
-            result = await method(self, *args, **kwargs)
-        except Exception as error:
-            raise translate(error, executor.backend) from error
-        executor.failure = None
-        return result
+        async with executor.turn:  # after a statement in flight
+            try:
+                result = await method(self, *args, **kwargs)
+            except Exception as error:
+                translated = translate(error, executor.backend)
+                raise translated from cause_of(translated, error)
+            executor.failure = None
+            return result
 
     return ending
 
 
+class _Guarded:
+    """What the unit's session hands out (a streamed result, its connection,
+    a transaction of that connection), kept to the unit's boundary: every
+    call, iteration and ``async with`` of it runs inside it, and so does what
+    those return."""
+
+    __slots__ = ("_executor", "_target")
+
+    #: The objects that are handed out guarded.
+    KINDS: tuple[type, ...] = (
+        AsyncResult,
+        AsyncScalarResult,
+        AsyncMappingResult,
+        AsyncTupleResult,
+        AsyncConnection,
+        AsyncTransaction,
+    )
+
+    def __init__(self, target: Any, executor: UnitExecutor) -> None:
+        self._target = target
+        self._executor = executor
+
+    @classmethod
+    def around(cls, value: Any, executor: UnitExecutor) -> Any:
+        return cls(value, executor) if isinstance(value, cls.KINDS) else value
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._target, name)
+        if not callable(attribute):
+            return attribute
+        executor = self._executor
+        if inspect_module.iscoroutinefunction(attribute):
+
+            async def call(*args: Any, **kwargs: Any) -> Any:
+                async with _Statement(executor):
+                    return _Guarded.around(await attribute(*args, **kwargs), executor)
+
+            return call
+
+        def plain(*args: Any, **kwargs: Any) -> Any:
+            with Boundary(executor.backend):
+                return _Guarded.around(attribute(*args, **kwargs), executor)
+
+        return plain
+
+    def __aiter__(self) -> _Guarded:
+        return self
+
+    async def __anext__(self) -> Any:
+        async with _Statement(self._executor):
+            return await self._target.__anext__()
+
+    async def __aenter__(self) -> Any:
+        async with _Statement(self._executor):
+            return _Guarded.around(await self._target.__aenter__(), self._executor)
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        async with _Statement(self._executor):
+            return await self._target.__aexit__(*exc_info)
+
+    def __await__(self) -> Any:
+        return self._awaited().__await__()
+
+    async def _awaited(self) -> Any:
+        async with _Statement(self._executor):
+            return _Guarded.around(await self._target, self._executor)
+
+    def __repr__(self) -> str:
+        return f"<guarded {self._target!r}>"
+
+
 for _name in (
-    "connection",
+    "commit",
     "delete",
     "delete_all",
-    "execute",
     "flush",
     "get",
     "get_one",
@@ -259,19 +388,51 @@ for _name in (
     "merge_all",
     "refresh",
     "run_sync",
-    "scalar",
-    "scalars",
-    "stream",
-    "stream_scalars",
-    "commit",
 ):
     setattr(UnitSession, _name, _guarded(getattr(AsyncSession, _name)))
+for _name in ("execute", "scalar", "scalars"):
+    setattr(UnitSession, _name, _guarded(getattr(AsyncSession, _name), statement=True))
+for _name in ("stream", "stream_scalars"):
+    _method = getattr(AsyncSession, _name)
+    setattr(UnitSession, _name, _guarded(_method, statement=True, wraps_result=True))
+_connection = _guarded(AsyncSession.connection, wraps_result=True)
+setattr(UnitSession, "connection", _connection)  # noqa: B010 - mypy: no method assignment
+for _name in ("add", "add_all", "expunge", "expunge_all", "expire", "expire_all"):
+    setattr(UnitSession, _name, _translating(getattr(AsyncSession, _name)))
 for _name in ("rollback", "close", "reset", "invalidate"):
     setattr(UnitSession, _name, _ending(getattr(AsyncSession, _name)))
 
 
-#: SQLAlchemy's errors for a call it refuses, raised with the transaction intact.
-_USAGE_ERRORS = (sa_exc.ArgumentError, sa_exc.CompileError, sa_exc.InvalidRequestError)
+class Turn:
+    """A lock its holder may take again (the session's own methods call one
+    another): statements of one unit, awaited together, run one at a time."""
+
+    __slots__ = ("_depth", "_lock", "_owner")
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task[Any] | None = None
+        self._depth = 0
+
+    async def acquire(self) -> None:
+        task = asyncio.current_task()
+        if self._owner is task and task is not None:
+            self._depth += 1
+            return
+        await self._lock.acquire()
+        self._owner, self._depth = task, 1
+
+    def release(self) -> None:
+        self._depth -= 1
+        if not self._depth:
+            self._owner = None
+            self._lock.release()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
 
 
 class _Statement:
@@ -294,8 +455,11 @@ class _Statement:
         self.row = row
 
     async def __aenter__(self) -> None:
-        failure = self.executor.failure
+        executor = self.executor
+        await executor.turn.acquire()
+        failure = executor.failure
         if failure is not None:
+            executor.turn.release()
             raise TransactionAbortedError(failure)
 
     async def __aexit__(
@@ -304,8 +468,12 @@ class _Statement:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if error is not None:
-            await self.executor.failed(error, self.entity, self.key, self.model, self.row)
+        executor = self.executor
+        try:
+            if error is not None:
+                await executor.failed(error, self.entity, self.key, self.model, self.row)
+        finally:
+            executor.turn.release()
 
 
 def _fails_unit(error: Exception, session: AsyncSession) -> bool:
@@ -314,8 +482,9 @@ def _fails_unit(error: Exception, session: AsyncSession) -> bool:
     the transaction fails only if SQLAlchemy ended it (a flush does)."""
     if isinstance(error, sa_exc.PendingRollbackError):
         return True
-    refused_before_sending = isinstance(error, _USAGE_ERRORS) or (
-        type(error) is sa_exc.StatementError and isinstance(error.orig, DataLayerError)
+    refused_before_sending = isinstance(error, USAGE_ERRORS) or (
+        type(error) is sa_exc.StatementError
+        and isinstance(error.orig, (DataLayerError, *USAGE_ERRORS, *VALUE_ERRORS))
     )
     if refused_before_sending:
         transaction = session.sync_session.get_transaction()
@@ -375,26 +544,15 @@ class UnitExecutor:
         self.dialect: Dialect = bind.dialect
         #: The error that failed the unit; ``None`` while it is usable.
         self.failure: DataLayerError | None = None
+        #: One statement at a time: coroutines sharing the unit take turns
+        #: (one connection, one session; asyncpg refuses overlapping calls).
+        self.turn = Turn()
         self._own = OwnConnection(autocommit_engine, session) if autocommit_engine else None
         self._given: tuple[Any, AsyncConnection] | None = None
         # The session's own methods, around the boundary its public ones add:
         # the executor's methods are that boundary, with more to say.
         self._session: AsyncSession = super(UnitSession, session)  # type: ignore[assignment]
         session._executor = self
-
-    def statement(
-        self,
-        *,
-        entity: str | None = None,
-        key: Any = None,
-        model: type[Base] | None = None,
-        row: Mapping[str, Any] | None = None,
-    ) -> _Statement:
-        """The unit's error boundary (``async with``): refuses to start after a
-        failure, and turns an error into the typed one, failing the unit.
-        ``model`` and ``row`` name a row being written, so that a foreign key
-        the database does not name can be found."""
-        return _Statement(self, entity, key, model, row)
 
     # ------------------------------------------------------------ running
 
@@ -435,19 +593,20 @@ class UnitExecutor:
         key: Any = None,
     ) -> list[Any]:
         # The boundary of _Statement, inline: this is the hot path.
-        if self.failure is not None:
-            raise TransactionAbortedError(self.failure)
-        try:
-            return await fetch_rows(
-                await self.connection(),
-                self.backend,
-                statement,
-                params,
-                session_connection=self._session.connection,
-            )
-        except BaseException as error:
-            await self.failed(error, entity, key)
-            raise
+        async with self.turn:
+            if self.failure is not None:
+                raise TransactionAbortedError(self.failure)
+            try:
+                return await fetch_rows(
+                    await self.connection(),
+                    self.backend,
+                    statement,
+                    params,
+                    session_connection=self._session.connection,
+                )
+            except BaseException as error:
+                await self.failed(error, entity, key)
+                raise
 
     async def execute(
         self,
@@ -465,7 +624,7 @@ class UnitExecutor:
 
     async def scalars(self, statement: Executable, *, entity: str | None = None) -> list[Any]:
         async with _Statement(self, entity):
-            return list((await self._session.scalars(statement)).all())
+            return list((await self._session.execute(statement)).scalars().all())
 
     async def flush(
         self,
@@ -535,8 +694,8 @@ class UnitExecutor:
         """The boundary's verdict on ``error``, raised by a statement: raise
         its typed error, failing the unit when the statement failed."""
         # A typed error was raised before anything was sent, or translated
-        # already by an inner boundary.
-        if isinstance(error, DataLayerError):
+        # already by an inner boundary; a streamed result's end is no error.
+        if isinstance(error, DataLayerError | StopAsyncIteration | GeneratorExit):
             return
         if not isinstance(error, Exception):
             # Cancelled or interrupted in mid-statement: what the database
@@ -549,7 +708,7 @@ class UnitExecutor:
         translated = translate(error, self.backend, entity=entity, key=key)
         if _fails_unit(error, self.session):
             translated = await self.fail(translated, model, row)
-        raise translated from error
+        raise translated from cause_of(translated, error)
 
     async def fail(
         self,
@@ -560,8 +719,6 @@ class UnitExecutor:
         """Fail the unit with ``error``: roll its transaction back (releasing
         its locks at once) and refuse everything until ``rollback()``. Returns
         the error to raise, with the foreign key named when SQLite did not."""
-        self.failure = error
-        await self._rollback()
         if (
             isinstance(error, ForeignKeyViolationError)
             and error.constraint is None
@@ -569,11 +726,17 @@ class UnitExecutor:
             and model is not None
             and row is not None
         ):
+            # SQLite's transaction survives a failed statement: the parents
+            # the unit wrote itself are still visible, unless a failed flush
+            # already rolled back, which the session must then finish.
+            transaction = self.session.sync_session.get_transaction()
+            if transaction is not None and not transaction.is_active:
+                await self._rollback()
             constraint = await self._missing_parent(model, row)
             if constraint is not None:
                 error = ForeignKeyViolationError(error.entity, error.key, constraint)
-                self.failure = error
-            await self._rollback()
+        self.failure = error
+        await self._rollback()
         return error
 
     async def _rollback(self) -> None:
@@ -582,10 +745,12 @@ class UnitExecutor:
             await self._session.rollback()
 
     async def _missing_parent(self, model: type[Base], row: Mapping[str, Any]) -> str | None:
-        """The foreign key of ``row`` whose parent row is missing."""
+        """The foreign key of ``row`` whose parent row is missing, when exactly
+        one is (the name is never a guess)."""
         table = model.__table__
         assert isinstance(table, Table)
-        for constraint in table.foreign_key_constraints:
+        missing = []
+        for constraint in sorted(table.foreign_key_constraints, key=lambda c: str(c.name)):
             pairs = [
                 (element.column, row.get(element.parent.key)) for element in constraint.elements
             ]
@@ -597,14 +762,18 @@ class UnitExecutor:
             except Exception:
                 return None
             if found is None:
-                return str(constraint.name)
-        return None
+                missing.append(str(constraint.name))
+        return missing[0] if len(missing) == 1 else None
 
     # ------------------------------------------------------------- ending
 
     async def close(self) -> None:
         """End the unit: roll back what was not committed and give the
         connection back. Objects stay readable (detached, not expired)."""
+        async with self.turn:  # after a statement in flight
+            await self._close()
+
+    async def _close(self) -> None:
         session = self.session
         try:
             if self._holds_no_connection():

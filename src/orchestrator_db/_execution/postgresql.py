@@ -10,15 +10,16 @@ inserted with ``COPY``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Connection, Table, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import PoolProxiedConnection
 
-from orchestrator_db._execution.backend import Backend, Fetch
+from orchestrator_db._execution.backend import Backend, Fetch, concealing
 from orchestrator_db.errors import (
     CheckViolationError,
     ConstraintViolationError,
@@ -40,11 +41,14 @@ from orchestrator_db.settings import DatabaseSettings
 #: From this many rows on, a bulk insert goes through COPY (binary), about
 #: twice as fast as a pipelined executemany.
 COPY_THRESHOLD = 100
+#: Key of the advisory lock taken around every migration run, so that
+#: processes starting at once apply each revision exactly once.
+MIGRATION_LOCK_KEY = 0x6F72636864620001  # "orchdb" + 1
+_MIGRATION_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
 class PostgreSQLBackend(Backend):
     name = "postgresql"
-    concurrent_writers = True
     names_foreign_keys = True
     autocommit_reads = True
 
@@ -65,7 +69,12 @@ class PostgreSQLBackend(Backend):
         if read_only:
             server_settings["default_transaction_read_only"] = "on"
             enforced["isolation_level"] = "AUTOCOMMIT"
+            enforced["execution_options"] = {"isolation_level": "AUTOCOMMIT"}
         return defaults, enforced
+
+    def lock_migrations(self, connection: Connection) -> None:
+        # Transaction-scoped: released as the migration commits.
+        connection.execute(_MIGRATION_LOCK, {"key": MIGRATION_LOCK_KEY})
 
     def recycle_seconds(self, settings: DatabaseSettings) -> int:
         # Below the idle timeouts of common proxies and firewalls.
@@ -126,8 +135,9 @@ class PostgreSQLBackend(Backend):
                 "32,767 values in one statement)"
             )
         if isinstance(driver_error, ValueError | TypeError | OverflowError):
-            # asyncpg's DataError: a value refused before it was sent.
-            return ValidationError(f"{entity or 'value'} rejected: {message}")
+            # asyncpg's DataError: a value refused before it was sent (its
+            # message quotes the value).
+            return concealing(ValidationError(f"{entity or 'value'} rejected: {message}"))
         if type(driver_error).__name__ in _LOST or "closed" in message:
             # A protocol error after the backend died, or a closed connection.
             return DatabaseUnavailableError(f"lost the PostgreSQL connection: {message}")
@@ -164,8 +174,10 @@ _CONSTRAINTS: dict[str, type[ConstraintViolationError]] = {
 # 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available
 _CONFLICT = ("40001", "40P01", "55P03")
 # 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
-# 53300 too_many_connections (class 53: the server is out of something)
-_UNAVAILABLE = ("57P01", "57P02", "57P03")
+# 53300 too_many_connections (other class 53 errors, a full disk or memory,
+# are DatabaseError: the server answered)
+_UNAVAILABLE = ("57P01", "57P02", "57P03", "53300")
+_RELATION = re.compile(r'relation "([^"]+)" does not exist')
 # 3D000 invalid_catalog_name (no such database), class 28: the role or its
 # password was refused
 _CONFIGURATION = ("3D000",)
@@ -177,35 +189,41 @@ _LOST = frozenset({"InternalClientError", "ProtocolError", "TargetServerAttribut
 def _by_sqlstate(
     driver_error: BaseException, sqlstate: str, entity: str | None, key: Any
 ) -> DataLayerError:
+    # Only the primary message: asyncpg appends the server's DETAIL, which for
+    # a CHECK or NOT NULL violation lists the whole row (a secret included).
+    message = str(driver_error).split("\n", 1)[0]
     kind = _CONSTRAINTS.get(sqlstate)
     if kind is not None:
         constraint = getattr(driver_error, "constraint_name", None)
-        detail = getattr(driver_error, "detail", None)
+        detail = None
         if kind is NotNullViolationError:
             column = getattr(driver_error, "column_name", None)
             table = getattr(driver_error, "table_name", None)
-            detail = f"{table}.{column} is required" if column else detail
-        return kind(entity, key, constraint, detail=detail)
+            detail = f"{table}.{column} is required" if column else None
+        elif kind is not CheckViolationError:
+            detail = getattr(driver_error, "detail", None)  # the key, for unique and FKs
+        return concealing(kind(entity, key, constraint, detail=detail))
     if sqlstate == "57014":
         return StatementTimeoutError(
-            f"{driver_error}: raise statement_timeout or make the statement cheaper"
+            f"{message}: raise statement_timeout or make the statement cheaper"
         )
     if sqlstate == "25006":
-        return ReadOnlyError(f"{driver_error}: this unit of work is read-only")
+        return ReadOnlyError(f"{message}: this unit of work is read-only")
     if sqlstate in _CONFLICT:
         return TransactionConflictError(
-            f"{driver_error}: the transaction conflicted with a concurrent one and "
+            f"{message}: the transaction conflicted with a concurrent one and "
             "was rolled back; retry the unit of work"
         )
-    if sqlstate.startswith(("08", "53")) or sqlstate in _UNAVAILABLE:
-        return DatabaseUnavailableError(f"cannot use the PostgreSQL connection: {driver_error}")
+    if sqlstate.startswith("08") or sqlstate in _UNAVAILABLE:
+        return DatabaseUnavailableError(f"cannot use the PostgreSQL connection: {message}")
     if sqlstate.startswith("28") or sqlstate in _CONFIGURATION:
-        return DatabaseConfigurationError(f"PostgreSQL refused the connection: {driver_error}")
+        return DatabaseConfigurationError(f"PostgreSQL refused the connection: {message}")
     if sqlstate == "42P01":
-        table = getattr(driver_error, "table_name", None) or str(driver_error)
-        return SchemaNotReadyError(table)
+        table = getattr(driver_error, "table_name", None)
+        found = _RELATION.search(message)
+        return SchemaNotReadyError(table or (found.group(1) if found else message))
     if sqlstate.startswith(("22", "54")):
         # Data exceptions (a value out of range, NUL in text, a malformed
         # number...) and program limits (a value too large to index).
-        return ValidationError(f"{entity or 'value'} rejected by PostgreSQL: {driver_error}")
-    return DatabaseError(f"PostgreSQL refused the statement: {driver_error}", code=sqlstate)
+        return concealing(ValidationError(f"{entity or 'value'} rejected by PostgreSQL: {message}"))
+    return DatabaseError(f"PostgreSQL refused the statement: {message}", code=sqlstate)

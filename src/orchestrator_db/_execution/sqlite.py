@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 import sqlite3
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from sqlalchemy import Connection, event
@@ -77,7 +78,6 @@ class _SQLiteCompiler(SQLiteCompiler):
 
 class SQLiteBackend(Backend):
     name = "sqlite"
-    concurrent_writers = False
     names_foreign_keys = False
     autocommit_reads = False
 
@@ -134,6 +134,25 @@ class SQLiteBackend(Backend):
         # A file connection does not go stale.
         return settings.pool_recycle if settings.pool_recycle is not None else -1
 
+    @contextlib.contextmanager
+    def migrating(self, connection: Connection) -> Iterator[None]:
+        # A batch rebuild of a referenced table would fire ON DELETE actions
+        # with foreign keys on; the PRAGMA is ignored inside a transaction.
+        _set_foreign_keys(connection, enabled=False)
+        try:
+            yield
+        finally:
+            _set_foreign_keys(connection, enabled=True)
+
+    def check_migrations(self, connection: Connection) -> None:
+        violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if violations:
+            tables = sorted({str(row[0]) for row in violations})
+            raise DatabaseError(
+                f"the migration left {len(violations)} rows violating foreign keys in "
+                f"{', '.join(tables)}; it was rolled back"
+            )
+
     def fetcher(self, raw: PoolProxiedConnection) -> Fetch | None:
         adapted = raw.dbapi_connection
         if isinstance(adapted, aiosqlite_adapter.OneHopConnection):
@@ -159,8 +178,22 @@ def _create_privately(
     path = cargs[0] if cargs else cparams.get("database")
     if not isinstance(path, str) or path in ("", ":memory:") or cparams.get("uri"):
         return
-    with contextlib.suppress(FileExistsError, FileNotFoundError, PermissionError):
+    # Anything else (no such directory, no permission, a name too long) is for
+    # SQLite to report, as it reports it: a configuration error.
+    with contextlib.suppress(OSError):
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def _set_foreign_keys(connection: Connection, *, enabled: bool) -> None:
+    if connection.in_transaction():
+        connection.commit()
+    connection.execution_options(**{BEGIN_MODE_OPTION: "NONE"})
+    try:
+        statement = "PRAGMA foreign_keys = ON" if enabled else "PRAGMA foreign_keys = OFF"
+        connection.exec_driver_sql(statement)
+        connection.commit()
+    finally:
+        connection.execution_options(**{BEGIN_MODE_OPTION: "IMMEDIATE"})
 
 
 def _configure_connection(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -207,7 +240,9 @@ _CONSTRAINTS: dict[str, type[ConstraintViolationError]] = {
     "SQLITE_CONSTRAINT_CHECK": CheckViolationError,
     "SQLITE_CONSTRAINT_NOTNULL": NotNullViolationError,
 }
-_UNAVAILABLE = ("SQLITE_IOERR", "SQLITE_FULL", "SQLITE_NOLFS")
+# An I/O error may pass (a network file system); a full disk is a
+# DatabaseError: the database answered.
+_UNAVAILABLE = ("SQLITE_IOERR",)
 _CONFIGURATION = ("SQLITE_CANTOPEN", "SQLITE_NOTADB", "SQLITE_PERM", "SQLITE_AUTH")
 _CONFLICT = ("SQLITE_BUSY", "SQLITE_LOCKED")
 _VALUES = ("SQLITE_TOOBIG", "SQLITE_MISMATCH", "SQLITE_RANGE")

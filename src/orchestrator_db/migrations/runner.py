@@ -18,19 +18,16 @@ from typing import Any, Protocol
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
 from alembic.util import CommandError
-from sqlalchemy import Connection, MetaData, text
+from sqlalchemy import Connection, MetaData
 from sqlalchemy.engine import Dialect
 
-from orchestrator_db._execution.sqlite import BEGIN_MODE_OPTION
+from orchestrator_db._execution.engines import backend_for
 from orchestrator_db.errors import UnknownRevisionError, ValidationError
 from orchestrator_db.settings import normalize_url, url_from_env
 
 MIGRATIONS_DIR = Path(__file__).parent
-
-#: Key of the PostgreSQL advisory lock taken around every migration run, so
-#: that processes starting at once apply each revision exactly once.
-MIGRATION_LOCK_KEY = 0x6F72636864620001  # "orchdb" + 1
 
 _ALEMBIC_CHECK_PLUGINS = ["alembic.autogenerate.*", "alembic.ext.checkconstraint_byname"]
 
@@ -93,8 +90,11 @@ def run(command: Callable[[Config], None], connection: Connection) -> None:
         connection.rollback()
     try:
         command(alembic_config(connection))
-    except CommandError as error:
-        raise ValidationError(f"alembic refused: {error}", field="revision") from None
+    except (CommandError, RevisionError, AssertionError) as error:
+        # Alembic's word on a target revision it cannot reach (it asserts on
+        # some malformed ones, such as "@@").
+        reason = str(error) or "malformed revision"
+        raise ValidationError(f"alembic refused: {reason}", field="revision") from None
 
 
 def resolve_url(config: Config, x_arguments: Mapping[str, str]) -> str:
@@ -171,45 +171,12 @@ def configure_and_run(
             context.run_migrations()
         return
 
-    sqlite = connection.dialect.name == "sqlite"
-    if sqlite:
-        # A batch rebuild of a referenced table would fire ON DELETE actions
-        # with foreign keys on; the PRAGMA is ignored inside a transaction.
-        _set_sqlite_foreign_keys(connection, enabled=False)
-    try:
+    backend = backend_for(connection.dialect.name)
+    with backend.migrating(connection):
         context.configure(
             connection=connection, **context_options(connection.dialect, target_metadata)
         )
         with context.begin_transaction():
-            if connection.dialect.name == "postgresql":
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
-                )
+            backend.lock_migrations(connection)
             context.run_migrations()
-            if sqlite:
-                _assert_foreign_keys_hold(connection)
-    finally:
-        if sqlite:
-            _set_sqlite_foreign_keys(connection, enabled=True)
-
-
-def _set_sqlite_foreign_keys(connection: Connection, *, enabled: bool) -> None:
-    if connection.in_transaction():
-        connection.commit()
-    connection.execution_options(**{BEGIN_MODE_OPTION: "NONE"})
-    try:
-        statement = "PRAGMA foreign_keys = ON" if enabled else "PRAGMA foreign_keys = OFF"
-        connection.exec_driver_sql(statement)
-        connection.commit()
-    finally:
-        connection.execution_options(**{BEGIN_MODE_OPTION: "IMMEDIATE"})
-
-
-def _assert_foreign_keys_hold(connection: Connection) -> None:
-    violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-    if violations:
-        tables = sorted({str(row[0]) for row in violations})
-        raise RuntimeError(
-            f"migration left {len(violations)} rows violating foreign keys in "
-            f"{', '.join(tables)}; the migration was rolled back"
-        )
+            backend.check_migrations(connection)

@@ -8,7 +8,18 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import BindParameter, ClauseElement, Enum, FetchedValue, MetaData, event, inspect
+from sqlalchemy import (
+    BinaryExpression,
+    BindParameter,
+    ClauseElement,
+    Column,
+    ColumnElement,
+    Enum,
+    FetchedValue,
+    MetaData,
+    event,
+    inspect,
+)
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -104,15 +115,30 @@ def check_values(
 
 
 def check_bound_values(criterion: ClauseElement) -> None:
-    """Check the values bound in a SQL expression against their types, as
-    :func:`check_values` checks attribute values."""
+    """Check the values bound in a SQL expression, as :func:`check_values`
+    checks attribute values: by the column a value is compared with (a
+    string compared with an integer column is bound as a string), else by
+    the parameter's own type."""
+    compared: dict[int, ColumnElement[Any]] = {}
     for element in visitors.iterate(criterion):
+        if isinstance(element, BinaryExpression):
+            left, right = element.left, element.right
+            if isinstance(right, BindParameter) and isinstance(left, Column):
+                compared[id(right)] = left
+            elif isinstance(left, BindParameter) and isinstance(right, Column):
+                compared[id(left)] = right
+            continue
         if not isinstance(element, BindParameter) or element.value is None:
             continue
         # An anonymous parameter's key is "%(<id> <name>)s".
         anonymous = _ANONYMOUS_KEY.fullmatch(element.key)
         field = anonymous.group(1) if anonymous else element.key
-        check = values.for_type(element.type, field)
+        column = compared.get(id(element))
+        check = (
+            values.for_column(column)
+            if column is not None
+            else values.for_type(element.type, field)
+        )
         if check is None:
             continue
         if element.expanding:

@@ -37,7 +37,7 @@ from orchestrator_db._execution.errors import Boundary
 from orchestrator_db._execution.rows import mark_detached, row_layout
 from orchestrator_db.errors import NotFoundError, ValidationError
 from orchestrator_db.models.base import Base, check_bound_values, check_values
-from orchestrator_db.types import JSONValue, UUIDString, canonical_uuid
+from orchestrator_db.types import JSONValue, UUIDString, canonical_uuid, sorted_as_text
 
 if TYPE_CHECKING:
     from orchestrator_db._execution.executor import UnitExecutor
@@ -417,7 +417,7 @@ class Repository(Generic[ModelT]):
         statement = (
             select(self.model_type)
             .where(*self._criteria(where, filters))
-            .order_by(*self._keyset_attributes())
+            .order_by(*[sorted_as_text(a) for a in self._keyset_attributes()])
             .offset(offset or None)
             .limit(limit)
         )
@@ -437,13 +437,14 @@ class Repository(Generic[ModelT]):
         """
         values.count(limit, "limit", minimum=1, maximum=values.INT32_MAX - 1)
         keyset = self._keyset_attributes()
+        ordered = [sorted_as_text(attribute) for attribute in keyset]
         criteria = self._criteria(where, filters)
         if after is not None:
             columns = [attribute.property.columns[0] for attribute in keyset]
             last = values.decode_cursor(after, columns)
             bound = [literal(v, type_=a.type) for a, v in zip(keyset, last, strict=True)]
-            criteria.append(tuple_(*keyset) > tuple_(*bound))
-        statement = select(self.model_type).where(*criteria).order_by(*keyset).limit(limit + 1)
+            criteria.append(tuple_(*ordered) > tuple_(*bound))
+        statement = select(self.model_type).where(*criteria).order_by(*ordered).limit(limit + 1)
         rows = await self._ex.scalars(statement, entity=self.entity)
         if len(rows) <= limit:
             return Page(rows, None)

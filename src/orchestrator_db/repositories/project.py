@@ -10,6 +10,7 @@ from orchestrator_db import values
 from orchestrator_db.errors import NotFoundError
 from orchestrator_db.models.project import Project, WorkerType
 from orchestrator_db.repositories.base import Repository
+from orchestrator_db.types import sorted_as_text
 
 
 class ProjectRepository(Repository[Project]):
@@ -26,7 +27,7 @@ class WorkerTypeRepository(Repository[WorkerType]):
         statement = (
             select(WorkerType)
             .where(WorkerType.project_id == project_id)
-            .order_by(WorkerType.worker_type)
+            .order_by(sorted_as_text(WorkerType.worker_type))
         )
         return await self._ex.scalars(statement, entity=self.entity)
 

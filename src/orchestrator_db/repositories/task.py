@@ -306,10 +306,12 @@ class TaskRepository(Repository[Task]):
     async def cancel(self, task_id: str, *, reason: str | None = None) -> int:
         """Cancel a task, its unfinished dependents and its children,
         transitively; returns how many tasks were cancelled."""
+        if reason is not None:
+            values.text(reason, "reason")
         task = await self.get(task_id, for_update=True)
         if task.status in FINISHED_TASK_STATUSES:
             raise InvalidTransitionError(self.entity, task_id, task.status.value, "cancelled")
-        why = f"cancelled with task {task.id}" if reason is None else values.text(reason, "reason")
+        why = f"cancelled with task {task.id}" if reason is None else reason
         return await work_queue.cancel_closure(self._ex, [task.id], why, include_children=True)
 
     async def requeue_expired(self) -> int:

@@ -18,7 +18,7 @@ from orchestrator_db.models.tool_execution import (
     ToolExecutionStatus,
 )
 from orchestrator_db.repositories.base import Repository
-from orchestrator_db.types import utc_now
+from orchestrator_db.types import sorted_as_text, utc_now
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class ToolExecutionRepository(Repository[ToolExecution]):
         statement = (
             select(totals, p95.c.p95_ms)
             .outerjoin(p95, p95.c.tool_name == totals.c.tool_name)
-            .order_by(totals.c.tool_name)
+            .order_by(sorted_as_text(totals.c.tool_name))
         )
         rows = (await self._ex.execute(statement, entity=self.entity)).all()
         return [

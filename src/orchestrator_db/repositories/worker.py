@@ -19,7 +19,7 @@ from orchestrator_db.models.worker import (
 from orchestrator_db.repositories.base import Repository, cutoff
 from orchestrator_db.repositories.event import EventRepository
 from orchestrator_db.repositories.project import WorkerTypeRepository
-from orchestrator_db.types import utc_now
+from orchestrator_db.types import sorted_as_text, utc_now
 
 
 def _status(value: WorkerStatus | str) -> WorkerStatus:
@@ -88,7 +88,7 @@ class WorkerRepository(Repository[Worker]):
                 Worker.status.not_in([s.value for s in STOPPED_WORKER_STATUSES]),
                 Worker.last_activity < since,
             )
-            .order_by(Worker.last_activity, Worker.worker_id)
+            .order_by(Worker.last_activity, sorted_as_text(Worker.worker_id))
         )
         return await self._ex.scalars(statement, entity=self.entity)
 
