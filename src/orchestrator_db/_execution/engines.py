@@ -44,6 +44,15 @@ def create_engine(
     # The settings' own options win over the same ones in extra_engine_options.
     enforced = merged({"echo": settings.echo, "pool_timeout": settings.pool_timeout}, enforced)
     options = merged(merged(defaults, settings.extra_engine_options), enforced)
+    if "isolation_level" in enforced and isinstance(options.get("execution_options"), Mapping):
+        # The enforced isolation level (autocommit of read-only units) is not
+        # to be undone per connection either; enforcing it there instead
+        # would cost every checkout a round of connection characteristics.
+        options["execution_options"] = {
+            name: value
+            for name, value in options["execution_options"].items()
+            if name != "isolation_level"
+        }
     poolclass = options.get("poolclass")
     if poolclass is not None and not issubclass(poolclass, QueuePool):
         # NullPool / StaticPool take no sizing arguments.

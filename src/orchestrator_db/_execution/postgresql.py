@@ -69,7 +69,6 @@ class PostgreSQLBackend(Backend):
         if read_only:
             server_settings["default_transaction_read_only"] = "on"
             enforced["isolation_level"] = "AUTOCOMMIT"
-            enforced["execution_options"] = {"isolation_level": "AUTOCOMMIT"}
         return defaults, enforced
 
     def lock_migrations(self, connection: Connection) -> None:
