@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sql",),
     ("_execution",),
     ("migrations",),
-    ("work_queue",),
+    ("work_queue", "task_graph"),
     ("repositories",),
     ("unit_of_work", "queue_worker"),
     ("database",),

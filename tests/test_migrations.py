@@ -17,7 +17,7 @@ import sys
 import uuid
 import zipfile
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,18 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata, produce_migrations, render_python_code
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Connection, Enum, Integer, MetaData, Table, inspect, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Enum,
+    Integer,
+    MetaData,
+    Table,
+    bindparam,
+    inspect,
+    select,
+    text,
+)
 
 from orchestrator_db import Database, Task
 from orchestrator_db.migrations.alembic_ext import CreateTriggerOp, DropTriggerOp, render_item
@@ -37,9 +48,10 @@ from orchestrator_db.migrations.runner import (
 )
 from orchestrator_db.migrations.triggers import declared_triggers, reflect_triggers
 from orchestrator_db.models import Base
+from orchestrator_db.types import UTCDateTime
 from tests import pg
 from tests.conftest import ENGINES
-from tests.helpers import add_tasks, task
+from tests.helpers import add_tasks, assert_facts_hold, task
 from tests.support import ROOT, is_sqlite, run_alembic, schema_objects
 
 
@@ -510,5 +522,88 @@ async def test_the_pipeline_revision_round_trips_with_data(empty_url: str) -> No
         async with db.unit_of_work() as uow:
             assert await uow.tickets.count() == 0
             assert await uow.tasks.count() == 1
+    finally:
+        await db.close()
+
+
+# ------------------------------------------------------- data across 0004
+
+
+async def test_the_agent_task_revision_computes_the_facts_and_round_trips(
+    empty_url: str,
+) -> None:
+    """0003 with a dependency graph -> head: depth, type, blocking counts and
+    calculated priorities computed for every row, updated_at untouched;
+    head -> 0003 keeps every task and edge; and up again."""
+    db = Database(empty_url)
+    try:
+        await db.migrate("0003")
+        ids = {name: str(uuid.uuid4()) for name in "abcde"}
+        statuses = {"a": "completed", "b": "ready", "c": "ready", "d": "blocked", "e": "blocked"}
+        edges = [("b", "a"), ("c", "a"), ("d", "b"), ("d", "c"), ("e", "d"), ("e", "b")]
+        deadline = {"c": datetime(2099, 1, 1, tzinfo=UTC)}
+        async with db.engine.begin() as connection:
+            for name, task_id in ids.items():
+                await connection.execute(
+                    text(
+                        "INSERT INTO tasks (id, title, task_type, status, config, deadline) "
+                        "VALUES (:id, :title, 'code', :status, '{}', :deadline)"
+                    ).bindparams(bindparam("deadline", type_=UTCDateTime())),
+                    {
+                        "id": task_id,
+                        "title": name,
+                        "status": statuses[name],
+                        "deadline": deadline.get(name),
+                    },
+                )
+            for task_id, depends_on in edges:
+                await connection.execute(
+                    text(
+                        "INSERT INTO task_dependencies (task_id, depends_on_id) "
+                        "VALUES (:task_id, :depends_on_id)"
+                    ),
+                    {"task_id": ids[task_id], "depends_on_id": ids[depends_on]},
+                )
+        async with db.engine.connect() as connection:
+            result = await connection.execute(select(Task.title, Task.updated_at))
+            stamped = {title: stamp for title, stamp in result.all()}
+
+        await db.migrate()
+        async with db.unit_of_work(read_only=True) as uow:
+            kept = {t.title: t for t in await uow.tasks.list()}
+        assert {n: t.status.value for n, t in kept.items()} == statuses
+        assert {n: t.updated_at for n, t in kept.items()} == stamped
+        assert {n: t.dependency_depth for n, t in kept.items()} == {
+            "a": 0, "b": 1, "c": 1, "d": 2, "e": 3
+        }  # fmt: skip
+        assert {n: t.dependency_type.value for n, t in kept.items()} == {
+            "a": "sequential", "b": "sequential", "c": "sequential",
+            "d": "parallel", "e": "sequential",
+        }  # fmt: skip
+        assert {n: t.blocking_count for n, t in kept.items()} == {
+            "a": 0, "b": 2, "c": 2, "d": 1, "e": 0
+        }  # fmt: skip
+        assert kept["c"].reprioritize_at is not None and kept["c"].deadline is not None
+        assert all(t.source.value == "human" for t in kept.values())
+        await assert_facts_hold(db)
+        async with db.unit_of_work() as uow:
+            first = await uow.tasks.claim_next("w")
+            assert first is not None and first.title == "c"  # its deadline ranks it first
+            await uow.commit()
+
+        await db.downgrade("0003")
+        async with db.engine.connect() as connection:
+            rows = (await connection.execute(text("SELECT title, status FROM tasks"))).all()
+            stored_edges = (
+                await connection.execute(text("SELECT count(*) FROM task_dependencies"))
+            ).scalar_one()
+            columns = await connection.run_sync(
+                lambda c: {column["name"] for column in inspect(c).get_columns("tasks")}
+            )
+        assert {str(title) for title, _ in rows} == set(ids)
+        assert stored_edges == len(edges)
+        assert not columns & {"summary", "calculated_priority", "dependency_depth", "source"}
+        await db.migrate()
+        await assert_facts_hold(db)
     finally:
         await db.close()

@@ -503,12 +503,13 @@ async def test_complete_and_claim_moves_to_the_next_task_in_one_unit(db: Databas
     async with db.unit_of_work() as uow:
         following = await uow.tasks.complete_and_claim(a.id, "w", {"ok": 1})
         await uow.commit()
-    # c became ready when a completed; b (priority 5) and c (5, newer) compete.
-    assert following is not None and following.id == b.id
+    # c became ready when a completed; b and c have the same priority, but c
+    # is deeper (it waited for a): its calculated priority is higher.
+    assert following is not None and following.id == c.id
     async with db.unit_of_work() as uow:
-        last = await uow.tasks.complete_and_claim(b.id, "w")
-        assert last is not None and last.id == c.id
-        assert await uow.tasks.complete_and_claim(c.id, "w") is None
+        last = await uow.tasks.complete_and_claim(c.id, "w")
+        assert last is not None and last.id == b.id
+        assert await uow.tasks.complete_and_claim(b.id, "w") is None
         await uow.commit()
     assert await statuses(db, a, b, c) == [TaskStatus.COMPLETED] * 3
 

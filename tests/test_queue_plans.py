@@ -75,7 +75,7 @@ async def queued_db(db: Database) -> Database:
 
 async def test_the_claim_reads_the_partial_claim_index(queued_db: Database) -> None:
     statement = q.claim_statement(queued_db.dialect, typed=False)
-    text = await plan(queued_db, statement, holder="w", lease_seconds=60.0, limit=1)
+    text = await plan(queued_db, statement, holder="w", lease_seconds=60.0, lease_cap=60.0, limit=1)
     assert "idx_tasks_claim" in text, text
     assert "TEMP B-TREE" not in text
     assert "Sort" not in text
@@ -84,7 +84,13 @@ async def test_the_claim_reads_the_partial_claim_index(queued_db: Database) -> N
 async def test_a_typed_claim_reads_the_typed_claim_index(queued_db: Database) -> None:
     statement = q.claim_statement(queued_db.dialect, typed=True)
     text = await plan(
-        queued_db, statement, holder="w", lease_seconds=60.0, limit=1, task_types=["review"]
+        queued_db,
+        statement,
+        holder="w",
+        lease_seconds=60.0,
+        lease_cap=60.0,
+        limit=1,
+        task_types=["review"],
     )
     assert "idx_tasks_claim_type" in text, text
     assert "TEMP B-TREE" not in text

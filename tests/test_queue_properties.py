@@ -3,11 +3,15 @@
 * Any DAG, submitted in any order, drains in a valid topological order.
 * Edges added one by one are refused exactly when they would close a cycle,
   and what is stored is always acyclic.
+* Whatever happens to the graph (submits, new edges, completions, failures,
+  cancellations, deletions), every task's dependency depth, type, blocking
+  count and calculated priority are what the whole graph says they are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,8 +20,9 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
 from orchestrator_db import Database, Task, TaskStatus
-from orchestrator_db.errors import DependencyCycleError
+from orchestrator_db.errors import DependencyCycleError, InvalidTransitionError
 from orchestrator_db.models import TaskDependency
+from tests.helpers import assert_facts_hold
 
 PROPERTY_SETTINGS = settings(
     max_examples=25,
@@ -88,6 +93,7 @@ def test_any_dag_drains_in_topological_order(
                 dependencies={tasks[n].id: [tasks[p].id for p in edges[n]] for n in range(size)},
             )
             await uow.commit()
+        await assert_facts_hold(db)
         drained: list[int] = []
         while True:
             async with db.unit_of_work() as uow:
@@ -97,6 +103,7 @@ def test_any_dag_drains_in_topological_order(
                 await uow.tasks.complete(claimed.id, "solo")
                 await uow.commit()
             drained.append(int(claimed.title))
+            await assert_facts_hold(db)
         async with db.unit_of_work() as uow:
             assert await uow.tasks.count(status=TaskStatus.COMPLETED) == size
         return drained
@@ -156,6 +163,7 @@ def test_edges_closing_a_cycle_are_always_refused(
                 assert not expected_cycle, f"{edge} accepted but closes a cycle"
                 await uow.commit()
             accepted.add(edge)
+        await assert_facts_hold(db)
         async with db.unit_of_work() as uow:
             stored = {
                 (row.task_id, row.depends_on_id)
@@ -173,3 +181,58 @@ def test_edges_closing_a_cycle_are_always_refused(
     assert stored == expected
     for edge in accepted:
         assert not creates_cycle(accepted - {edge}, edge)
+
+
+Operation = tuple[str, int, tuple[int, ...]]
+
+
+@st.composite
+def operations(draw: st.DrawFn) -> list[Operation]:
+    """Operations on a growing graph; numbers pick tasks modulo how many exist."""
+    kinds = st.sampled_from(["submit", "submit", "edge", "complete", "fail", "cancel", "delete"])
+    return draw(
+        st.lists(
+            st.tuples(kinds, st.integers(0, 50), st.tuples(*[st.integers(0, 50)] * 2)),
+            min_size=1,
+            max_size=14,
+        )
+    )
+
+
+@PROPERTY_SETTINGS
+@given(ops=operations())
+def test_the_dependency_facts_hold_whatever_happens(
+    database_url: str, database_options: dict[str, Any], ops: list[Operation]
+) -> None:
+    async def apply(db: Database, ids: list[str], op: Operation) -> None:
+        kind, number, more = op
+        async with db.unit_of_work() as uow:
+            if kind == "submit" or not ids:
+                prerequisites = {ids[n % len(ids)] for n in more[: number % 3]} if ids else set()
+                item = Task(title=str(len(ids)), task_type="code", config={}, max_retries=0)
+                ids.append((await uow.tasks.submit(item, depends_on=prerequisites)).id)
+            elif kind == "edge":
+                await uow.tasks.add_dependency(ids[number % len(ids)], ids[more[0] % len(ids)])
+            elif kind in ("complete", "fail"):
+                claimed = await uow.tasks.claim_next("w")
+                if claimed is None:
+                    return
+                if kind == "complete":
+                    await uow.tasks.complete(claimed.id, "w")
+                else:
+                    await uow.tasks.fail(claimed.id, "w", "broken")
+            elif kind == "cancel":
+                await uow.tasks.cancel(ids[number % len(ids)])
+            else:
+                await uow.tasks.delete(ids.pop(number % len(ids)))
+            await uow.commit()
+
+    async def scenario(db: Database) -> None:
+        ids: list[str] = []
+        for op in ops:
+            # Refused (nothing written) or not, the facts must hold.
+            with contextlib.suppress(DependencyCycleError, InvalidTransitionError):
+                await apply(db, ids, op)
+            await assert_facts_hold(db)
+
+    run_on(database_url, database_options, scenario)

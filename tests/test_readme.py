@@ -51,6 +51,7 @@ EXPECTED_OUTPUT = {
     'task_types={"code"}, lease': ["True"],
     "async def run(task": ["3"],
     "claim_unprocessed": ["['ticket_stage_completed']"],
+    'agent_types={"planner"}': ["1 22.8 1", "True"],
 }
 
 

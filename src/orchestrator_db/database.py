@@ -134,6 +134,7 @@ class Database:
         worker_id: str,
         *,
         task_types: Collection[str] | None = None,
+        agent_types: Collection[str] | None = None,
         lease: timedelta | None = None,
     ) -> QueueWorker:
         """A worker's own connection to the work queue, for processes that
@@ -144,6 +145,7 @@ class Database:
             self.settings,
             worker_id,
             task_types=task_types,
+            agent_types=agent_types,
             lease=lease,
             before_start=self._check_schema,
         )

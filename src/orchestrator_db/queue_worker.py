@@ -58,19 +58,31 @@ class QueueWorker:
         worker_id: str,
         *,
         task_types: Collection[str] | None = None,
+        agent_types: Collection[str] | None = None,
         lease: timedelta | None = None,
         before_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """``before_start`` runs as the worker connects (the schema check)."""
+        """``before_start`` runs as the worker connects (the schema check).
+
+        ``lease`` is the lease of a claim and a heartbeat (else
+        ``work_queue.DEFAULT_LEASE``); a task with ``timeout_seconds`` runs
+        under a lease of its timeout unless ``lease`` asks for less."""
         self._backend = backend_for(engine.dialect.name)
+        self._asked_lease = lease
         self.lease = work_queue.DEFAULT_LEASE if lease is None else lease
         # Checked now, not at the first claim; the worker's claim of one task
         # is made once.
         self._claim_one = work_queue.claim_request(
-            self._backend.name, worker_id, 1, task_types=task_types, lease=self.lease
+            self._backend.name,
+            worker_id,
+            1,
+            task_types=task_types,
+            agent_types=agent_types,
+            lease=lease,
         )
         self.worker_id = worker_id
         self.task_types = frozenset(self._claim_one[1].get("task_types", ())) or None
+        self.agent_types = frozenset(self._claim_one[1].get("agent_types", ())) or None
         self._engine = engine
         self._before_start = before_start
         self._executor: ConnectionExecutor | None = None
@@ -113,7 +125,12 @@ class QueueWorker:
         """Up to ``limit`` ready tasks, in claim order, under one lease."""
         return await self._transaction(
             lambda ex: work_queue.claim(
-                ex, self.worker_id, limit, task_types=self.task_types, lease=self.lease
+                ex,
+                self.worker_id,
+                limit,
+                task_types=self.task_types,
+                agent_types=self.agent_types,
+                lease=self._asked_lease,
             )
         )
 

@@ -328,6 +328,28 @@ def _utc_now_plus_postgresql(element: utc_now_plus, compiler: SQLCompiler, **kw:
     return f"date_trunc('milliseconds', clock_timestamp() + make_interval(secs => {offset}))"
 
 
+class utc_plus(FunctionElement[datetime]):
+    """A stored instant (a :class:`UTCDateTime` column) plus ``seconds`` (a
+    SQL expression), formatted like :class:`UTCDateTime` values: the end of
+    a task's timeout, say (``started_at`` plus ``timeout_seconds``)."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+    name = "utc_plus"
+
+
+@compiles(utc_plus, "sqlite")
+def _utc_plus_sqlite(element: utc_plus, compiler: SQLCompiler, **kw: Any) -> str:
+    instant, seconds = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"strftime('{SQLITE_TIMESTAMP_FORMAT}', {instant}, printf('%+.3f seconds', {seconds}))"
+
+
+@compiles(utc_plus, "postgresql")
+def _utc_plus_postgresql(element: utc_plus, compiler: SQLCompiler, **kw: Any) -> str:
+    instant, seconds = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"date_trunc('milliseconds', {instant} + make_interval(secs => {seconds}))"
+
+
 class code_point_order(FunctionElement[Any]):
     """A text expression that sorts and compares by code point on both
     engines: SQLite's default (BINARY, on UTF-8), and ``COLLATE "C"`` on
@@ -369,6 +391,7 @@ def sorted_as_text(expression: Any) -> Any:
 
 @compiles(utc_now_sql)
 @compiles(utc_now_plus)
+@compiles(utc_plus)
 @compiles(code_point_order)
 def _utc_now_unsupported(element: FunctionElement[Any], compiler: SQLCompiler, **kw: Any) -> str:
     raise CompileError(

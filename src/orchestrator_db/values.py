@@ -334,7 +334,7 @@ def for_type(
 
         return whole
     if isinstance(kind, String):
-        limit = MAX_INDEXED_TEXT if indexed else None
+        limit = _text_limit(kind, indexed)
         search = _BAD_TEXT.search
 
         def string(value: Any) -> Any:
@@ -368,9 +368,16 @@ def _all_fine(column: ColumnElement[Any], present: list[Any]) -> bool:
     if isinstance(kind, String) and not isinstance(kind, Enum):
         if not all(type(item) is str for item in present) or _BAD_TEXT.search("".join(present)):
             return False
-        limit = MAX_INDEXED_TEXT if _is_indexed(column) else None
+        limit = _text_limit(kind, _is_indexed(column))
         return limit is None or max(map(len, present), default=0) <= limit
     return False
+
+
+def _text_limit(kind: String, indexed: bool) -> int | None:
+    """The longest text a column takes: its declared length (``String(n)``,
+    enforced on SQLite too), and at most :data:`MAX_INDEXED_TEXT` if indexed."""
+    limits = [limit for limit in (kind.length, MAX_INDEXED_TEXT if indexed else None) if limit]
+    return min(limits) if limits else None
 
 
 def in_list(values: Collection[Any], field: str | None = None) -> list[Any]:

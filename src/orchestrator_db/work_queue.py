@@ -27,11 +27,11 @@ from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import Any, NoReturn
 
-from orchestrator_db import values
+from orchestrator_db import task_graph, values
 from orchestrator_db._execution.executor import Executor
 from orchestrator_db._execution.rows import row_layout
 from orchestrator_db.errors import LeaseLostError, NotFoundError
-from orchestrator_db.models.task import Task, TaskStatus
+from orchestrator_db.models.task import FINISHED_TASK_STATUSES, Task, TaskStatus
 from orchestrator_db.sql import queue as q
 from orchestrator_db.types import canonical_uuid
 
@@ -79,7 +79,7 @@ def lease_lost(task: Task, worker_id: str) -> LeaseLostError:
 
 def _claim_order(task: Task) -> tuple[Any, ...]:
     """Sort key of claimed tasks (RETURNING gives no order): ``q.CLAIM_ORDER``."""
-    return (-task.priority, task.created_at, task.id)
+    return (-task.calculated_priority, task.created_at, task.id)
 
 
 # ------------------------------------------------------------ the worker's
@@ -91,10 +91,20 @@ async def claim(
     limit: int,
     *,
     task_types: Collection[str] | None = None,
+    agent_types: Collection[str] | None = None,
     lease: timedelta | None = None,
+    default_lease: timedelta = DEFAULT_LEASE,
 ) -> list[Task]:
     """Up to ``limit`` ready tasks, in claim order, running under one lease."""
-    request = claim_request(ex.backend.name, worker_id, limit, task_types=task_types, lease=lease)
+    request = claim_request(
+        ex.backend.name,
+        worker_id,
+        limit,
+        task_types=task_types,
+        agent_types=agent_types,
+        lease=lease,
+        default_lease=default_lease,
+    )
     return await claimed(ex, request)
 
 
@@ -107,20 +117,42 @@ def claim_request(
     limit: int,
     *,
     task_types: Collection[str] | None = None,
+    agent_types: Collection[str] | None = None,
     lease: timedelta | None = None,
+    default_lease: timedelta = DEFAULT_LEASE,
 ) -> ClaimRequest:
     """The claim statement and its parameters, the arguments checked (a
-    queue worker makes its own once)."""
-    params: dict[str, Any] = {
-        "holder": _worker(worker_id),
-        "lease_seconds": lease_seconds(lease),
-        "limit": values.count(limit, "limit", minimum=1),
-    }
-    if task_types is not None:
-        task_types = values.texts(task_types, "task_types", max_length=values.MAX_INDEXED_TEXT)
-    if task_types:
-        params["task_types"] = sorted(set(task_types))
-    return q.claim_statement(dialect, typed=bool(task_types)), params
+    queue worker makes its own once).
+
+    The lease is ``lease`` (else ``default_lease``); a task with a
+    ``timeout_seconds`` runs under a lease of its timeout instead, unless
+    ``lease`` asks for less."""
+    seconds = lease_seconds(default_lease if lease is None else lease)
+    params = type_filters(task_types=task_types, agent_types=agent_types)
+    params.update(
+        holder=_worker(worker_id),
+        lease_seconds=seconds,
+        lease_cap=values.MAX_DURATION.total_seconds() if lease is None else seconds,
+        limit=values.count(limit, "limit", minimum=1),
+    )
+    statement = q.claim_statement(
+        dialect, typed="task_types" in params, agents="agent_types" in params
+    )
+    return statement, params
+
+
+def type_filters(
+    *, task_types: Collection[str] | None, agent_types: Collection[str] | None
+) -> dict[str, Any]:
+    """The parameters of a claim's type filters, checked: ``task_types``
+    and ``agent_types``, each only when it names at least one type."""
+    params: dict[str, Any] = {}
+    for name, given in (("task_types", task_types), ("agent_types", agent_types)):
+        if given is not None:
+            chosen = values.texts(given, name, max_length=values.MAX_INDEXED_TEXT)
+            if chosen:
+                params[name] = sorted(set(chosen))
+    return params
 
 
 async def claimed(ex: Executor, request: ClaimRequest) -> list[Task]:
@@ -157,6 +189,8 @@ async def complete(ex: Executor, task_id: str, worker_id: str, result: Any = Non
     (row,) = rows
     if q.must_release(dialect, row):
         await release(ex, [key])
+    # A task claimed was ready: every task it waited for has completed, so
+    # it held back no blocking count, and none changes.
     return row
 
 
@@ -170,10 +204,15 @@ async def fail(ex: Executor, task_id: str, worker_id: str, error: str) -> Task:
     attempts = await ex.rows(q.owned_attempts_statement(), owned, entity=_ENTITY, key=key)
     if not attempts:
         await explain_not_owned(ex, key, worker_id)
-    retry_count, max_retries = attempts[0]
-    if retry_count < max_retries:
-        delay = backoff(retry_count + 1).total_seconds()
-        params = {"task_key": key, "message": error, "backoff_seconds": delay}
+    (facts,) = attempts
+    if facts.retry_count < facts.max_retries:
+        delay = backoff(facts.retry_count + 1).total_seconds()
+        params = {
+            "task_key": key,
+            "message": error,
+            "backoff_seconds": delay,
+            **task_graph.requeued_score(facts),
+        }
         (row,) = await ex.rows(q.retry_statement(), params, entity=_ENTITY, key=key)
         return ex.adopt(Task, row, refresh=True)
     params = {"task_key": key, "message": error}
@@ -196,15 +235,22 @@ async def explain_not_owned(ex: Executor, task_id: str, worker_id: str) -> NoRet
 
 
 async def after_finish(ex: Executor, task: Task) -> None:
-    """Consequences of a task ending, whichever path ended it."""
+    """Consequences of a task ending, whichever path ended it: its
+    dependents are released or cancelled, and it (with any it cancelled)
+    leaves the blocking counts of the tasks it waited for."""
+    cancelled: list[str] = []
     if task.status is TaskStatus.COMPLETED:
         await release(ex, [task.id])
     elif task.status is TaskStatus.FAILED:
         reason = f"cancelled: prerequisite {task.id} failed"
-        await cancel_closure(ex, [task.id], reason, keep_start=True)
+        cancelled = await cancel_closure(ex, [task.id], reason, keep_start=True)
     elif task.status is TaskStatus.CANCELLED:
         reason = f"cancelled with task {task.id}"
-        await cancel_closure(ex, [task.id], reason, keep_start=True, include_children=True)
+        cancelled = await cancel_closure(
+            ex, [task.id], reason, keep_start=True, include_children=True
+        )
+    if task.status in FINISHED_TASK_STATUSES:
+        await task_graph.finished(ex, [task.id, *cancelled])
 
 
 async def release(ex: Executor, ids: Sequence[str], *, through_edges: bool = True) -> None:
@@ -217,7 +263,10 @@ async def release(ex: Executor, ids: Sequence[str], *, through_edges: bool = Tru
     )
     for lock, lock_params in locks:
         await ex.rows(lock, lock_params, entity=_ENTITY)
-    await changed(ex, statement, params)
+    readied = await ex.rows(statement, params, entity=_ENTITY)
+    await ex.refresh_loaded(Task, [str(row.id) for row in readied])
+    # Their deadlines' urgency is brought up to date as they become claimable.
+    await task_graph.rescore(ex, [row for row in readied if row.deadline is not None])
 
 
 async def cancel_closure(
@@ -227,10 +276,12 @@ async def cancel_closure(
     *,
     keep_start: bool = False,
     include_children: bool = False,
-) -> int:
-    """Cancel ``start``'s unfinished dependents (and children), transitively."""
+) -> list[str]:
+    """Cancel ``start``'s unfinished dependents (and children), transitively;
+    the ids cancelled. (The caller takes them out of the blocking counts:
+    :func:`task_graph.finished`.)"""
     statement = q.cancel_statement(include_children=include_children, keep_start=keep_start)
-    return len(await changed(ex, statement, {"ids": list(start), "message": reason}))
+    return await changed(ex, statement, {"ids": list(start), "message": reason})
 
 
 async def requeue_expired(ex: Executor) -> int:
@@ -239,9 +290,11 @@ async def requeue_expired(ex: Executor) -> int:
     dependents are cancelled). Returns how many tasks were handled."""
     requeued = await changed(ex, q.expired_statement(retryable=True), {})
     failed = await changed(ex, q.expired_statement(retryable=False), {})
+    await task_graph.refresh_scores(ex, requeued)  # queued again: scored as of now
     if failed:
         reason = "cancelled: a prerequisite failed (lease expired, no retries left)"
-        await cancel_closure(ex, failed, reason, keep_start=True)
+        cancelled = await cancel_closure(ex, failed, reason, keep_start=True)
+        await task_graph.finished(ex, [*failed, *cancelled])
     return len(requeued) + len(failed)
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Float
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import Executable
 
@@ -93,6 +94,17 @@ def _then(first: Processor, second: Processor) -> Processor:
     return lambda value: second(first(value))
 
 
+def _result_processor(kind: Any, dialect: Dialect) -> Any:
+    """A column type's result processor, asked without the driver's type
+    code (unknown before the first row). A float column needs none: both
+    drivers return floats for it, and asyncpg's float type would demand the
+    type code."""
+    implementation = kind.dialect_impl(dialect)
+    if isinstance(implementation, Float) and not implementation.asdecimal:
+        return None
+    return implementation.result_processor(dialect, None)
+
+
 def _compile(statement: Any, dialect: Dialect) -> DirectStatement | None:
     compiled = statement.compile(dialect=dialect)
     if compiled.post_compile_params or compiled.literal_execute_params:
@@ -117,7 +129,7 @@ def _compile(statement: Any, dialect: Dialect) -> DirectStatement | None:
     columns = list(statement.exported_columns)
     results = []
     for position, column in enumerate(columns):
-        process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+        process = _result_processor(column.type, dialect)
         if process is not None:
             results.append((position, process))
     row_type = collections.namedtuple(  # type: ignore[misc]

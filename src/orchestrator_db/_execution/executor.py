@@ -110,6 +110,16 @@ class Executor(Protocol):
         """The rows of a Core statement."""
         ...
 
+    async def run_many(
+        self,
+        statement: Executable,
+        params: Sequence[Mapping[str, Any]],
+        *,
+        entity: str | None = None,
+    ) -> None:
+        """Run a Core statement once per parameter row (an executemany)."""
+        ...
+
     def adopt(self, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT:
         """The object for ``row`` (``refresh``: the row was just changed)."""
         ...
@@ -275,6 +285,8 @@ def check_statement(statement: Any, params: Any, dialect: Dialect) -> None:
         # DML keeps its values aside until compiled.
         compiled = statement.compile(dialect=dialect)
         for name, bind in compiled.binds.items():
+            if bind.expanding:
+                continue  # an IN list: checked item by item below
             check = values.for_type(bind.type, name)
             value = compiled.params.get(name)
             if check is not None and value is not None and not callable(value):
@@ -622,6 +634,17 @@ class UnitExecutor:
         async with _Statement(self, entity, key):
             return await self._session.execute(statement, params, **options)
 
+    async def run_many(
+        self,
+        statement: Executable,
+        params: Sequence[Mapping[str, Any]],
+        *,
+        entity: str | None = None,
+    ) -> None:
+        async with _Statement(self, entity):
+            connection = await self._session.connection()
+            await connection.execute(statement, list(params))
+
     async def scalars(self, statement: Executable, *, entity: str | None = None) -> list[Any]:
         async with _Statement(self, entity):
             return list((await self._session.execute(statement)).scalars().all())
@@ -818,6 +841,15 @@ class ConnectionExecutor:
         key: Any = None,
     ) -> list[Any]:
         return await fetch_rows(self.connection, self.backend, statement, params)
+
+    async def run_many(
+        self,
+        statement: Executable,
+        params: Sequence[Mapping[str, Any]],
+        *,
+        entity: str | None = None,
+    ) -> None:
+        await self.connection.execute(statement, list(params))
 
     def adopt(self, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT:
         return rows.detached(model, row)

@@ -98,6 +98,12 @@ def adopt(session: Session, model: type[ModelT], row: Sequence[Any], *, refresh:
     return obj
 
 
+def overwrite(model: type[Base], obj: Any, row: Sequence[Any]) -> None:
+    """Set every column of ``obj`` (held or detached) from ``row``, as
+    loaded: for rows a statement has just changed."""
+    _refresh(row_layout(model), obj, row)
+
+
 def _identity(layout: RowLayout, row: Sequence[Any]) -> Any:
     return layout.mapper.identity_key_from_primary_key(tuple([row[i] for i in layout.primary_key]))
 

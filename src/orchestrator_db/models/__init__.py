@@ -8,8 +8,10 @@ from orchestrator_db.models.session import ClientSession, ConnectionType
 from orchestrator_db.models.task import (
     FINISHED_TASK_STATUSES,
     TASK_TRANSITIONS,
+    DependencyType,
     Task,
     TaskDependency,
+    TaskSource,
     TaskStatus,
 )
 from orchestrator_db.models.ticket import PLANNED, Comment, Ticket
@@ -39,6 +41,7 @@ __all__ = [
     "Comment",
     "Configuration",
     "ConnectionType",
+    "DependencyType",
     "Event",
     "EventType",
     "JSONDoc",
@@ -46,6 +49,7 @@ __all__ = [
     "SecretText",
     "Task",
     "TaskDependency",
+    "TaskSource",
     "TaskStatus",
     "Ticket",
     "ToolExecution",

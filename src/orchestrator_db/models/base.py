@@ -16,9 +16,11 @@ from sqlalchemy import (
     ColumnElement,
     Enum,
     FetchedValue,
+    Index,
     MetaData,
     event,
     inspect,
+    text,
 )
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.ext.asyncio import AsyncAttrs
@@ -146,6 +148,12 @@ def check_bound_values(criterion: ClauseElement) -> None:
                 check(item)
         else:
             check(element.value)
+
+
+def partial_index(name: str, *columns: Any, where: str) -> Index:
+    """An index of the rows matching ``where`` (SQL both engines read alike)."""
+    predicate = text(where)
+    return Index(name, *columns, sqlite_where=predicate, postgresql_where=predicate)
 
 
 def enum_type(enum_class: type[enum.Enum], name: str) -> Enum:

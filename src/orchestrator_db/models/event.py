@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from orchestrator_db.models.base import Base, CreatedAt, enum_type
+from orchestrator_db.models.base import Base, CreatedAt, enum_type, partial_index
 
 
 class EventType(enum.StrEnum):
@@ -30,16 +30,22 @@ class Event(CreatedAt, Base):
     lease (``claimed_by``, ``claim_expires_at``); ``mark_processed`` ends
     them. An event whose consumer died is claimable again when the lease
     ends. ``idx_events_unprocessed`` is partial: it holds only the events
-    still to process, in order.
+    still to process, in order; ``idx_events_processed`` holds the others by
+    age, for ``Database.prune``.
     """
 
     __tablename__ = "events"
     __table_args__ = (
-        Index(
+        partial_index(
             "idx_events_unprocessed",
             "id",
-            sqlite_where=text("processed = false"),
-            postgresql_where=text("processed = false"),
+            where="processed = false",
+        ),
+        partial_index(
+            "idx_events_processed",
+            "created_at",
+            "id",
+            where="processed = true",
         ),
         Index("idx_events_ticket", "ticket_id"),
         Index("idx_events_worker", "worker_id"),

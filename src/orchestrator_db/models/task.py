@@ -6,10 +6,18 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Text, text
+from sqlalchemy import CheckConstraint, Double, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from orchestrator_db.models.base import Base, CreatedAt, JSONDoc, Timestamps, enum_type
+from orchestrator_db.models.base import (
+    Base,
+    CreatedAt,
+    JSONDoc,
+    Timestamps,
+    enum_type,
+    partial_index,
+)
+from orchestrator_db.models.priority import initial_priority, initial_reprioritize_at
 from orchestrator_db.types import JSONDocument, JSONValue, UUIDString, new_id
 
 
@@ -31,6 +39,29 @@ class TaskStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+class TaskSource(enum.StrEnum):
+    """Who asked for a task: a person, or an agent at some stage of its work.
+    Part of the calculated priority (people first)."""
+
+    HUMAN = "human"
+    AGENT_REQUIREMENTS = "agent_requirements"
+    AGENT_PLANNER = "agent_planner"
+    AGENT_IMPLEMENTATION = "agent_implementation"
+
+
+class DependencyType(enum.StrEnum):
+    """How a task's prerequisites relate, kept by the package.
+
+    ``parallel`` when the task waits for two or more prerequisites none of
+    which depends on another (directly or through others): they can run at
+    the same time. ``sequential`` otherwise (no prerequisite, one, or a
+    chain). Readiness is the same for both: every prerequisite completed.
+    """
+
+    SEQUENTIAL = "sequential"
+    PARALLEL = "parallel"
+
+
 #: Statuses a task never leaves.
 FINISHED_TASK_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
@@ -45,7 +76,10 @@ TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
 
 DEFAULT_PRIORITY = 5
 DEFAULT_MAX_RETRIES = 3
-_READY = text("status = 'ready'")
+#: The longest ``summary``.
+SUMMARY_LENGTH = 140
+_READY = "status = 'ready'"
+_FINISHED = "status IN ('completed', 'failed', 'cancelled')"
 
 
 class Task(Timestamps, Base):
@@ -60,6 +94,22 @@ class Task(Timestamps, Base):
     the claim order of ready tasks (the claim reads its first entries),
     ``idx_tasks_claim_type`` the same per task type, ``idx_tasks_lease`` the
     running tasks by lease expiry (for ``requeue_expired``).
+    ``idx_tasks_claim_agent`` serves claims by agent type.
+
+    Seed 003 names some columns differently; one column holds each:
+    ``input_data`` is ``config``, ``result_data`` is ``result``,
+    ``error_message`` is ``error``, ``submitted_at`` is ``created_at``,
+    ``last_updated_at`` is ``updated_at``, ``max_execution_timeout_seconds``
+    is ``timeout_seconds`` (optional here: no timeout when unset), and the
+    ``dependencies`` JSON list is the ``task_dependencies`` table.
+
+    Kept by the package, not set by hand: ``dependency_depth`` (0 without
+    prerequisites, else 1 + the deepest prerequisite), ``dependency_type``
+    (see :class:`DependencyType`), ``blocking_count`` (the unfinished tasks
+    that wait for this one, transitively, through unfinished tasks),
+    ``calculated_priority`` (the claim key; see
+    :mod:`orchestrator_db.models.priority`) and ``reprioritize_at`` (when
+    the deadline's urgency next needs a recomputation).
     """
 
     __tablename__ = "tasks"
@@ -68,27 +118,54 @@ class Task(Timestamps, Base):
         CheckConstraint("retry_count >= 0", name="retry_count_not_negative"),
         CheckConstraint("max_retries >= 0", name="max_retries_not_negative"),
         CheckConstraint("timeout_seconds > 0", name="timeout_positive"),
+        CheckConstraint(f"length(summary) <= {SUMMARY_LENGTH}", name="summary_length"),
+        CheckConstraint("dependency_depth >= 0", name="dependency_depth_not_negative"),
+        CheckConstraint("blocking_count >= 0", name="blocking_count_not_negative"),
+        CheckConstraint("estimated_duration_seconds > 0", name="estimated_duration_positive"),
         Index("idx_tasks_status", "status"),
         Index("idx_tasks_type", "task_type"),
         Index("idx_tasks_created", "created_at", "id"),
         Index("idx_tasks_workspace", "workspace_path"),
-        Index(
+        partial_index(
             "idx_tasks_lease",
             "lease_expires_at",
-            sqlite_where=text("status = 'running'"),
-            postgresql_where=text("status = 'running'"),
+            where="status = 'running'",
         ),
-        Index(
+        partial_index(
             "idx_tasks_parent",
             "parent_task_id",
-            sqlite_where=text("parent_task_id IS NOT NULL"),
-            postgresql_where=text("parent_task_id IS NOT NULL"),
+            where="parent_task_id IS NOT NULL",
         ),
-        Index(
+        partial_index(
             "idx_tasks_session",
             "session_id",
-            sqlite_where=text("session_id IS NOT NULL"),
-            postgresql_where=text("session_id IS NOT NULL"),
+            where="session_id IS NOT NULL",
+        ),
+        partial_index(
+            "idx_tasks_deadline",
+            "deadline",
+            where="deadline IS NOT NULL",
+        ),
+        partial_index(
+            "idx_tasks_feature_branch",
+            "feature_branch",
+            where="feature_branch IS NOT NULL",
+        ),
+        partial_index(
+            "idx_tasks_agent_type",
+            "agent_type",
+            where="agent_type IS NOT NULL",
+        ),
+        partial_index(
+            "idx_tasks_reprioritize",
+            "reprioritize_at",
+            where="reprioritize_at IS NOT NULL",
+        ),
+        partial_index(
+            "idx_tasks_finished",
+            "updated_at",
+            "id",
+            where=_FINISHED,
         ),
     )
     __repr_attrs__ = ("title", "task_type", "status")
@@ -131,27 +208,64 @@ class Task(Timestamps, Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     run_after: Mapped[datetime | None] = mapped_column()
     result: Mapped[Any] = mapped_column(JSONValue(), nullable=True)
+    # The agent task model of seed 003 (revision 0004).
+    summary: Mapped[str | None] = mapped_column(String(SUMMARY_LENGTH))
+    agent_type: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[TaskSource] = mapped_column(
+        enum_type(TaskSource, "source"),
+        nullable=False,
+        default=TaskSource.HUMAN,
+        server_default=TaskSource.HUMAN.value,
+    )
+    created_by: Mapped[str | None] = mapped_column(Text)
+    estimated_duration_seconds: Mapped[int | None] = mapped_column(Integer)
+    feature_branch: Mapped[str | None] = mapped_column(Text)
+    task_branch: Mapped[str | None] = mapped_column(Text)
+    worktree_path: Mapped[str | None] = mapped_column(Text)
+    dependency_type: Mapped[DependencyType] = mapped_column(
+        enum_type(DependencyType, "dependency_type"),
+        nullable=False,
+        default=DependencyType.SEQUENTIAL,
+        server_default=DependencyType.SEQUENTIAL.value,
+    )
+    dependency_depth: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )
+    blocking_count: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )
+    # Last: their defaults read the values above (already checked).
+    calculated_priority: Mapped[float] = mapped_column(
+        Double(), nullable=False, default=initial_priority, server_default=text("0")
+    )
+    reprioritize_at: Mapped[datetime | None] = mapped_column(default=initial_reprioritize_at)
 
 
 # Declared after the class: a DESC column must be the column object itself,
 # which autogenerate compares like any index (a textual "priority DESC" is an
 # expression index, which it cannot reflect on SQLite).
-Index(
+partial_index(
     "idx_tasks_claim",
-    Task.priority.desc(),
+    Task.calculated_priority.desc(),
     Task.created_at,
     Task.id,
-    sqlite_where=_READY,
-    postgresql_where=_READY,
+    where=_READY,
 )
-Index(
+partial_index(
     "idx_tasks_claim_type",
     Task.task_type,
-    Task.priority.desc(),
+    Task.calculated_priority.desc(),
     Task.created_at,
     Task.id,
-    sqlite_where=_READY,
-    postgresql_where=_READY,
+    where=_READY,
+)
+partial_index(
+    "idx_tasks_claim_agent",
+    Task.agent_type,
+    Task.calculated_priority.desc(),
+    Task.created_at,
+    Task.id,
+    where=_READY,
 )
 
 

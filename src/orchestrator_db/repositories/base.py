@@ -107,6 +107,9 @@ class Repository(Generic[ModelT]):
     named_filters: ClassVar[Mapping[str, FilterBuilder]] = {}
     #: Attributes changed only through domain methods (``update`` refuses them).
     protected_fields: ClassVar[frozenset[str]] = frozenset()
+    #: Attributes the package computes (a priority, say): ``add``,
+    #: ``add_many`` and ``update`` refuse values for them.
+    maintained_fields: ClassVar[frozenset[str]] = frozenset()
     #: Attributes that order :meth:`list` and :meth:`page`; by default
     #: ``created_at`` then the primary key, which must be covered by an index.
     keyset: ClassVar[tuple[str, ...]] = ()
@@ -281,9 +284,22 @@ class Repository(Generic[ModelT]):
 
     # ----------------------------------------------------------- commands
 
+    def _refuse_maintained(self, held: Mapping[str, Any]) -> None:
+        for name in self.maintained_fields:
+            if held.get(name) is not None:
+                raise ValidationError(
+                    f"{self.entity}.{name} is kept by the package; leave it unset", field=name
+                )
+
     async def add(self, obj: ModelT) -> ModelT:
         """Add ``obj`` and flush it; the database has checked it on return."""
         self._check_instance(obj)
+        if not instance_state(obj).persistent:
+            self._refuse_maintained(instance_state(obj).dict)
+        return await self._add(obj)
+
+    async def _add(self, obj: ModelT) -> ModelT:
+        """:meth:`add`, maintained fields and all (the repository set them)."""
         self._prepare(obj)
         held = instance_state(obj).dict
         held.update(check_values(self.model_type, held))
@@ -304,6 +320,13 @@ class Repository(Generic[ModelT]):
         ORM's own batched INSERT ... RETURNING instead, and stay attached.
         """
         items = [self._check_instance(obj) for obj in objs]
+        if self.maintained_fields:
+            for item in items:
+                self._refuse_maintained(instance_state(item).dict)
+        return await self._add_many(items)
+
+    async def _add_many(self, items: builtins.list[ModelT]) -> builtins.list[ModelT]:
+        """:meth:`add_many`, maintained fields and all (the repository set them)."""
         if not items:
             return []
         if self._database_generates_keys():
@@ -326,6 +349,8 @@ class Repository(Generic[ModelT]):
             self._attribute(name)
             if name in primary:
                 raise ValidationError(f"the primary key of {self.entity} cannot change", field=name)
+            if name in self.maintained_fields:
+                self._refuse_maintained({name: True})
             if name in self.protected_fields:
                 raise ValidationError(
                     f"{self.entity}.{name} is managed by the repository's domain methods; "

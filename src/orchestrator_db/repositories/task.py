@@ -33,7 +33,8 @@ from typing import Any, ClassVar
 
 from sqlalchemy.orm.attributes import instance_state
 
-from orchestrator_db import values, work_queue
+from orchestrator_db import task_graph, values, work_queue
+from orchestrator_db._execution.rows import overwrite
 from orchestrator_db.errors import (
     DependencyCycleError,
     InvalidTransitionError,
@@ -77,6 +78,20 @@ class TaskRepository(Repository[Task]):
     protected_fields = frozenset(
         {"status", "started_at", "completed_at", "error", "worker_id", "lease_expires_at"}
     )
+    maintained_fields = frozenset(
+        {
+            "dependency_type",
+            "dependency_depth",
+            "blocking_count",
+            "calculated_priority",
+            "reprioritize_at",
+        }
+    )
+
+    #: The task's own values its calculated priority is computed from.
+    score_inputs: ClassVar[frozenset[str]] = frozenset(
+        {"priority", "deadline", "source", "estimated_duration_seconds"}
+    )
 
     #: Lease of a claim when the worker does not say.
     default_lease: ClassVar[timedelta] = work_queue.DEFAULT_LEASE
@@ -117,6 +132,14 @@ class TaskRepository(Repository[Task]):
         await work_queue.after_finish(self._ex, task)
         return task
 
+    async def update(self, key: Any, **values: Any) -> Task:
+        """Set attributes of the task ``key`` (see :meth:`Repository.update`);
+        its calculated priority follows a change of what it is computed from."""
+        task = await super().update(key, **values)
+        if self.score_inputs.intersection(values):
+            await task_graph.refresh_scores(self._ex, [task.id])
+        return task
+
     # ---------------------------------------------------------- dependencies
 
     async def submit(self, task: Task, *, depends_on: Iterable[str] = ()) -> Task:
@@ -126,25 +149,43 @@ class TaskRepository(Repository[Task]):
         A prerequisite that does not exist raises :class:`NotFoundError`; the
         task itself as a prerequisite raises :class:`DependencyCycleError`.
         If a prerequisite already failed or was cancelled, the task is stored
-        ``cancelled``: it could never run.
+        ``cancelled``: it could never run. The task's dependency facts and
+        calculated priority are set, and the tasks it waits for count it.
         """
         self._check_instance(task)
+        stored = instance_state(task).persistent
+        if not stored:
+            self._refuse_maintained(instance_state(task).dict)
         self._prepare(task)
         prerequisites = self._ids(depends_on)
-        stored = instance_state(task).persistent
         if stored and task.status is not TaskStatus.PENDING:
             raise InvalidTransitionError(self.entity, task.id, task.status.value, "submitted")
         if task.id in prerequisites:
             raise DependencyCycleError(task.id, task.id)
-        statuses = await self._statuses(prerequisites, share_lock=True)
+        if prerequisites:
+            await task_graph.lock(self._ex)
+        found = await self._statuses(prerequisites, share_lock=True)
         now = utc_now()
-        self._queue_status(task, [statuses[p] for p in prerequisites], now, prerequisites)
-        if not stored:
-            await self.add(task)
+        if stored:
+            if not prerequisites:
+                self._queue_status(task, [], now, [])
+                await self._flush_and_refresh(task, task.id)
+                return task
+            async with task_graph.changing(self._ex, [task.id]):
+                self._queue_status(task, [found[p][0] for p in prerequisites], now, prerequisites)
+                await self._flush_and_refresh(task, task.id)
+                await self._insert_edges([(task.id, p) for p in prerequisites])
+            return task
+        self._queue_status(task, [found[p][0] for p in prerequisites], now, prerequisites)
+        if prerequisites:
+            depths = {p: depth for p, (_, depth) in found.items()}
+            facts = await task_graph.facts(self._ex, {task.id: prerequisites}, depths)
+            task.dependency_depth, task.dependency_type = facts[task.id]
+        await self._add(task)
         if prerequisites:
             await self._insert_edges([(task.id, p) for p in prerequisites])
-        if stored:
-            await self._flush_and_refresh(task, task.id)
+            if task.status not in FINISHED_TASK_STATUSES:
+                await task_graph.count_in(self._ex, [task.id])
         return task
 
     async def submit_many(
@@ -158,6 +199,7 @@ class TaskRepository(Repository[Task]):
         """
         tasks = [self._check_instance(task) for task in tasks]
         for task in tasks:
+            self._refuse_maintained(instance_state(task).dict)
             self._prepare(task)
         batch = {task.id: task for task in tasks}
         if dependencies is not None and not isinstance(dependencies, Mapping):
@@ -166,6 +208,9 @@ class TaskRepository(Repository[Task]):
             canonical_uuid(task_id, field="dependencies"): self._ids(prerequisites)
             for task_id, prerequisites in (dependencies or {}).items()
         }
+        edges = {
+            task_id: prerequisites for task_id, prerequisites in edges.items() if prerequisites
+        }
         unknown = set(edges) - set(batch)
         if unknown:
             raise ValidationError(
@@ -173,17 +218,27 @@ class TaskRepository(Repository[Task]):
             )
         order = self._topological(edges, set(batch))
         external = {p for prereqs in edges.values() for p in prereqs if p not in batch}
-        statuses = await self._statuses(external, share_lock=True)
+        if edges:
+            await task_graph.lock(self._ex)
+        found = await self._statuses(external, share_lock=True)
+        statuses = {task_id: status for task_id, (status, _) in found.items()}
         now = utc_now()
         for task_id in order:
             prerequisites = edges.get(task_id, [])
             known = [statuses[p] if p in statuses else batch[p].status for p in prerequisites]
             self._queue_status(batch[task_id], known, now, prerequisites)
             statuses[task_id] = batch[task_id].status
-        added = await self.add_many(tasks)
+        if edges:
+            depths = {p: depth for p, (_, depth) in found.items()}
+            for task_id, fact in (await task_graph.facts(self._ex, edges, depths)).items():
+                batch[task_id].dependency_depth, batch[task_id].dependency_type = fact
+        added = await self._add_many(tasks)
         pairs = [(task_id, p) for task_id, prereqs in edges.items() for p in prereqs]
         if pairs:
             await self._insert_edges(pairs)
+            waiting = [t for t in edges if batch[t].status not in FINISHED_TASK_STATUSES]
+            counted = await task_graph.count_in(self._ex, waiting)
+            await self._reload_detached([batch[t] for t in counted if t in batch])
         return added
 
     async def add_dependency(self, task_id: str, depends_on_id: str) -> bool:
@@ -193,12 +248,14 @@ class TaskRepository(Repository[Task]):
         already depends on ``task_id`` (directly or through others), and with
         :class:`InvalidTransitionError` if the task is running or finished.
         A ready task becomes blocked until the new prerequisite completes.
+        The dependency facts of the task and of the tasks that wait for it
+        are brought up to date.
         """
         task_id = canonical_uuid(task_id, field="task_id")
         depends_on_id = canonical_uuid(depends_on_id, field="depends_on_id")
         if task_id == depends_on_id:
             raise DependencyCycleError(task_id, depends_on_id)
-        await self._lock_graph()
+        await task_graph.lock(self._ex)
         task = await self.get(task_id, for_update=True)
         if task.status is TaskStatus.RUNNING or task.status in FINISHED_TASK_STATUSES:
             raise InvalidTransitionError(self.entity, task_id, task.status.value, "blocked")
@@ -209,15 +266,19 @@ class TaskRepository(Repository[Task]):
         edge = {"task_id": task_id, "depends_on_id": depends_on_id}
         if await self._ex.rows(q.edge_statement(), edge, entity=self.entity):
             return False
-        await self._insert_edges([(task_id, depends_on_id)])
-        if task.status in (TaskStatus.READY, TaskStatus.BLOCKED):
-            now = utc_now()
-            queued = self._queue_status(task, [prerequisite.status], now, [depends_on_id])
-            await self._flush_and_refresh(task, task_id)
-            if queued is TaskStatus.CANCELLED:
-                await work_queue.cancel_closure(
-                    self._ex, [task_id], str(task.error), keep_start=True
-                )
+        queued: TaskStatus | None = None
+        async with task_graph.changing(self._ex, [task_id]):
+            await self._insert_edges([(task_id, depends_on_id)])
+            if task.status in (TaskStatus.READY, TaskStatus.BLOCKED):
+                now = utc_now()
+                queued = self._queue_status(task, [prerequisite.status], now, [depends_on_id])
+                await self._flush_and_refresh(task, task_id)
+        if queued is TaskStatus.CANCELLED:
+            # The task left the counts with the change; those it cancels follow.
+            cancelled = await work_queue.cancel_closure(
+                self._ex, [task_id], str(task.error), keep_start=True
+            )
+            await task_graph.finished(self._ex, cancelled, through=[task_id])
         return True
 
     async def dependencies_of(self, task_id: str) -> builtins.list[Task]:
@@ -241,11 +302,20 @@ class TaskRepository(Repository[Task]):
         worker_id: str,
         *,
         task_types: Collection[str] | None = None,
+        agent_types: Collection[str] | None = None,
         lease: timedelta | None = None,
     ) -> Task | None:
-        """The ready task with the highest priority (oldest first), now running
-        under ``worker_id``'s lease; ``None`` if nothing is ready."""
-        claimed = await self.claim_batch(worker_id, 1, task_types=task_types, lease=lease)
+        """The ready task with the highest calculated priority (oldest first),
+        now running under ``worker_id``'s lease; ``None`` if nothing is ready.
+
+        ``task_types`` and ``agent_types`` restrict the claim to tasks of
+        those types. The lease is ``lease``, else :attr:`default_lease`; a
+        task with ``timeout_seconds`` runs under a lease of its timeout
+        instead, unless ``lease`` asks for less.
+        """
+        claimed = await self.claim_batch(
+            worker_id, 1, task_types=task_types, agent_types=agent_types, lease=lease
+        )
         return claimed[0] if claimed else None
 
     async def claim_batch(
@@ -254,12 +324,19 @@ class TaskRepository(Repository[Task]):
         limit: int,
         *,
         task_types: Collection[str] | None = None,
+        agent_types: Collection[str] | None = None,
         lease: timedelta | None = None,
     ) -> builtins.list[Task]:
-        """Up to ``limit`` ready tasks, in claim order, running under one lease."""
-        lease = self.default_lease if lease is None else lease
+        """Up to ``limit`` ready tasks, in claim order, running under one
+        lease (see :meth:`claim_next`)."""
         return await work_queue.claim(
-            self._ex, worker_id, limit, task_types=task_types, lease=lease
+            self._ex,
+            worker_id,
+            limit,
+            task_types=task_types,
+            agent_types=agent_types,
+            lease=lease,
+            default_lease=self.default_lease,
         )
 
     async def heartbeat(
@@ -283,6 +360,7 @@ class TaskRepository(Repository[Task]):
         result: Any = None,
         *,
         task_types: Collection[str] | None = None,
+        agent_types: Collection[str] | None = None,
         lease: timedelta | None = None,
     ) -> Task | None:
         """Complete a task ``worker_id`` holds and claim its next one, in one
@@ -292,7 +370,9 @@ class TaskRepository(Repository[Task]):
         # for it is brought up to date.
         row = await work_queue.complete(self._ex, task_id, worker_id, result)
         self._ex.loaded(Task, row, refresh=True)
-        return await self.claim_next(worker_id, task_types=task_types, lease=lease)
+        return await self.claim_next(
+            worker_id, task_types=task_types, agent_types=agent_types, lease=lease
+        )
 
     async def fail(self, task_id: str, worker_id: str, error: str) -> Task:
         """Record a failed attempt of a task ``worker_id`` holds.
@@ -312,7 +392,9 @@ class TaskRepository(Repository[Task]):
         if task.status in FINISHED_TASK_STATUSES:
             raise InvalidTransitionError(self.entity, task_id, task.status.value, "cancelled")
         why = f"cancelled with task {task.id}" if reason is None else reason
-        return await work_queue.cancel_closure(self._ex, [task.id], why, include_children=True)
+        cancelled = await work_queue.cancel_closure(self._ex, [task.id], why, include_children=True)
+        await task_graph.finished(self._ex, cancelled)
+        return len(cancelled)
 
     async def requeue_expired(self) -> int:
         """Return running tasks whose lease expired to ``ready`` (a lost worker
@@ -321,17 +403,38 @@ class TaskRepository(Repository[Task]):
         return await work_queue.requeue_expired(self._ex)
 
     async def ready(
-        self, limit: int = 100, *, task_types: Collection[str] | None = None
+        self,
+        limit: int = 100,
+        *,
+        task_types: Collection[str] | None = None,
+        agent_types: Collection[str] | None = None,
     ) -> builtins.list[Task]:
         """Claimable tasks in claim order (tasks waiting out a retry back-off
         are not claimable yet)."""
-        params: dict[str, Any] = {"limit": values.count(limit, "limit")}
-        if task_types is not None:
-            task_types = values.texts(task_types, "task_types")
-        if task_types:
-            params["task_types"] = sorted(set(task_types))
-        statement = q.ready_statement(typed=bool(task_types))
+        params = work_queue.type_filters(task_types=task_types, agent_types=agent_types)
+        params["limit"] = values.count(limit, "limit")
+        statement = q.ready_statement(typed="task_types" in params, agents="agent_types" in params)
         return await self._objects(statement, params, refresh=False)
+
+    async def overdue(self, limit: int = 100) -> builtins.list[Task]:
+        """Unfinished tasks past their deadline, the most overdue first."""
+        params = {"limit": values.count(limit, "limit")}
+        return await self._objects(q.overdue_statement(), params, refresh=False)
+
+    async def reprioritize(self, *, limit: int = 10_000, batch: int = 1_000) -> int:
+        """Bring the deadline urgency of calculated priorities up to date.
+
+        Each queued task with a deadline stores when its score will have
+        fallen behind the clock by more than
+        :data:`~orchestrator_db.models.priority.TOLERANCE` points; this
+        recomputes up to ``limit`` of the scores now due, ``batch`` per
+        statement, soonest due first, and returns how many rows changed.
+        Run it every few seconds (a :class:`QueueWorker` does not): only
+        the scores that need it are touched, however many tasks are queued.
+        """
+        limit = values.count(limit, "limit")
+        batch = values.count(batch, "batch", minimum=1, maximum=IDS_PER_STATEMENT)
+        return await task_graph.reprioritize(self._ex, limit=limit, batch=batch)
 
     async def stats(self) -> QueueStats:
         """Task counts per status, and per task type and status."""
@@ -344,12 +447,16 @@ class TaskRepository(Repository[Task]):
         return QueueStats(by_status, by_type)
 
     async def delete(self, key: Any) -> bool:
-        """Delete a task; dependents waiting only for it become ready."""
+        """Delete a task; dependents waiting only for it become ready, and
+        the dependency facts of those that waited for it are brought up to
+        date."""
         key = canonical_uuid(key, field="key")
         rows = await self._ex.rows(q.waiting_statement(), {"task_key": key}, entity=self.entity)
-        deleted = await super().delete(key)
-        if deleted and rows:
-            await work_queue.release(self._ex, [str(row[0]) for row in rows], through_edges=False)
+        waiting = [str(row[0]) for row in rows]
+        async with task_graph.changing(self._ex, [key], removed=[key]):
+            deleted = await super().delete(key)
+        if deleted and waiting:
+            await work_queue.release(self._ex, waiting, through_edges=False)
         return deleted
 
     @staticmethod
@@ -369,13 +476,19 @@ class TaskRepository(Repository[Task]):
             seen[canonical_uuid(value, field="depends_on")] = None
         return list(seen)
 
-    async def _lock_graph(self) -> None:
-        statement = q.graph_lock_statement(self._ex.backend.name)
-        if statement is not None:
-            await self._ex.rows(statement, entity=self.entity)
+    async def _reload_detached(self, tasks: Sequence[Task]) -> None:
+        """Bring detached objects up to date with their rows."""
+        held = {task.id: task for task in tasks}
+        ids = sorted(held)
+        for start in range(0, len(ids), IDS_PER_STATEMENT):
+            chunk = {"ids": ids[start : start + IDS_PER_STATEMENT]}
+            for row in await self._ex.rows(q.tasks_statement(), chunk, entity=self.entity):
+                overwrite(Task, held[str(row.id)], row)
 
-    async def _statuses(self, ids: Collection[str], *, share_lock: bool) -> dict[str, TaskStatus]:
-        """Statuses of ``ids``; NotFoundError for any that does not exist.
+    async def _statuses(
+        self, ids: Collection[str], *, share_lock: bool
+    ) -> dict[str, tuple[TaskStatus, int]]:
+        """Statuses and depths of ``ids``; NotFoundError for any that does not exist.
 
         ``share_lock`` holds the rows (FOR SHARE on PostgreSQL) so that none of
         them completes between this read and the new edges becoming visible:
@@ -385,11 +498,11 @@ class TaskRepository(Repository[Task]):
             return {}
         statement = q.statuses_statement(share_lock=share_lock)
         wanted = sorted(ids)
-        found: dict[str, TaskStatus] = {}
+        found: dict[str, tuple[TaskStatus, int]] = {}
         for start in range(0, len(wanted), IDS_PER_STATEMENT):
             chunk = {"ids": wanted[start : start + IDS_PER_STATEMENT]}
             for row in await self._ex.rows(statement, chunk, entity=self.entity):
-                found[row[0]] = row[1]
+                found[row[0]] = (row[1], row[2])
         for task_id in ids:
             if task_id not in found:
                 raise NotFoundError(self.entity, task_id)

@@ -46,6 +46,7 @@ from sqlalchemy import (
     Table,
     Update,
     bindparam,
+    case,
     exists,
     func,
     insert,
@@ -56,9 +57,10 @@ from sqlalchemy import (
     update,
 )
 
-from orchestrator_db.models.task import FINISHED_TASK_STATUSES, Task, TaskDependency, TaskStatus
+from orchestrator_db.models.task import Task, TaskDependency, TaskStatus
 from orchestrator_db.sql.claim import claim_statement as claim_statement_for
-from orchestrator_db.types import utc_now_plus, utc_now_sql
+from orchestrator_db.sql.graph import FACT_COLUMNS, unfinished
+from orchestrator_db.types import utc_now_plus, utc_now_sql, utc_plus
 
 #: Key of the PostgreSQL advisory lock that serialises changes to the
 #: dependency graph, so that two concurrent additions cannot close a cycle.
@@ -75,8 +77,9 @@ _EDGES = cast(Table, TaskDependency.__table__)
 _T = _TASKS.c
 TASK_COLUMNS = tuple(_T)
 
-#: Claim order: highest priority first, then oldest, then id for a total order.
-CLAIM_ORDER = (_T.priority.desc(), _T.created_at, _T.id)
+#: Claim order: highest calculated priority first, then oldest, then id for
+#: a total order.
+CLAIM_ORDER = (_T.calculated_priority.desc(), _T.created_at, _T.id)
 
 
 def _now() -> ColumnElement[Any]:
@@ -94,54 +97,83 @@ def _status_is(status: TaskStatus, table: Any = None) -> ColumnElement[bool]:
 
 
 def _unfinished() -> ColumnElement[bool]:
-    return _T.status.not_in([s.value for s in FINISHED_TASK_STATUSES])
+    return unfinished(_TASKS)
 
 
-def _claimable(*, typed: bool) -> list[ColumnElement[bool]]:
-    """Ready, not waiting out a back-off, and (``typed``) of ``:task_types``."""
+def _claimable(*, typed: bool, agents: bool) -> list[ColumnElement[bool]]:
+    """Ready, not waiting out a back-off, and of ``:task_types`` (``typed``)
+    and ``:agent_types`` (``agents``)."""
     criteria = [
         _status_is(TaskStatus.READY),
         or_(_T.run_after.is_(None), _T.run_after <= _now()),
     ]
     if typed:
         criteria.append(_T.task_type.in_(bindparam("task_types", expanding=True)))
+    if agents:
+        criteria.append(_T.agent_type.in_(bindparam("agent_types", expanding=True)))
     return criteria
 
 
-def _claim_index(*, typed: bool) -> str:
+def _claim_index(*, typed: bool, agents: bool) -> str:
     # Without statistics SQLite prefers idx_tasks_status and sorts every ready
     # row; naming the partial index makes the claim an index range scan (and
-    # a query the index cannot serve fails loudly instead of slowly).
-    return "INDEXED BY idx_tasks_claim_type" if typed else "INDEXED BY idx_tasks_claim"
+    # a query the index cannot serve fails loudly instead of slowly). A claim
+    # by task and agent type reads the task type's index.
+    if typed:
+        return "INDEXED BY idx_tasks_claim_type"
+    return "INDEXED BY idx_tasks_claim_agent" if agents else "INDEXED BY idx_tasks_claim"
+
+
+def _in_claim_order(columns: Sequence[Any], *, typed: bool, agents: bool) -> Select[Any]:
+    return (
+        select(*columns)
+        .with_hint(_TASKS, _claim_index(typed=typed, agents=agents), "sqlite")
+        .where(*_claimable(typed=typed, agents=agents))
+        .order_by(*CLAIM_ORDER)
+        .limit(bindparam("limit"))
+    )
 
 
 @functools.cache
-def ready_statement(*, typed: bool) -> Select[Any]:
+def ready_statement(*, typed: bool, agents: bool = False) -> Select[Any]:
     """``:limit`` claimable tasks in claim order."""
+    return _in_claim_order(TASK_COLUMNS, typed=typed, agents=agents)
+
+
+@functools.cache
+def overdue_statement() -> Select[Any]:
+    """``:limit`` unfinished tasks past their deadline, the most overdue
+    first (served by ``idx_tasks_deadline``)."""
     return (
         select(*TASK_COLUMNS)
-        .with_hint(_TASKS, _claim_index(typed=typed), "sqlite")
-        .where(*_claimable(typed=typed))
-        .order_by(*CLAIM_ORDER)
+        .where(_T.deadline.is_not(None), _T.deadline < _now(), _unfinished())
+        .order_by(_T.deadline, _T.id)
         .limit(bindparam("limit"))
+    )
+
+
+def _lease_seconds() -> ColumnElement[Any]:
+    """The lease a claim grants: ``:lease_seconds``, or the task's
+    ``timeout_seconds`` when it has one, unless the claim asked for less
+    (``:lease_cap``: the lease it asked for, or the longest lease)."""
+    timeout = _T.timeout_seconds
+    cap = bindparam("lease_cap", type_=Float())
+    return case(
+        (timeout.is_(None), bindparam("lease_seconds", type_=Float())),
+        (timeout < cap, timeout),
+        else_=cap,
     )
 
 
 @functools.cache
-def claim_statement(dialect: str, *, typed: bool) -> Update:
+def claim_statement(dialect: str, *, typed: bool, agents: bool = False) -> Update:
     """Mark up to ``:limit`` claimable tasks running for ``:holder`` under a
-    lease of ``:lease_seconds`` seconds; returns them (see :mod:`.claim`)."""
-    candidates = (
-        select(_T.id)
-        .with_hint(_TASKS, _claim_index(typed=typed), "sqlite")
-        .where(*_claimable(typed=typed))
-        .order_by(*CLAIM_ORDER)
-        .limit(bindparam("limit"))
-    )
+    lease (see :func:`_lease_seconds`); returns them (see :mod:`.claim`)."""
+    candidates = _in_claim_order([_T.id], typed=typed, agents=agents)
     values: dict[str, Any] = {
         "status": TaskStatus.RUNNING,
         "worker_id": bindparam("holder"),
-        "lease_expires_at": _now_plus("lease_seconds"),
+        "lease_expires_at": utc_now_plus(_lease_seconds()),
         "started_at": _now(),
         # Set explicitly: the trigger keeps it, and SQLite's RETURNING shows it.
         "updated_at": _now(),
@@ -177,7 +209,16 @@ def _owned() -> list[ColumnElement[bool]]:
 
 @functools.cache
 def heartbeat_statement() -> Update:
-    values = {"lease_expires_at": _now_plus("lease_seconds"), "updated_at": _now()}
+    """Extend the lease by ``:lease_seconds``, never past the end of the
+    task's timeout (``started_at`` plus ``timeout_seconds``)."""
+    extended = _now_plus("lease_seconds")
+    timeout_ends = utc_plus(_T.started_at, _T.timeout_seconds)
+    lease = case(
+        (_T.timeout_seconds.is_(None), extended),
+        (extended < timeout_ends, extended),
+        else_=timeout_ends,
+    )
+    values = {"lease_expires_at": lease, "updated_at": _now()}
     return update(_TASKS).where(*_owned()).values(**values).returning(*TASK_COLUMNS)
 
 
@@ -215,15 +256,19 @@ def must_release(dialect: str, completed: Any) -> bool:
 
 @functools.cache
 def owned_attempts_statement() -> Select[Any]:
-    """The attempt counters of an owned task, locked (for ``fail``)."""
-    return select(_T.retry_count, _T.max_retries).where(*_owned()).with_for_update()
+    """The attempt counters and priority facts of an owned task, locked
+    (for ``fail``)."""
+    return select(_T.retry_count, _T.max_retries, *FACT_COLUMNS).where(*_owned()).with_for_update()
 
 
 @functools.cache
 def retry_statement() -> Update:
-    """Back to ready after ``:backoff_seconds`` seconds, one attempt more."""
+    """Back to ready after ``:backoff_seconds`` seconds, one attempt more,
+    with its score as of now (``:new_score``, ``:new_due``)."""
     values = {
         "status": TaskStatus.READY,
+        "calculated_priority": bindparam("new_score"),
+        "reprioritize_at": bindparam("new_due"),
         "retry_count": _T.retry_count + 1,
         "run_after": _now_plus("backoff_seconds"),
         "worker_id": None,
@@ -293,7 +338,7 @@ def release_statement(*, through_edges: bool, single: bool = False) -> Update:
             ~waiting,
         )
         .values(status=TaskStatus.READY, updated_at=_now())
-        .returning(_TASKS.c.id)
+        .returning(*FACT_COLUMNS)
     )
 
 
@@ -413,9 +458,11 @@ def _graph_lock() -> Select[Any]:
 
 @functools.cache
 def statuses_statement(*, share_lock: bool) -> Select[Any]:
-    """Ids and statuses of the tasks ``:ids``; with ``share_lock`` they are
+    """Ids, statuses and depths of the tasks ``:ids``; with ``share_lock`` they are
     held (``FOR SHARE`` on PostgreSQL) until the transaction ends."""
-    statement = select(_T.id, _T.status).where(_T.id.in_(bindparam("ids", expanding=True)))
+    statement = select(_T.id, _T.status, _T.dependency_depth).where(
+        _T.id.in_(bindparam("ids", expanding=True))
+    )
     return statement.with_for_update(read=True) if share_lock else statement
 
 
@@ -455,6 +502,12 @@ def linked_statement(*, prerequisites: bool) -> Select[Any]:
         .where(near == bindparam("task_key"))
         .order_by(_T.created_at, _T.id)
     )
+
+
+@functools.cache
+def tasks_statement() -> Select[Any]:
+    """Every column of the tasks ``:ids``."""
+    return select(*TASK_COLUMNS).where(_T.id.in_(bindparam("ids", expanding=True)))
 
 
 @functools.cache
