@@ -22,15 +22,18 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import asyncpg
+from sqlalchemy import select, update
 
 from bench.common import ADMIN_DSN, Row, pg_admin, print_table
-from orchestrator_db import Database, DatabaseOptions, SQLiteExecution, Task
+from orchestrator_db import Database, DatabaseOptions, SQLiteExecution, Task, TaskStatus
 from orchestrator_db.sql import queue as q
+from orchestrator_db.types import utc_now
 
 WORKER_COUNTS = (1, 4, 8)
 PACKAGE_TASKS = 3_000
@@ -38,10 +41,24 @@ RAW_TASKS = 20_000
 DEPTHS = (10_000, 1_000_000)
 
 
+#: Of the queued tasks, one in ``DEADLINE_EVERY`` has a deadline.
+DEADLINE_EVERY = 10
+#: Scores due for ``reprioritize`` in its measurement (of the queued tasks
+#: with a deadline: a tenth of 10,000, less those the claims took).
+DUE = 500
+
+
 async def _fill(db: Database, count: int) -> None:
+    deadline = utc_now() + timedelta(days=1)
     for start in range(0, count, 20_000):
         batch = [
-            Task(title="t", task_type="code", config={}) for _ in range(min(20_000, count - start))
+            Task(
+                title="t",
+                task_type="code",
+                config={},
+                deadline=deadline if n % DEADLINE_EVERY == 0 else None,
+            )
+            for n in range(start, min(start + 20_000, count))
         ]
         async with db.unit_of_work() as uow:
             await uow.tasks.submit_many(batch)
@@ -273,6 +290,8 @@ async def depth_rows(url_for: Any, settle: Any = None, rounds: int = 6) -> list[
     claim's commit waits for a flush) lands on both depths alike."""
     opened: dict[int, tuple[Database, Any]] = {}
     samples: dict[int, list[float]] = {depth: [] for depth in DEPTHS}
+    idle: dict[int, list[float]] = {depth: [] for depth in DEPTHS}
+    busy: dict[int, list[float]] = {depth: [] for depth in DEPTHS}
     try:
         for depth in DEPTHS:
             url, cleanup = await url_for(f"depth{depth}")
@@ -285,6 +304,10 @@ async def depth_rows(url_for: Any, settle: Any = None, rounds: int = 6) -> list[
         for _ in range(rounds):
             for depth, (db, _) in opened.items():
                 samples[depth] += await claim_times(db, 50)
+        for _ in range(rounds // 2):
+            for depth, (db, _) in opened.items():
+                idle[depth].append(await reprioritize_seconds(db, due=0))
+                busy[depth].append(await reprioritize_seconds(db, due=DUE))
     finally:
         for db, cleanup in opened.values():
             await db.close()
@@ -300,8 +323,51 @@ async def depth_rows(url_for: Any, settle: Any = None, rounds: int = 6) -> list[
             ratio,
             "flat (<= 1.5x)",
             ratio <= 1.5,
+        ),
+        *_flat_rows(f"reprioritize, nothing due, {high:,} queued", idle),
+        *_flat_rows(f"reprioritize {DUE:,} due scores, {high:,} queued", busy),
+    ]
+
+
+def _flat_rows(operation: str, times: dict[int, list[float]]) -> list[Row]:
+    """A row comparing the median at the deepest queue with the shallowest."""
+    low, high = DEPTHS
+    at = {depth: statistics.median(found) for depth, found in times.items()}
+    ratio = at[high] / at[low]
+    return [
+        Row(
+            operation,
+            f"{at[high] * 1e3:,.2f} ms",
+            f"with {low:,} queued {at[low] * 1e3:,.2f} ms",
+            ratio,
+            "flat (<= 1.5x)",
+            ratio <= 1.5,
         )
     ]
+
+
+async def reprioritize_seconds(db: Database, *, due: int) -> float:
+    """Seconds of one ``reprioritize()`` unit of work with ``due`` scores due
+    (made due beforehand, untimed)."""
+    if due:
+        async with db.unit_of_work() as uow:
+            picked = (
+                select(Task.id)
+                .where(Task.reprioritize_at.is_not(None), Task.status == TaskStatus.READY)
+                .order_by(Task.reprioritize_at.desc())
+                .limit(due)
+            )
+            past = utc_now() - timedelta(seconds=1)
+            statement = update(Task).where(Task.id.in_(picked)).values(reprioritize_at=past)
+            await uow.session.execute(statement)
+            await uow.commit()
+    started = time.perf_counter()
+    async with db.unit_of_work() as uow:
+        changed = await uow.tasks.reprioritize()
+        await uow.commit()
+    elapsed = time.perf_counter() - started
+    assert changed == due, (changed, due)
+    return elapsed
 
 
 # ------------------------------------------------------------------ runners

@@ -47,6 +47,15 @@ async def raw_insert(db: Database, table: str, **values: Any) -> None:
         await uow.commit()
 
 
+async def skip_back_off(db: Database) -> None:
+    """Let every task waiting out a retry's back-off be claimable now."""
+    from sqlalchemy import update
+
+    async with db.unit_of_work() as uow:
+        await uow.session.execute(update(Task).values(run_after=None))
+        await uow.commit()
+
+
 FINISHED = {"completed", "failed", "cancelled"}
 
 

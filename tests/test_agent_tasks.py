@@ -4,6 +4,7 @@ and agent types, on every engine configuration."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -11,10 +12,11 @@ import pytest
 from sqlalchemy import update
 
 from orchestrator_db import Database, DependencyType, Task, TaskSource, TaskStatus
-from orchestrator_db.errors import CheckViolationError, ValidationError
+from orchestrator_db.errors import CheckViolationError, LeaseLostError, ValidationError
 from orchestrator_db.models import priority
+from orchestrator_db.models.task import backoff
 from orchestrator_db.types import utc_now
-from tests.helpers import assert_facts_hold, task
+from tests.helpers import assert_facts_hold, skip_back_off, task
 
 
 async def submit(
@@ -95,6 +97,31 @@ async def test_defaults_of_the_seed_columns(db: Database) -> None:
     assert (loaded.dependency_depth, loaded.blocking_count) == (0, 0)
     assert loaded.calculated_priority == priority.score_of(loaded, utc_now())
     assert loaded.reprioritize_at is None
+
+
+async def test_bulk_inserts_score_each_row_by_its_own_values(db: Database) -> None:
+    soon = utc_now() + timedelta(hours=1)
+    mixed = [
+        task(title="late", deadline=soon, estimated_duration_seconds=60),
+        task(title="plain", priority=2),
+        task(title="agent", source=TaskSource.AGENT_IMPLEMENTATION),
+    ]
+    async with db.unit_of_work() as uow:
+        await uow.tasks.submit_many(mixed[:2])
+        await uow.tasks.add_many(mixed[2:])
+        await uow.commit()
+    async with db.unit_of_work(read_only=True) as uow:
+        stored = {t.title: t for t in await uow.tasks.list()}
+    for item in stored.values():
+        expected = priority.score_of(item, item.created_at)
+        # Scored as of the insert (its clock may differ from created_at by a ms).
+        assert item.calculated_priority == pytest.approx(expected, abs=1e-3), item.title
+    late = stored["late"]
+    due = priority.reprioritize_at(soon, 60, late.created_at)
+    assert late.reprioritize_at is not None and due is not None
+    assert abs((late.reprioritize_at - due).total_seconds()) < 0.05
+    assert late.reprioritize_at > late.created_at + timedelta(seconds=1)
+    assert stored["plain"].reprioritize_at is None and stored["agent"].reprioritize_at is None
 
 
 @pytest.mark.parametrize(
@@ -373,3 +400,92 @@ async def test_claims_and_ready_by_agent_type(db: Database) -> None:
         with pytest.raises(ValidationError):
             await uow.tasks.claim_next("w", agent_types="coder")
         await uow.commit()
+
+
+# -------------------------------------------------------- automatic rescue
+
+
+async def abandon(db: Database, count: int = 1) -> list[Task]:
+    """Claim ``count`` tasks for a worker that dies at once (a 20 ms lease)."""
+    async with db.unit_of_work() as uow:
+        claimed = await uow.tasks.claim_batch("dead", count, lease=timedelta(milliseconds=20))
+        await uow.commit()
+    await asyncio.sleep(0.05)
+    return claimed
+
+
+async def test_a_claim_rescues_a_dead_workers_task(db: Database) -> None:
+    (item,) = await submit(db, task(max_retries=2))
+    await abandon(db)
+    assert await claim(db, "alive") is None  # rescued, but waiting out its back-off
+    (rescued,) = await fetch(db, item)
+    assert (rescued.status, rescued.error, rescued.retry_count) == (
+        TaskStatus.READY,
+        "timed out",
+        1,
+    )
+    assert rescued.worker_id is None and rescued.lease_expires_at is None
+    assert rescued.run_after is not None
+    back_off = (rescued.run_after - rescued.updated_at).total_seconds()
+    assert back_off == pytest.approx(backoff(1).total_seconds(), abs=0.01)
+    async with db.unit_of_work() as uow:
+        with pytest.raises(LeaseLostError, match="the task is ready"):
+            await uow.tasks.complete(item.id, "dead")
+    await skip_back_off(db)
+    taken = await claim(db, "alive")
+    assert taken is not None and taken.id == item.id
+    async with db.unit_of_work() as uow:
+        with pytest.raises(LeaseLostError, match="held by 'alive'"):
+            await uow.tasks.complete(item.id, "dead")
+        await uow.tasks.complete(item.id, "alive")
+        await uow.commit()
+
+
+async def test_a_claim_that_finds_work_rescues_too(db: Database) -> None:
+    lost, waiting = await submit(db, task(title="lost", priority=9), task(title="waiting"))
+    await abandon(db)
+    async with db.unit_of_work() as uow:
+        claimed = await uow.tasks.claim_next("alive")
+        assert claimed is not None and claimed.id == waiting.id
+        held = await uow.tasks.get(lost.id)  # the unit sees the rescue it made
+        assert (held.status, held.error) == (TaskStatus.READY, "timed out")
+        await uow.commit()
+
+
+async def test_a_task_out_of_retries_fails_and_cancels_its_dependents(db: Database) -> None:
+    doomed, dependent, other = await submit(
+        db, task(max_retries=0, priority=9), task(), task(), depends_on={1: [0]}
+    )
+    await abandon(db)
+    taken = await claim(db, "alive")
+    assert taken is not None and taken.id == other.id
+    doomed, dependent = await fetch(db, doomed, dependent)
+    assert (doomed.status, doomed.error) == (TaskStatus.FAILED, "timed out")
+    assert doomed.completed_at is not None
+    assert dependent.status is TaskStatus.CANCELLED
+    await assert_facts_hold(db)
+
+
+async def test_a_rescued_task_gets_its_score_as_of_now(db: Database) -> None:
+    (item,) = await submit(db, task(deadline=utc_now() + timedelta(hours=1)))
+    async with db.unit_of_work() as uow:
+        await uow.session.execute(update(Task).values(calculated_priority=0.0))
+        await uow.commit()
+    await abandon(db)
+    async with db.unit_of_work() as uow:
+        assert await uow.tasks.requeue_expired() == 1
+        await uow.commit()
+    (rescued,) = await fetch(db, item)
+    assert rescued.calculated_priority == pytest.approx(
+        priority.score_of(rescued, utc_now()), abs=0.02
+    )
+    assert rescued.reprioritize_at is not None
+
+
+async def test_a_queue_worker_rescues_on_claim(db: Database) -> None:
+    (item,) = await submit(db, task())
+    await abandon(db)
+    async with db.queue_worker("alive") as worker:
+        assert await worker.claim() is None
+    (rescued,) = await fetch(db, item)
+    assert (rescued.status, rescued.error) == (TaskStatus.READY, "timed out")

@@ -472,6 +472,16 @@ def test_reads_and_deletes_with_hostile_arguments(
     )
     limit = data.draw(st.one_of(st.integers(0, 5), INTEGERS), label="limit")
     after = data.draw(CURSORS, label="after")
+    order = data.draw(
+        st.one_of(
+            st.none(),
+            st.sampled_from(sorted(attributes)).flatmap(lambda n: st.sampled_from([n, f"-{n}"])),
+            st.lists(st.sampled_from([*sorted(attributes), "-id", "nope"]), max_size=3),
+            TEXT,
+            WRONG,
+        ),
+        label="order_by",
+    )
     method = data.draw(
         st.sampled_from(["get", "get_or_none", "list", "page", "count", "exists", "delete"]),
         label="method",
@@ -482,9 +492,9 @@ def test_reads_and_deletes_with_hostile_arguments(
         if method in ("get", "get_or_none", "delete"):
             return await getattr(repo, method)(key)
         if method == "list":
-            return await repo.list(limit=limit, **{name: value})
+            return await repo.list(limit=limit, order_by=order, **{name: value})
         if method == "page":
-            return await repo.page(limit=limit, after=after, **{name: value})
+            return await repo.page(limit=limit, after=after, order_by=order, **{name: value})
         return await getattr(repo, method)(**{name: value})
 
     same_everywhere(engines, call)
@@ -539,6 +549,10 @@ def tasks_case(data: st.DataObject) -> Call:
                 "requeue_expired",
                 "ready",
                 "stats",
+                "overdue",
+                "reprioritize",
+                "prune",
+                "prunable",
             ]
         ),
         "method",
@@ -554,6 +568,8 @@ def tasks_case(data: st.DataObject) -> Call:
     status = _draw(data, st.one_of(st.sampled_from(list(TaskStatus)), TEXT), "status")
     depends = _draw(data, st.one_of(st.lists(TASK_ID, max_size=3), TEXT), "depends_on")
     title = _draw(data, TEXT, "title")
+    agents = _draw(data, st.one_of(st.none(), st.lists(TEXT, max_size=2), TEXT), "agent_types")
+    when = _draw(data, st.one_of(DURATIONS, INSTANTS), "older_than")
 
     async def call(uow: UnitOfWork) -> Any:
         tasks = uow.tasks
@@ -571,9 +587,11 @@ def tasks_case(data: st.DataObject) -> Call:
         if method in ("dependencies_of", "dependents_of"):
             return await getattr(tasks, method)(task_id)
         if method == "claim_next":
-            return await tasks.claim_next(holder, task_types=kinds, lease=lease)
+            return await tasks.claim_next(holder, task_types=kinds, agent_types=agents, lease=lease)
         if method == "claim_batch":
-            return await tasks.claim_batch(holder, number, task_types=kinds, lease=lease)
+            return await tasks.claim_batch(
+                holder, number, task_types=kinds, agent_types=agents, lease=lease
+            )
         if method == "heartbeat":
             return await tasks.heartbeat(task_id, holder, lease=lease)
         if method == "complete":
@@ -585,7 +603,15 @@ def tasks_case(data: st.DataObject) -> Call:
         if method == "cancel":
             return await tasks.cancel(task_id, reason=words)
         if method == "ready":
-            return await tasks.ready(number, task_types=kinds)
+            return await tasks.ready(number, task_types=kinds, agent_types=agents)
+        if method == "overdue":
+            return await tasks.overdue(number)
+        if method == "reprioritize":
+            return await tasks.reprioritize(limit=number, batch=number)
+        if method == "prune":
+            return await tasks.prune(when, limit=number)
+        if method == "prunable":
+            return await tasks.prunable(when)
         return await getattr(tasks, method)()
 
     return call
@@ -607,6 +633,10 @@ def pipeline_case(data: st.DataObject) -> Call:
                 "sessions.close",
                 "sessions.list_active",
                 "sessions.expire_stale",
+                "sessions.prune",
+                "sessions.prunable",
+                "events.prune",
+                "events.prunable",
                 "configurations.set",
                 "configurations.get_value",
                 "configurations.get_value_or",
@@ -675,6 +705,10 @@ def pipeline_case(data: st.DataObject) -> Call:
             "sessions.close": lambda: repo.close(session),
             "sessions.list_active": lambda: repo.list_active(limit=number),
             "sessions.expire_stale": lambda: repo.expire_stale(when),
+            "sessions.prune": lambda: repo.prune(when, limit=number),
+            "sessions.prunable": lambda: repo.prunable(when),
+            "events.prune": lambda: repo.prune(when, limit=number),
+            "events.prunable": lambda: repo.prunable(when),
             "configurations.set": lambda: repo.set(
                 key, config_value, description=more, is_secret=flag
             ),
@@ -724,7 +758,10 @@ async def worker_attempt(db: Database, arguments: dict[str, Any], method: str) -
     before = await fingerprint(db)
     try:
         async with db.queue_worker(
-            arguments["worker_id"], task_types=arguments["task_types"], lease=arguments["lease"]
+            arguments["worker_id"],
+            task_types=arguments["task_types"],
+            agent_types=arguments["agent_types"],
+            lease=arguments["lease"],
         ) as worker:
             if method == "claim":
                 await worker.claim()
@@ -755,6 +792,9 @@ def test_queue_worker_methods_with_hostile_arguments(engines: Engines, data: st.
         "worker_id": data.draw(HOLDERS, label="worker_id"),
         "task_types": data.draw(
             st.one_of(st.none(), st.lists(TEXT, max_size=2), TEXT), label="task_types"
+        ),
+        "agent_types": data.draw(
+            st.one_of(st.none(), st.lists(TEXT, max_size=2), TEXT), label="agent_types"
         ),
         "lease": data.draw(st.one_of(st.none(), DURATIONS), label="lease"),
         "limit": data.draw(st.one_of(st.integers(1, 3), INTEGERS), label="limit"),

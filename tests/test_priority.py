@@ -79,11 +79,12 @@ def test_blocking_more_tasks_ranks_strictly_higher(task: dict[str, Any], blockin
 def test_a_nearer_deadline_ranks_strictly_higher(
     task: dict[str, Any], deadline: datetime, earlier_by: int
 ) -> None:
-    nearer = deadline - timedelta(seconds=earlier_by)
-    if nearer <= MIN_INSTANT:
-        nearer = MIN_INSTANT + timedelta(seconds=1)
+    if (deadline - MIN_INSTANT).total_seconds() <= earlier_by + 1:
+        nearer = MIN_INSTANT + timedelta(seconds=1)  # as near as the column goes
         if nearer >= deadline:
             return
+    else:
+        nearer = deadline - timedelta(seconds=earlier_by)
     assert score(**{**task, "deadline": nearer}) > score(**{**task, "deadline": deadline})
 
 

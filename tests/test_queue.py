@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from orchestrator_db import Database, Task, TaskStatus, work_queue
+from orchestrator_db import Database, Task, TaskStatus
 from orchestrator_db.errors import (
     DependencyCycleError,
     InvalidTransitionError,
@@ -15,9 +15,10 @@ from orchestrator_db.errors import (
     NotFoundError,
     ValidationError,
 )
+from orchestrator_db.models.task import RETRY_MAX_DELAY
 from orchestrator_db.repositories.task import TaskRepository
 from orchestrator_db.types import new_id, utc_now
-from tests.helpers import task
+from tests.helpers import skip_back_off, task
 
 MS = timedelta(milliseconds=1)
 
@@ -331,6 +332,11 @@ async def test_a_worker_whose_lease_expired_cannot_complete(db: Database) -> Non
     async with db.unit_of_work() as uow:
         assert await uow.tasks.requeue_expired() == 1
         await uow.commit()
+    async with db.unit_of_work() as uow:
+        requeued = await uow.tasks.get(a.id)
+        assert (requeued.status, requeued.error) == (TaskStatus.READY, "timed out")
+        assert requeued.run_after is not None and requeued.run_after > utc_now()  # back-off
+    await skip_back_off(db)
     taken = await claim(db, "fast")
     assert taken is not None and taken.id == a.id
     assert taken.retry_count == 1
@@ -368,7 +374,7 @@ async def test_fail_retries_with_exponential_back_off_then_fails(db: Database) -
         await uow.commit()
     assert final.status is TaskStatus.FAILED
     assert final.error == "last straw"
-    assert TaskRepository.backoff(40) == work_queue.RETRY_MAX_DELAY
+    assert TaskRepository.backoff(40) == RETRY_MAX_DELAY
 
 
 async def test_a_final_failure_cancels_the_dependents(db: Database) -> None:

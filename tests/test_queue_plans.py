@@ -11,6 +11,7 @@ from sqlalchemy import event, insert
 
 from orchestrator_db import Database, Task, TaskStatus
 from orchestrator_db.models import TaskDependency
+from orchestrator_db.sql import graph
 from orchestrator_db.sql import queue as q
 from orchestrator_db.types import new_id, utc_now
 
@@ -79,6 +80,9 @@ async def test_the_claim_reads_the_partial_claim_index(queued_db: Database) -> N
     assert "idx_tasks_claim" in text, text
     assert "TEMP B-TREE" not in text
     assert "Sort" not in text
+    # Whether a lease ran out, asked of every claimed row: the lease index.
+    assert "idx_tasks_lease" in text, text
+    assert "Seq Scan on tasks expired" not in text
 
 
 async def test_a_typed_claim_reads_the_typed_claim_index(queued_db: Database) -> None:
@@ -96,8 +100,9 @@ async def test_a_typed_claim_reads_the_typed_claim_index(queued_db: Database) ->
     assert "TEMP B-TREE" not in text
 
 
-async def test_requeue_reads_the_lease_index(queued_db: Database) -> None:
-    text = await plan(queued_db, q.expired_statement(retryable=True))
+async def test_the_rescue_reads_the_lease_index(queued_db: Database) -> None:
+    statement = q.rescue_statement(queued_db.dialect)
+    text = await plan(queued_db, statement, limit=100, message="timed out")
     assert "idx_tasks_lease" in text, text
     assert "SCAN tasks\n" not in text + "\n"
     assert "Seq Scan on tasks" not in text
@@ -115,4 +120,27 @@ async def test_the_one_task_release_finds_dependents_through_the_edge_index(
     statement = q.release_statement(through_edges=True, single=True)
     text = await plan(queued_db, statement, one_id=new_id())
     assert "idx_task_dependencies_depends_on" in text or "pk_task_dependencies" in text, text
+    assert "Seq Scan on tasks" not in text
+
+
+async def test_reprioritize_seeks_the_due_scores(queued_db: Database) -> None:
+    text = await plan(queued_db, graph.due_statement(), limit=100, now=utc_now())
+    assert "idx_tasks_reprioritize" in text, text
+    # Compared with the bound clock in the index, not filtered row by row.
+    assert "Filter: (reprioritize_at" not in text, text
+    assert "TEMP B-TREE" not in text
+
+
+async def test_a_claim_asks_about_expired_leases_with_an_index_seek(queued_db: Database) -> None:
+    statement = q.claim_statement(queued_db.dialect, typed=False)
+    text = await plan(queued_db, statement, holder="w", lease_seconds=60.0, lease_cap=60.0, limit=1)
+    if queued_db.dialect == "sqlite":
+        assert "idx_tasks_lease (lease_expires_at<?)" in text, text
+    else:
+        assert "Index Cond: (lease_expires_at <" in text, text
+
+
+async def test_overdue_reads_the_deadline_index(queued_db: Database) -> None:
+    text = await plan(queued_db, q.overdue_statement(), limit=100)
+    assert "idx_tasks_deadline" in text, text
     assert "Seq Scan on tasks" not in text

@@ -52,6 +52,10 @@ EXPECTED_OUTPUT = {
     "async def run(task": ["3"],
     "claim_unprocessed": ["['ticket_stage_completed']"],
     'agent_types={"planner"}': ["1 22.8 1", "True"],
+    "dry_run=True": [
+        "{'tasks': 1, 'tool_executions': 0, 'events': 0, 'sessions': 0}",
+        "{'tasks': 1, 'tool_executions': 0, 'events': 0, 'sessions': 0}",
+    ],
 }
 
 

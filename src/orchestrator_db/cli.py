@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 
 from orchestrator_db.database import Database
 from orchestrator_db.errors import DataLayerError
@@ -54,7 +57,38 @@ async def _demo(db: Database, args: argparse.Namespace) -> None:
     await run_demo(db)
 
 
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def age(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w``: an age for ``--older-than``."""
+    match = re.fullmatch(r"\s*(\d{1,9})\s*([smhdw])\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age such as 30d, 12h, 90m, 45s or 2w")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+async def _prune(db: Database, args: argparse.Namespace) -> None:
+    if args.dry_run:
+        found = await db.prune(older_than=args.older_than, dry_run=True)
+        for table, count in found.items():
+            print(f"{table:>16}: {count:,} would be deleted")
+        return
+    shown = {"at": time.monotonic()}
+
+    def progress(table: str, deleted: int) -> None:
+        now = time.monotonic()
+        if now - shown["at"] >= 1.0:  # a line a second at most
+            shown["at"] = now
+            print(f"{table:>16}: {deleted:,} deleted so far", flush=True)
+
+    deleted = await db.prune(older_than=args.older_than, progress=progress)
+    for table, count in deleted.items():
+        print(f"{table:>16}: {count:,} deleted")
+
+
 COMMANDS: dict[str, Callable[[Database, argparse.Namespace], Awaitable[None]]] = {
+    "prune": _prune,
     "migrate": _migrate,
     "downgrade": _downgrade,
     "current": _current,
@@ -76,6 +110,11 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("health", help="print a health report; exit 1 if unhealthy")
     commands.add_parser("demo", help="exercise every repository and print what happened")
     commands.add_parser("seed", help="create the demo project and tickets (idempotent)")
+    prune = commands.add_parser(
+        "prune", help="delete finished tasks, processed events and closed sessions older than"
+    )
+    prune.add_argument("--older-than", type=age, required=True, help="an age: 30d, 12h, 90m")
+    prune.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     return root
 
 

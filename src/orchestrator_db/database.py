@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypedDict, Unpack
 
@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.pool import QueuePool
 
-from orchestrator_db import values
+from orchestrator_db import retention, values
 from orchestrator_db._execution.engines import backend_for, create_engine, create_read_engine
 from orchestrator_db._execution.errors import Boundary, translate
 from orchestrator_db._execution.executor import UnitSession
@@ -153,6 +153,31 @@ class Database:
     def session_factory(self, *, read_only: bool = False) -> async_sessionmaker[UnitSession]:
         """The session factory behind units of work, for frameworks that want one."""
         return self._read_sessions if read_only else self._write_sessions
+
+    # ----------------------------------------------------------- retention
+
+    async def prune(
+        self,
+        *,
+        older_than: timedelta | datetime,
+        dry_run: bool = False,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> dict[str, int]:
+        """Delete what is old and done, and return the rows deleted per
+        table (``tasks``, ``tool_executions``, ``events``, ``sessions``):
+        tasks finished before ``older_than`` (an age or an instant) that no
+        task depends on, with their tool executions; processed events;
+        closed sessions. Batches are short transactions of their own
+        (see :mod:`orchestrator_db.retention`), so workers keep claiming;
+        ``progress(table, rows so far)`` follows them. ``dry_run`` counts
+        what would go and deletes nothing."""
+        cutoff = values.age_or_instant(older_than, "older_than")
+        values.boolean(dry_run, "dry_run")
+        if progress is not None and not callable(progress):
+            raise ValidationError("progress must be callable", field="progress")
+        if dry_run:
+            return await retention.prunable(lambda: self.unit_of_work(read_only=True), cutoff)
+        return await retention.prune(self.unit_of_work, cutoff, progress)
 
     # ---------------------------------------------------------- migrations
 

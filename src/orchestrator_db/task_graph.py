@@ -264,10 +264,12 @@ async def reprioritize(ex: Executor, *, limit: int, batch: int) -> int:
     ``batch`` at a time, soonest due first; returns how many changed."""
     changed = 0
     while limit > 0:
-        rows = await ex.rows(g.due_statement(), {"limit": min(batch, limit)}, entity=_ENTITY)
+        now = utc_now()
+        params = {"limit": min(batch, limit), "now": now}
+        rows = await ex.rows(g.due_statement(), params, entity=_ENTITY)
         if not rows:
             break
-        changed += len(await rescore(ex, rows))
+        changed += len(await rescore(ex, rows, now=now))
         limit -= len(rows)
         if len(rows) < batch:
             break

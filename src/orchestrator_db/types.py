@@ -299,6 +299,33 @@ def _utc_now_postgresql(element: utc_now_sql, compiler: SQLCompiler, **kw: Any) 
     return POSTGRESQL_NOW
 
 
+class utc_statement_time(FunctionElement[datetime]):
+    """When the statement started, by the database's clock (UTC, formatted
+    like :class:`UTCDateTime` values). Unlike :class:`utc_now_sql`, a
+    constant of the statement, so that PostgreSQL can compare an indexed
+    column with it in an index scan (``clock_timestamp()`` is volatile: it
+    can only filter rows already read). For conditions such as "whose
+    lease has run out", which a few milliseconds do not change."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+    name = "utc_statement_time"
+
+
+@compiles(utc_statement_time, "sqlite")
+def _utc_statement_time_sqlite(
+    element: utc_statement_time, compiler: SQLCompiler, **kw: Any
+) -> str:
+    return SQLITE_NOW  # 'now' is one value throughout a statement
+
+
+@compiles(utc_statement_time, "postgresql")
+def _utc_statement_time_postgresql(
+    element: utc_statement_time, compiler: SQLCompiler, **kw: Any
+) -> str:
+    return "date_trunc('milliseconds', statement_timestamp())"
+
+
 class utc_now_plus(FunctionElement[datetime]):
     """The database's current UTC time plus ``seconds`` (a SQL expression,
     normally a bound parameter), formatted like :class:`UTCDateTime` values.
@@ -380,6 +407,33 @@ def _code_point_order_postgresql(
     return f'{compiler.process(expression, **kw)} COLLATE "C"'
 
 
+class likely(FunctionElement[Any]):
+    """A condition the planner should take as true of most rows: SQLite's
+    ``likely()``, which without statistics keeps it from picking an index
+    on a column the condition names when another index serves the query
+    better (a partial index whose predicate this condition repeats, say);
+    the condition itself on PostgreSQL, whose planner has statistics.
+
+    Untyped on purpose: a BOOLEAN expression in a WHERE clause would be
+    compared with 1 on SQLite, and the comparison hides the condition from
+    the partial index's predicate."""
+
+    inherit_cache = True
+    name = "likely"
+
+
+@compiles(likely, "sqlite")
+def _likely_sqlite(element: likely, compiler: SQLCompiler, **kw: Any) -> str:
+    (condition,) = element.clauses
+    return f"likely({compiler.process(condition, **kw)})"
+
+
+@compiles(likely, "postgresql")
+def _likely_postgresql(element: likely, compiler: SQLCompiler, **kw: Any) -> str:
+    (condition,) = element.clauses
+    return f"({compiler.process(condition, **kw)})"
+
+
 def sorted_as_text(expression: Any) -> Any:
     """``expression`` itself, or wrapped in :class:`code_point_order` when
     it is text (a UUID, a number or a timestamp sorts alike everywhere)."""
@@ -390,6 +444,8 @@ def sorted_as_text(expression: Any) -> Any:
 
 
 @compiles(utc_now_sql)
+@compiles(utc_statement_time)
+@compiles(likely)
 @compiles(utc_now_plus)
 @compiles(utc_plus)
 @compiles(code_point_order)

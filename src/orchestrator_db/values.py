@@ -422,19 +422,26 @@ def texts(value: Any, field: str | None = None, *, max_length: int | None = None
 MAX_CURSOR = 4096
 
 
-def encode_cursor(keyset: Iterable[Any]) -> str:
-    """The page cursor for a row's keyset values."""
-    encoded = [{"dt": v.isoformat()} if isinstance(v, datetime) else v for v in keyset]
+def encode_cursor(keyset: Iterable[Any], order: str | None = None) -> str:
+    """The page cursor for a row's keyset values; a listing in an order of
+    the caller's (``order``) remembers it, so that the cursor cannot be
+    reused with another."""
+    encoded: Any = [{"dt": v.isoformat()} if isinstance(v, datetime) else v for v in keyset]
+    if order is not None:
+        encoded = {"order": order, "keys": encoded}
     raw = json.dumps(encoded, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_cursor(
-    cursor: Any, columns: Sequence[ColumnElement[Any]], field: str = "after"
+    cursor: Any,
+    columns: Sequence[ColumnElement[Any]],
+    field: str = "after",
+    order: str | None = None,
 ) -> list[Any]:
     """The keyset values of a cursor made by :func:`encode_cursor` for rows of
-    ``columns``; anything else (tampered, of another listing, truncated,
-    nested) is a :class:`ValidationError`."""
+    ``columns`` in ``order``; anything else (tampered, of another listing or
+    order, truncated, nested) is a :class:`ValidationError`."""
     refused = ValidationError(
         "invalid page cursor: pass a next_cursor returned by page() for the same listing",
         field=field,
@@ -446,10 +453,28 @@ def decode_cursor(
         decoded = json.loads(raw)
     except (ValueError, RecursionError, binascii.Error):
         raise refused from None
+    if isinstance(decoded, dict):
+        if set(decoded) != {"order", "keys"} or not isinstance(decoded["order"], str):
+            raise refused
+        if decoded["order"] != order:
+            raise ValidationError(
+                f"this page cursor was made for order_by={decoded['order']!r}; "
+                "pass the same order_by with it",
+                field=field,
+            )
+        decoded = decoded["keys"]
+    elif order is not None:
+        raise ValidationError(
+            "this page cursor was made for the default order; pass it without order_by",
+            field=field,
+        )
     if not isinstance(decoded, list) or len(decoded) != len(columns):
         raise refused
-    found = []
+    found: list[Any] = []
     for column, item in zip(columns, decoded, strict=True):
+        if item is None and order is not None and getattr(column, "nullable", False):
+            found.append(None)  # an order of the caller's may hold NULLs
+            continue
         if column.type.python_type is datetime:
             if not (isinstance(item, dict) and set(item) == {"dt"} and isinstance(item["dt"], str)):
                 raise refused

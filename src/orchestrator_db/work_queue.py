@@ -16,7 +16,9 @@ the same either way:
   complete, in the same transaction;
 * a failed attempt is retried after an exponential back-off while
   ``retry_count < max_retries``; then the task fails and its unfinished
-  dependents are cancelled (they never ran).
+  dependents are cancelled (they never ran);
+* a lease that runs out is a failed attempt (``timed out``), seen to by
+  the next claim (:func:`rescue`).
 
 Arguments are checked before any statement is sent.
 """
@@ -31,27 +33,23 @@ from orchestrator_db import task_graph, values
 from orchestrator_db._execution.executor import Executor
 from orchestrator_db._execution.rows import row_layout
 from orchestrator_db.errors import LeaseLostError, NotFoundError
-from orchestrator_db.models.task import FINISHED_TASK_STATUSES, Task, TaskStatus
+from orchestrator_db.models.task import (
+    FINISHED_TASK_STATUSES,
+    TIMED_OUT,
+    Task,
+    TaskStatus,
+    backoff,
+)
+from orchestrator_db.sql import IDS_PER_STATEMENT
 from orchestrator_db.sql import queue as q
 from orchestrator_db.types import canonical_uuid
 
 #: How long a claim holds a task unless the worker says otherwise.
 DEFAULT_LEASE = timedelta(minutes=5)
-#: Back-off before retry n (1-based) is ``RETRY_BASE_DELAY * 2 ** (n - 1)``,
-#: capped at ``RETRY_MAX_DELAY``.
-RETRY_BASE_DELAY = timedelta(seconds=2)
-RETRY_MAX_DELAY = timedelta(minutes=10)
+#: How many expired leases one claim rescues at most.
+RESCUE_BATCH = 100
 
 _ENTITY = "Task"
-
-
-def backoff(attempt: int) -> timedelta:
-    """Delay before retry ``attempt`` (1-based): exponential, capped."""
-    values.count(attempt, "attempt")
-    if attempt > 20:  # far past the cap; keeps the shift small
-        return RETRY_MAX_DELAY
-    delay: timedelta = RETRY_BASE_DELAY * (1 << max(attempt - 1, 0))
-    return min(delay, RETRY_MAX_DELAY)
 
 
 def lease_seconds(lease: timedelta | None) -> float:
@@ -159,6 +157,8 @@ async def claimed(ex: Executor, request: ClaimRequest) -> list[Task]:
     """The tasks a claim request marks running, in claim order."""
     statement, params = request
     rows = await ex.rows(statement, params, entity=_ENTITY)
+    if not rows or rows[0].rescue_due:
+        await rescue(ex)  # a lease ran out somewhere: see to it first
     tasks = [ex.adopt(Task, row, refresh=True) for row in rows]
     tasks.sort(key=_claim_order)
     return tasks
@@ -284,18 +284,41 @@ async def cancel_closure(
     return await changed(ex, statement, {"ids": list(start), "message": reason})
 
 
-async def requeue_expired(ex: Executor) -> int:
-    """Return running tasks whose lease expired to ``ready`` (a lost worker
-    counts as a failed attempt), or fail them when out of retries (their
-    dependents are cancelled). Returns how many tasks were handled."""
-    requeued = await changed(ex, q.expired_statement(retryable=True), {})
-    failed = await changed(ex, q.expired_statement(retryable=False), {})
-    await task_graph.refresh_scores(ex, requeued)  # queued again: scored as of now
+async def rescue(ex: Executor, *, limit: int = RESCUE_BATCH) -> int:
+    """Count the attempt of up to ``limit`` running tasks whose lease ran
+    out as failed with error ``timed out``: back to ready after the usual
+    back-off while they have retries left, else failed, their unfinished
+    dependents cancelled. Returns how many tasks were rescued.
+
+    Every claim runs it when a lease has run out (the claim's rows say so,
+    or it found nothing ready): a dead worker's task comes back with no one
+    calling :func:`requeue_expired`. Its worker, if alive, has lost the
+    lease: whatever it tries next raises ``LeaseLostError``.
+    """
+    params = {"limit": limit, "message": TIMED_OUT}
+    rows = await ex.rows(q.rescue_statement(ex.backend.name), params, entity=_ENTITY)
+    if not rows:
+        return 0
+    await ex.refresh_loaded(Task, [str(row.id) for row in rows])
+    requeued = [row for row in rows if row.status == TaskStatus.READY]
+    await task_graph.rescore(ex, requeued)  # queued again: scored as of now
+    failed = [str(row.id) for row in rows if row.status == TaskStatus.FAILED]
     if failed:
-        reason = "cancelled: a prerequisite failed (lease expired, no retries left)"
+        reason = "cancelled: a prerequisite timed out with no retries left"
         cancelled = await cancel_closure(ex, failed, reason, keep_start=True)
         await task_graph.finished(ex, [*failed, *cancelled])
-    return len(requeued) + len(failed)
+    return len(rows)
+
+
+async def requeue_expired(ex: Executor) -> int:
+    """:func:`rescue` every running task whose lease ran out, in batches;
+    returns how many tasks were rescued."""
+    total = 0
+    while True:
+        rescued = await rescue(ex, limit=IDS_PER_STATEMENT)
+        total += rescued
+        if rescued < IDS_PER_STATEMENT:
+            return total
 
 
 async def changed(ex: Executor, statement: Any, params: dict[str, Any]) -> list[str]:

@@ -88,6 +88,7 @@ class BulkInsertPlan:
             column = table.c[key]
             default = column.default
             callable_default = default is not None and default.is_callable
+            factory = getattr(default.arg, "__wrapped__", None) if callable_default else None
             is_uuid = isinstance(column.type, UUIDString)
             process = column.type.dialect_impl(dialect).bind_processor(dialect)
             if is_uuid and dialect.name == "sqlite":
@@ -97,8 +98,10 @@ class BulkInsertPlan:
                     attribute=mapper.get_property_by_column(column).key,
                     process=process,
                     default=default,
-                    factory=getattr(default.arg, "__wrapped__", None) if callable_default else None,
-                    batch_time=callable_default and isinstance(column.type, UTCDateTime),
+                    factory=factory,
+                    # A clock (utc_now), read once for the batch; a default
+                    # that reads the row (a deadline's due time) is per row.
+                    batch_time=factory is not None and isinstance(column.type, UTCDateTime),
                     server_default_only=default is None and column.server_default is not None,
                     is_uuid=is_uuid,
                     check=not hasattr(column.type, "validate")

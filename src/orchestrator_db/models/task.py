@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import CheckConstraint, Double, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from orchestrator_db import values
 from orchestrator_db.models.base import (
     Base,
     CreatedAt,
@@ -76,10 +77,30 @@ TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
 
 DEFAULT_PRIORITY = 5
 DEFAULT_MAX_RETRIES = 3
+#: Back-off before retry n (1-based) is ``RETRY_BASE_DELAY * 2 ** (n - 1)``,
+#: capped at ``RETRY_MAX_DELAY``.
+RETRY_BASE_DELAY = timedelta(seconds=2)
+RETRY_MAX_DELAY = timedelta(minutes=10)
+#: The error of an attempt whose lease ran out.
+TIMED_OUT = "timed out"
+
+
+def backoff(attempt: int) -> timedelta:
+    """Delay before retry ``attempt`` (1-based): exponential, capped."""
+    values.count(attempt, "attempt")
+    if attempt > 20:  # far past the cap; keeps the shift small
+        return RETRY_MAX_DELAY
+    delay: timedelta = RETRY_BASE_DELAY * (1 << max(attempt - 1, 0))
+    return min(delay, RETRY_MAX_DELAY)
+
+
 #: The longest ``summary``.
 SUMMARY_LENGTH = 140
 _READY = "status = 'ready'"
-_FINISHED = "status IN ('completed', 'failed', 'cancelled')"
+#: The finished statuses in the order of ``idx_tasks_finished``'s predicate:
+#: SQLite uses a partial index only for a query that repeats its IN list as is.
+FINISHED_IN_INDEX_ORDER = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+_FINISHED = "status IN ({})".format(", ".join(f"'{s.value}'" for s in FINISHED_IN_INDEX_ORDER))
 
 
 class Task(Timestamps, Base):

@@ -26,7 +26,6 @@ from sqlalchemy import (
     inspect,
     literal,
     select,
-    tuple_,
 )
 from sqlalchemy.orm import InstrumentedAttribute, Mapper
 from sqlalchemy.orm.attributes import instance_state
@@ -37,7 +36,9 @@ from orchestrator_db._execution.errors import Boundary
 from orchestrator_db._execution.rows import mark_detached, row_layout
 from orchestrator_db.errors import NotFoundError, ValidationError
 from orchestrator_db.models.base import Base, check_bound_values, check_values
-from orchestrator_db.types import JSONValue, UUIDString, canonical_uuid, sorted_as_text
+from orchestrator_db.repositories.ordering import Ordering, ordering
+from orchestrator_db.sql import IDS_PER_STATEMENT
+from orchestrator_db.types import JSONValue, UUIDString, canonical_uuid
 
 if TYPE_CHECKING:
     from orchestrator_db._execution.executor import UnitExecutor
@@ -389,6 +390,28 @@ class Repository(Generic[ModelT]):
         result = await self._ex.execute(statement, entity=self.entity, key=key)
         return bool(getattr(result, "rowcount", 0))
 
+    # ---------------------------------------------------------- retention
+
+    @staticmethod
+    def _retention(older_than: timedelta | datetime, limit: int | None = None) -> dict[str, Any]:
+        """The parameters of a retention statement, checked."""
+        params: dict[str, Any] = {"cutoff": cutoff(older_than)}
+        if limit is not None:
+            params["limit"] = values.count(limit, "limit", minimum=1, maximum=IDS_PER_STATEMENT)
+        return params
+
+    async def _prune_batch(
+        self, statement: Any, older_than: timedelta | datetime, limit: int
+    ) -> int:
+        """Run a retention ``DELETE ... RETURNING``; how many rows it deleted."""
+        params = self._retention(older_than, limit)
+        return len(await self._ex.rows(statement, params, entity=self.entity))
+
+    async def _prunable(self, statement: Any, older_than: timedelta | datetime) -> int:
+        """Run a retention count."""
+        rows = await self._ex.rows(statement, self._retention(older_than), entity=self.entity)
+        return int(rows[0][0])
+
     # ------------------------------------------------------------ queries
 
     async def get(self, key: Any, *, for_update: bool = False) -> ModelT:
@@ -429,9 +452,12 @@ class Repository(Generic[ModelT]):
         *where: Criterion,
         limit: int | None = None,
         offset: int = 0,
+        order_by: str | Sequence[str] | None = None,
         **filters: Any,
     ) -> builtins.list[ModelT]:
-        """Rows matching ``where`` and ``filters``, in keyset order.
+        """Rows matching ``where`` and ``filters``, in keyset order, or in
+        ``order_by``'s: attribute names, ``-`` for descending
+        (``order_by="-created_at"``), the primary key breaking ties.
 
         ``filters`` are ``attribute=value`` (``None`` means IS NULL, a list
         means IN) or a named filter of the repository.
@@ -442,7 +468,7 @@ class Repository(Generic[ModelT]):
         statement = (
             select(self.model_type)
             .where(*self._criteria(where, filters))
-            .order_by(*[sorted_as_text(a) for a in self._keyset_attributes()])
+            .order_by(*self._ordering(order_by).clauses())
             .offset(offset or None)
             .limit(limit)
         )
@@ -453,29 +479,45 @@ class Repository(Generic[ModelT]):
         *where: Criterion,
         limit: int = 50,
         after: str | None = None,
+        order_by: str | Sequence[str] | None = None,
         **filters: Any,
     ) -> Page[ModelT]:
-        """A page of ``limit`` rows after the cursor ``after`` (keyset pagination).
+        """A page of ``limit`` rows after the cursor ``after`` (keyset
+        pagination), in keyset order or in ``order_by``'s (see :meth:`list`).
 
         Unlike offsets, the cost of a page does not grow with its depth, and
-        rows inserted meanwhile never shift a page.
+        rows inserted meanwhile never shift a page. A cursor remembers its
+        order: it is refused with another.
         """
         values.count(limit, "limit", minimum=1, maximum=values.INT32_MAX - 1)
-        keyset = self._keyset_attributes()
-        ordered = [sorted_as_text(attribute) for attribute in keyset]
+        order = self._ordering(order_by)
         criteria = self._criteria(where, filters)
         if after is not None:
-            columns = [attribute.property.columns[0] for attribute in keyset]
-            last = values.decode_cursor(after, columns)
-            bound = [literal(v, type_=a.type) for a, v in zip(keyset, last, strict=True)]
-            criteria.append(tuple_(*ordered) > tuple_(*bound))
-        statement = select(self.model_type).where(*criteria).order_by(*ordered).limit(limit + 1)
+            last = values.decode_cursor(after, order.columns, order=order.spec)
+            criteria.append(order.after(last))
+        statement = (
+            select(self.model_type).where(*criteria).order_by(*order.clauses()).limit(limit + 1)
+        )
         rows = await self._ex.scalars(statement, entity=self.entity)
         if len(rows) <= limit:
             return Page(rows, None)
         rows = rows[:limit]
         held = instance_state(rows[-1]).dict
-        return Page(rows, values.encode_cursor([held[a.key] for a in keyset]))
+        keys = [held[key.attribute.key] for key in order.keys]
+        return Page(rows, values.encode_cursor(keys, order=order.spec))
+
+    def _ordering(self, order_by: Any) -> Ordering:
+        mapper = self._mapper()
+        primary = [mapper.get_property_by_column(c).key for c in mapper.primary_key]
+        return ordering(order_by, self._keyset_attributes(), primary, self._ordered)
+
+    def _ordered(self, name: str) -> InstrumentedAttribute[Any]:
+        if name not in self._mapper().column_attrs:
+            raise ValidationError(
+                f"{self.entity} cannot be ordered by {name!r}: not one of its attributes",
+                field="order_by",
+            )
+        return self._attribute(name)
 
     async def count(self, *where: Criterion, **filters: Any) -> int:
         statement = (

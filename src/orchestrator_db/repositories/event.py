@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator_db import values
 from orchestrator_db.errors import ValidationError
 from orchestrator_db.models.event import Event, EventType
 from orchestrator_db.repositories.base import Repository
-from orchestrator_db.sql import IDS_PER_STATEMENT, outbox
+from orchestrator_db.sql import IDS_PER_STATEMENT, outbox, retention
 from orchestrator_db.types import new_id
 
 #: How long a consumer holds the events it claimed unless it says otherwise.
@@ -81,6 +81,15 @@ class EventRepository(Repository[Event]):
             chunk = {**params, "ids": wanted[start : start + IDS_PER_STATEMENT]}
             marked += len(await self._changed(statement, chunk))
         return marked
+
+    async def prune(self, older_than: timedelta | datetime, *, limit: int = 1_000) -> int:
+        """Delete up to ``limit`` events processed and created before
+        ``older_than`` (an age or an instant), oldest first; returns how many."""
+        return await self._prune_batch(retention.delete_events_statement(), older_than, limit)
+
+    async def prunable(self, older_than: timedelta | datetime) -> int:
+        """How many events :meth:`prune` would delete, in all."""
+        return await self._prunable(retention.prunable_events_statement(), older_than)
 
 
 def _consumer(consumer: Any) -> str:

@@ -11,6 +11,7 @@ from sqlalchemy import update
 from orchestrator_db.errors import InvalidTransitionError
 from orchestrator_db.models.session import ClientSession, ConnectionType
 from orchestrator_db.repositories.base import Repository, cutoff
+from orchestrator_db.sql import retention
 from orchestrator_db.types import utc_now
 
 
@@ -55,6 +56,16 @@ class SessionRepository(Repository[ClientSession]):
 
     async def list_active(self, *, limit: int | None = None) -> builtins.list[ClientSession]:
         return await self.list(is_active=True, limit=limit)
+
+    async def prune(self, older_than: timedelta | datetime, *, limit: int = 1_000) -> int:
+        """Delete up to ``limit`` closed sessions silent since before
+        ``older_than`` (an age or an instant), oldest first; returns how many.
+        Tasks that named them keep their rows (``session_id`` becomes NULL)."""
+        return await self._prune_batch(retention.delete_sessions_statement(), older_than, limit)
+
+    async def prunable(self, older_than: timedelta | datetime) -> int:
+        """How many sessions :meth:`prune` would delete, in all."""
+        return await self._prunable(retention.prunable_sessions_statement(), older_than)
 
     async def expire_stale(self, older_than: timedelta | datetime) -> int:
         """Close active sessions silent since ``older_than`` (an age or an

@@ -12,7 +12,8 @@ their SQL in :mod:`orchestrator_db.sql.queue`):
   (which readies the dependents whose prerequisites are now all complete) or
   ``fail`` (retried with exponential back-off while ``retry_count <
   max_retries``, else failed);
-* ``requeue_expired`` returns tasks of dead workers to the queue;
+* a lease that runs out counts as a failed attempt (``timed out``): every
+  claim rescues such tasks, and ``requeue_expired`` sweeps them all;
 * only the worker holding a live lease may heartbeat, complete or fail a
   task; anyone else gets :class:`LeaseLostError`.
 
@@ -46,9 +47,10 @@ from orchestrator_db.models.task import (
     TASK_TRANSITIONS,
     Task,
     TaskStatus,
+    backoff,
 )
 from orchestrator_db.repositories.base import Repository
-from orchestrator_db.sql import IDS_PER_STATEMENT
+from orchestrator_db.sql import IDS_PER_STATEMENT, retention
 from orchestrator_db.sql import queue as q
 from orchestrator_db.types import canonical_uuid, utc_now
 
@@ -397,9 +399,10 @@ class TaskRepository(Repository[Task]):
         return len(cancelled)
 
     async def requeue_expired(self) -> int:
-        """Return running tasks whose lease expired to ``ready`` (a lost worker
-        counts as a failed attempt), or fail them when out of retries (their
-        dependents are cancelled). Returns how many tasks were handled."""
+        """Rescue every running task whose lease ran out (claims do it too):
+        the attempt failed with error ``timed out``; back to ``ready`` after
+        the back-off, or failed when out of retries (its dependents
+        cancelled). Returns how many tasks were rescued."""
         return await work_queue.requeue_expired(self._ex)
 
     async def ready(
@@ -459,10 +462,41 @@ class TaskRepository(Repository[Task]):
             await work_queue.release(self._ex, waiting, through_edges=False)
         return deleted
 
+    # ------------------------------------------------------------ retention
+
+    async def prune(
+        self, older_than: timedelta | datetime, *, limit: int = 1_000
+    ) -> dict[str, int]:
+        """Delete up to ``limit`` tasks finished before ``older_than`` (an
+        age or an instant) that no task depends on, oldest first, with their
+        tool executions; returns the rows deleted per table. A finished
+        prerequisite goes in a later call, once what waits on it has gone
+        (see :mod:`orchestrator_db.sql.retention`). ``db.prune`` calls this
+        in batches until nothing is left."""
+        params = self._retention(older_than, limit)
+        await task_graph.lock(self._ex)  # no edge appears while the batch goes
+        rows = await self._ex.rows(retention.task_batch_statement(), params, entity=self.entity)
+        ids = {"ids": [str(row[0]) for row in rows], **params}
+        if not rows:
+            return {"tasks": 0, "tool_executions": 0}
+        tools = await self._ex.rows(
+            retention.delete_tool_executions_statement(), ids, entity="ToolExecution"
+        )
+        tasks = await self._ex.rows(retention.delete_tasks_statement(), ids, entity=self.entity)
+        return {"tasks": len(tasks), "tool_executions": len(tools)}
+
+    async def prunable(self, older_than: timedelta | datetime) -> dict[str, int]:
+        """What calling :meth:`prune` until it deletes nothing would delete,
+        per table (nothing is deleted)."""
+        statement = retention.prunable_tasks_statement()
+        params = self._retention(older_than)
+        ((tasks, tools),) = await self._ex.rows(statement, params, entity=self.entity)
+        return {"tasks": int(tasks), "tool_executions": int(tools)}
+
     @staticmethod
     def backoff(attempt: int) -> timedelta:
         """Delay before retry ``attempt`` (1-based): exponential, capped."""
-        return work_queue.backoff(attempt)
+        return backoff(attempt)
 
     # -------------------------------------------------------------- helpers
 

@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 
 from orchestrator_db.models.task import FINISHED_TASK_STATUSES, Task, TaskDependency, TaskStatus
-from orchestrator_db.types import utc_now_sql
+from orchestrator_db.types import UTCDateTime, utc_now_sql
 
 _TASKS = cast(Table, Task.__table__)
 _EDGES = cast(Table, TaskDependency.__table__)
@@ -185,11 +185,15 @@ def set_facts_statement() -> Update:
 
 @functools.cache
 def due_statement() -> Select[Any]:
-    """Up to ``:limit`` tasks whose score is due for a recomputation."""
+    """Up to ``:limit`` tasks whose score is due for a recomputation at
+    ``:now`` (the clock the due times were computed with: the package's)."""
     return (
         select(*FACT_COLUMNS)
-        .where(_T.reprioritize_at.is_not(None), _T.reprioritize_at <= utc_now_sql())
-        .order_by(_T.reprioritize_at, _T.id)
+        .where(
+            _T.reprioritize_at.is_not(None),
+            _T.reprioritize_at <= bindparam("now", type_=UTCDateTime()),
+        )
+        .order_by(_T.reprioritize_at)
         .limit(bindparam("limit"))
     )
 

@@ -50,17 +50,25 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     literal_column,
+    null,
     or_,
     select,
     union_all,
     update,
 )
 
-from orchestrator_db.models.task import Task, TaskDependency, TaskStatus
+from orchestrator_db.models.task import (
+    RETRY_MAX_DELAY,
+    Task,
+    TaskDependency,
+    TaskStatus,
+    backoff,
+)
 from orchestrator_db.sql.claim import claim_statement as claim_statement_for
 from orchestrator_db.sql.graph import FACT_COLUMNS, unfinished
-from orchestrator_db.types import utc_now_plus, utc_now_sql, utc_plus
+from orchestrator_db.types import utc_now_plus, utc_now_sql, utc_plus, utc_statement_time
 
 #: Key of the PostgreSQL advisory lock that serialises changes to the
 #: dependency graph, so that two concurrent additions cannot close a cycle.
@@ -146,7 +154,7 @@ def overdue_statement() -> Select[Any]:
     first (served by ``idx_tasks_deadline``)."""
     return (
         select(*TASK_COLUMNS)
-        .where(_T.deadline.is_not(None), _T.deadline < _now(), _unfinished())
+        .where(_T.deadline.is_not(None), _T.deadline < utc_statement_time(), _unfinished())
         .order_by(_T.deadline, _T.id)
         .limit(bindparam("limit"))
     )
@@ -178,7 +186,8 @@ def claim_statement(dialect: str, *, typed: bool, agents: bool = False) -> Updat
         # Set explicitly: the trigger keeps it, and SQLite's RETURNING shows it.
         "updated_at": _now(),
     }
-    return claim_statement_for(dialect, _TASKS, candidates, values, TASK_COLUMNS)
+    returned = [*TASK_COLUMNS, rescue_due()]
+    return claim_statement_for(dialect, _TASKS, candidates, values, returned)
 
 
 def release_requests(
@@ -390,39 +399,57 @@ def cancel_statement(*, include_children: bool, keep_start: bool) -> Update:
     )
 
 
+def _backoff_seconds() -> ColumnElement[Any]:
+    """The back-off before a task's next attempt (``backoff(retry_count + 1)``)."""
+    steps = []
+    attempt = 1
+    while backoff(attempt) < RETRY_MAX_DELAY:
+        delay = literal(backoff(attempt).total_seconds(), Float())
+        steps.append((_T.retry_count == attempt - 1, delay))
+        attempt += 1
+    return case(*steps, else_=literal(RETRY_MAX_DELAY.total_seconds(), Float()))
+
+
+def _lease_ran_out(table: Any = None) -> list[ColumnElement[bool]]:
+    """Running, its lease over (by the statement's time: an index condition)."""
+    table = _TASKS if table is None else table
+    return [_status_is(TaskStatus.RUNNING, table), table.c.lease_expires_at < utc_statement_time()]
+
+
+def rescue_due() -> ColumnElement[bool]:
+    """Whether some running task's lease has run out (a seek of ``idx_tasks_lease``)."""
+    expired = _TASKS.alias("expired")
+    return exists().where(*_lease_ran_out(expired)).label("rescue_due")
+
+
 @functools.cache
-def expired_statement(*, retryable: bool) -> Update:
-    """Running tasks whose lease ran out: back to ready while they have
-    retries left (a crash counts as a failed attempt), otherwise failed."""
-    tasks = _TASKS.c
-    base = [_status_is(TaskStatus.RUNNING), tasks.lease_expires_at < _now()]
-    if retryable:
-        return (
-            update(_TASKS)
-            .where(*base, tasks.retry_count < tasks.max_retries)
-            .values(
-                status=TaskStatus.READY,
-                worker_id=None,
-                lease_expires_at=None,
-                run_after=None,
-                retry_count=tasks.retry_count + 1,
-                error="lease expired before the worker finished",
-                updated_at=_now(),
-            )
-            .returning(tasks.id)
-        )
-    return (
-        update(_TASKS)
-        .where(*base, tasks.retry_count >= tasks.max_retries)
-        .values(
-            status=TaskStatus.FAILED,
-            completed_at=_now(),
-            lease_expires_at=None,
-            error="lease expired before the worker finished; no retries left",
-            updated_at=_now(),
-        )
-        .returning(tasks.id)
+def rescue_statement(dialect: str) -> Update:
+    """Up to ``:limit`` running tasks whose lease ran out, the longest
+    expired first (skipping rows being rescued at the same moment): their
+    attempt failed with error ``:message``; back to ready after the
+    back-off while they have retries left, else failed. Returns their facts."""
+    candidates = (
+        select(_T.id)
+        .where(*_lease_ran_out())
+        .order_by(_T.lease_expires_at)
+        .limit(bindparam("limit"))
     )
+    retry = _T.retry_count < _T.max_retries
+    status_type = _T.status.type
+    values: dict[str, Any] = {
+        "status": case(
+            (retry, literal(TaskStatus.READY, status_type)),
+            else_=literal(TaskStatus.FAILED, status_type),
+        ),
+        "retry_count": case((retry, _T.retry_count + 1), else_=_T.retry_count),
+        "run_after": case((retry, utc_now_plus(_backoff_seconds())), else_=null()),
+        "worker_id": case((retry, null()), else_=_T.worker_id),
+        "completed_at": case((retry, null()), else_=_now()),
+        "lease_expires_at": None,
+        "error": bindparam("message"),
+        "updated_at": _now(),
+    }
+    return claim_statement_for(dialect, _TASKS, candidates, values, FACT_COLUMNS)
 
 
 @functools.cache
