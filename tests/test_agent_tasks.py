@@ -489,3 +489,21 @@ async def test_a_queue_worker_rescues_on_claim(db: Database) -> None:
         assert await worker.claim() is None
     (rescued,) = await fetch(db, item)
     assert (rescued.status, rescued.error) == (TaskStatus.READY, "timed out")
+
+
+async def test_a_dependency_that_cancels_a_task_counts_it_out_once(db: Database) -> None:
+    # a is waited on by t and e; d waits on t; x failed. t -> x cancels t and d.
+    a, t, _e, d, x = await submit(
+        db, task(), task(), task(), task(), task(max_retries=0, priority=10),
+        depends_on={1: [0], 2: [0], 3: [1]},
+    )  # fmt: skip
+    claimed = await claim(db)
+    assert claimed is not None and claimed.id == x.id
+    async with db.unit_of_work() as uow:
+        await uow.tasks.fail(x.id, "w", "broken")
+        await uow.tasks.add_dependency(t.id, x.id)
+        await uow.commit()
+    a, t, d = await fetch(db, a, t, d)
+    assert t.status is TaskStatus.CANCELLED and d.status is TaskStatus.CANCELLED
+    assert a.blocking_count == 1  # e still waits on a
+    await assert_facts_hold(db)

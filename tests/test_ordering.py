@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from orchestrator_db import Database, Task, TaskSource
 from orchestrator_db.errors import ValidationError
+from orchestrator_db.values import encode_cursor
 from tests.helpers import task
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -181,3 +182,18 @@ def test_any_order_pages_like_it_lists(
     expected, listed, paged = asyncio.run(scenario())
     assert listed == expected
     assert paged == expected
+
+
+async def test_tampered_float_cursors_and_json_orders_are_refused(db: Database) -> None:
+    await store(db, *[task(priority=n) for n in range(3)])
+    async with db.unit_of_work(read_only=True) as uow:
+        with pytest.raises(ValidationError, match="JSON"):
+            await uow.tasks.list(order_by="config")
+        page = await uow.tasks.page(limit=1, order_by="calculated_priority")
+        assert page.next_cursor is not None
+        for bad in (float("nan"), float("inf"), "1.5", True, 10**400):
+            cursor = encode_cursor([bad, page.items[0].id], order="calculated_priority,id")
+            with pytest.raises(ValidationError, match="invalid page cursor"):
+                await uow.tasks.page(after=cursor, order_by="calculated_priority")
+        following = await uow.tasks.page(after=page.next_cursor, order_by="calculated_priority")
+        assert len(following.items) == 2

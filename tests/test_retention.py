@@ -186,3 +186,7 @@ def test_the_cli_prunes_and_dry_runs(sqlite_url: str, capsys: pytest.CaptureFixt
         cli(["--url", url, "prune", "--older-than", "30 days"])
     assert refused.value.code == 2
     assert "not an age" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        cli(["--url", url, "prune", "--older-than", "999999999w"])
+    assert refused.value.code == 2
+    assert "too far" in capsys.readouterr().err

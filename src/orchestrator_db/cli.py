@@ -65,7 +65,10 @@ def age(text: str) -> timedelta:
     match = re.fullmatch(r"\s*(\d{1,9})\s*([smhdw])\s*", text)
     if match is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not an age such as 30d, 12h, 90m, 45s or 2w")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} reaches back too far") from None
 
 
 async def _prune(db: Database, args: argparse.Namespace) -> None:

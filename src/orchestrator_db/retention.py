@@ -19,7 +19,7 @@ from orchestrator_db.sql import IDS_PER_STATEMENT
 from orchestrator_db.unit_of_work import UnitOfWork
 
 #: What a batch should take, in seconds.
-TARGET_SECONDS = 0.05
+TARGET_SECONDS = 0.03
 #: Rows of the first batch of each table.
 FIRST_BATCH = 500
 #: The smallest batch: below it, a batch's fixed cost (finding its rows)

@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator_db._execution.executor import Executor
+from orchestrator_db.errors import DataLayerError
 from orchestrator_db.models import graph, priority
 from orchestrator_db.models.task import DependencyType, Task
 from orchestrator_db.sql import IDS_PER_STATEMENT
@@ -49,10 +50,24 @@ def _chunks(ids: Collection[str]) -> Iterable[list[str]]:
 
 
 async def lock(ex: Executor) -> None:
-    """Serialise changes to the graph (PostgreSQL; SQLite has one writer)."""
+    """Serialise changes to the graph (PostgreSQL; SQLite has one writer).
+
+    Taken before any task row is locked: a transaction that locked rows
+    first and then waited here could deadlock with one holding this lock
+    and waiting for those rows (a submit locks its prerequisites)."""
     statement = q.graph_lock_statement(ex.backend.name)
     if statement is not None:
         await ex.rows(statement, entity=_ENTITY)
+
+
+async def try_lock(ex: Executor) -> bool:
+    """:func:`lock` if it is free now (for a transaction that holds task
+    rows already); whether it is held."""
+    statement = q.graph_lock_statement(ex.backend.name, wait=False)
+    if statement is None:
+        return True
+    rows = await ex.rows(statement, entity=_ENTITY)
+    return bool(rows[0][0])
 
 
 # ------------------------------------------------------------ depth and type
@@ -161,7 +176,9 @@ async def changing(
     try:
         yield
     except BaseException:
-        await _shift(ex, scope, sign=1, through=())  # as it was
+        # As it was; if the unit is failed already, the error is what matters.
+        with contextlib.suppress(DataLayerError):
+            await _shift(ex, scope, sign=1, through=())
         raise
     await _shift(ex, scope - set(removed), sign=1, through=())
     await refresh_facts(ex, everyone - set(removed))

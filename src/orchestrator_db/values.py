@@ -475,6 +475,17 @@ def decode_cursor(
         if item is None and order is not None and getattr(column, "nullable", False):
             found.append(None)  # an order of the caller's may hold NULLs
             continue
+        if column.type.python_type is float:
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                raise refused
+            try:
+                number = float(item)
+            except OverflowError:
+                raise refused from None
+            if not math.isfinite(number):
+                raise refused
+            found.append(number)
+            continue
         if column.type.python_type is datetime:
             if not (isinstance(item, dict) and set(item) == {"dt"} and isinstance(item["dt"], str)):
                 raise refused

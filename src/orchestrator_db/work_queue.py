@@ -157,8 +157,10 @@ async def claimed(ex: Executor, request: ClaimRequest) -> list[Task]:
     """The tasks a claim request marks running, in claim order."""
     statement, params = request
     rows = await ex.rows(statement, params, entity=_ENTITY)
-    if not rows or rows[0].rescue_due:
-        await rescue(ex)  # a lease ran out somewhere: see to it first
+    if (not rows or rows[0].rescue_due) and await task_graph.try_lock(ex):
+        # A lease ran out somewhere. The claimed rows are locked already, so
+        # the graph lock is only taken if free: else the next claim rescues.
+        await rescue(ex)
     tasks = [ex.adopt(Task, row, refresh=True) for row in rows]
     tasks.sort(key=_claim_order)
     return tasks
@@ -201,6 +203,8 @@ async def fail(ex: Executor, task_id: str, worker_id: str, error: str) -> Task:
     key = _task_key(task_id)
     error = values.text(error, "error")
     owned = {"task_key": key, "holder": _worker(worker_id)}
+    # Before the row lock: failing for good changes the graph (see task_graph.lock).
+    await task_graph.lock(ex)
     attempts = await ex.rows(q.owned_attempts_statement(), owned, entity=_ENTITY, key=key)
     if not attempts:
         await explain_not_owned(ex, key, worker_id)
@@ -313,6 +317,7 @@ async def rescue(ex: Executor, *, limit: int = RESCUE_BATCH) -> int:
 async def requeue_expired(ex: Executor) -> int:
     """:func:`rescue` every running task whose lease ran out, in batches;
     returns how many tasks were rescued."""
+    await task_graph.lock(ex)
     total = 0
     while True:
         rescued = await rescue(ex, limit=IDS_PER_STATEMENT)

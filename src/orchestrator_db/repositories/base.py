@@ -512,7 +512,13 @@ class Repository(Generic[ModelT]):
         return ordering(order_by, self._keyset_attributes(), primary, self._ordered)
 
     def _ordered(self, name: str) -> InstrumentedAttribute[Any]:
-        if name not in self._mapper().column_attrs:
+        attrs = self._mapper().column_attrs
+        if name in attrs and isinstance(attrs[name].columns[0].type, JSONValue):
+            raise ValidationError(
+                f"{self.entity} cannot be ordered by {name!r}: a JSON column has no order",
+                field="order_by",
+            )
+        if name not in attrs:
             raise ValidationError(
                 f"{self.entity} cannot be ordered by {name!r}: not one of its attributes",
                 field="order_by",

@@ -120,6 +120,8 @@ class TaskRepository(Repository[Task]):
                 raise ValidationError(
                     "an error can be recorded only when failing or cancelling", field="error"
                 )
+        if target is not TaskStatus.RUNNING:
+            await task_graph.lock(self._ex)  # finishing: before the row lock
         task = await self.get(task_id, for_update=True)
         if task.status not in TASK_TRANSITIONS.get(target, frozenset()):
             raise InvalidTransitionError(self.entity, task_id, task.status.value, target.value)
@@ -276,11 +278,10 @@ class TaskRepository(Repository[Task]):
                 queued = self._queue_status(task, [prerequisite.status], now, [depends_on_id])
                 await self._flush_and_refresh(task, task_id)
         if queued is TaskStatus.CANCELLED:
-            # The task left the counts with the change; those it cancels follow.
-            cancelled = await work_queue.cancel_closure(
-                self._ex, [task_id], str(task.error), keep_start=True
-            )
-            await task_graph.finished(self._ex, cancelled, through=[task_id])
+            # The task and every unfinished task waiting on it left the counts
+            # with the change (and, finished now, were not put back): those it
+            # cancels are among them.
+            await work_queue.cancel_closure(self._ex, [task_id], str(task.error), keep_start=True)
         return True
 
     async def dependencies_of(self, task_id: str) -> builtins.list[Task]:
@@ -390,6 +391,7 @@ class TaskRepository(Repository[Task]):
         transitively; returns how many tasks were cancelled."""
         if reason is not None:
             values.text(reason, "reason")
+        await task_graph.lock(self._ex)  # before the row lock (see task_graph.lock)
         task = await self.get(task_id, for_update=True)
         if task.status in FINISHED_TASK_STATUSES:
             raise InvalidTransitionError(self.entity, task_id, task.status.value, "cancelled")

@@ -195,6 +195,9 @@ def due_statement() -> Select[Any]:
         )
         .order_by(_T.reprioritize_at)
         .limit(bindparam("limit"))
+        # Locked until written (PostgreSQL), so that no change of their
+        # facts in between is overwritten; rows being changed wait a turn.
+        .with_for_update(skip_locked=True)
     )
 
 

@@ -470,17 +470,19 @@ def path_statement() -> Select[Any]:
     )
 
 
-def graph_lock_statement(dialect: str) -> Select[Any] | None:
+def graph_lock_statement(dialect: str, *, wait: bool = True) -> Select[Any] | None:
     """The lock that serialises changes to the dependency graph, for the
-    transaction (PostgreSQL); SQLite's single writer needs none."""
+    transaction (PostgreSQL); SQLite's single writer needs none. Without
+    ``wait``, it returns whether the lock was free (and is now held)."""
     if dialect != "postgresql":
         return None
-    return _graph_lock()
+    return _graph_lock(wait)
 
 
 @functools.cache
-def _graph_lock() -> Select[Any]:
-    return select(func.pg_advisory_xact_lock(bindparam("key", GRAPH_LOCK_KEY, BigInteger())))
+def _graph_lock(wait: bool) -> Select[Any]:
+    key = bindparam("key", GRAPH_LOCK_KEY, BigInteger())
+    return select(func.pg_advisory_xact_lock(key) if wait else func.pg_try_advisory_xact_lock(key))
 
 
 @functools.cache

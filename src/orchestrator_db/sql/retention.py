@@ -2,7 +2,7 @@
 batch at a time, and the counts of a dry run.
 
 * **Tasks** finished (completed, failed, cancelled) before ``:cutoff``
-  (their ``updated_at``: when they finished) that **no task depends on**,
+  (their ``updated_at``: when they finished, or last changed after) that **no task depends on**,
   oldest first (``idx_tasks_finished``), with their tool executions. A
   finished prerequisite goes once what waits on it has gone: history is
   pruned from its newest end, and no remaining task's dependency facts
@@ -72,6 +72,9 @@ def task_batch_statement() -> Select[Any]:
         .where(*_old_and_finished(_TASKS), _nobody_waits(_TASKS))
         .order_by(_TASKS.c.updated_at, _TASKS.c.id)
         .limit(bindparam("limit"))
+        # Held until deleted (PostgreSQL): no update slips in between the
+        # deletion of their tool executions and their own.
+        .with_for_update(skip_locked=True)
     )
 
 
