@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
+from orchestrator_db.errors import DependencyCycleError
 from orchestrator_db.models.task import DependencyType
 
 Graph = Mapping[str, Sequence[str]]
@@ -27,22 +28,28 @@ Graph = Mapping[str, Sequence[str]]
 
 def prerequisites_first(graph: Graph, nodes: Iterable[str]) -> list[str]:
     """``nodes`` and everything they reach in ``graph``, each after its
-    prerequisites. The graph must be acyclic (the package refuses cycles)."""
+    prerequisites; :class:`DependencyCycleError` if they reach a cycle."""
     order: list[str] = []
     done: set[str] = set()
+    path: set[str] = set()  # the nodes on the current walk
     for root in nodes:
         if root in done:
             continue
         stack = [(root, iter(graph.get(root, ())))]
         done.add(root)
+        path.add(root)
         while stack:
             node, pending = stack[-1]
             following = next(pending, None)
             if following is None:
                 stack.pop()
+                path.discard(node)
                 order.append(node)
+            elif following in path:
+                raise DependencyCycleError(node, following)
             elif following not in done:
                 done.add(following)
+                path.add(following)
                 stack.append((following, iter(graph.get(following, ()))))
     return order
 

@@ -42,6 +42,7 @@ from orchestrator_db.errors import (
     NotFoundError,
     ValidationError,
 )
+from orchestrator_db.models import graph
 from orchestrator_db.models.task import (
     FINISHED_TASK_STATUSES,
     TASK_TRANSITIONS,
@@ -568,29 +569,7 @@ class TaskRepository(Repository[Task]):
     def _topological(edges: Mapping[str, Sequence[str]], batch: set[str]) -> builtins.list[str]:
         """Batch ids, prerequisites first; DependencyCycleError on a cycle."""
         inside = {t: [p for p in prereqs if p in batch] for t, prereqs in edges.items()}
-        order: builtins.list[str] = []
-        state: dict[str, int] = {}  # 1: on the current path, 2: done
-        for root in sorted(batch):
-            if state.get(root) == 2:
-                continue
-            stack: builtins.list[tuple[str, int]] = [(root, 0)]
-            state[root] = 1
-            while stack:
-                node, index = stack[-1]
-                prerequisites = inside.get(node, [])
-                if index < len(prerequisites):
-                    stack[-1] = (node, index + 1)
-                    following = prerequisites[index]
-                    if state.get(following) == 1:
-                        raise DependencyCycleError(node, following)
-                    if state.get(following) != 2:
-                        state[following] = 1
-                        stack.append((following, 0))
-                else:
-                    state[node] = 2
-                    order.append(node)
-                    stack.pop()
-        return order
+        return graph.prerequisites_first(inside, sorted(batch))
 
     async def _insert_edges(self, pairs: Sequence[tuple[str, str]]) -> None:
         now = utc_now()
