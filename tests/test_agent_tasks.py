@@ -5,17 +5,18 @@ and agent types, on every engine configuration."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
-from orchestrator_db import Database, DependencyType, Task, TaskSource, TaskStatus
+from orchestrator_db import Database, DependencyType, Task, TaskSource, TaskStatus, task_graph
 from orchestrator_db.errors import CheckViolationError, LeaseLostError, ValidationError
 from orchestrator_db.models import priority
 from orchestrator_db.models.task import backoff
-from orchestrator_db.types import utc_now
+from orchestrator_db.types import in_uuid_set, utc_now
 from tests.helpers import assert_facts_hold, skip_back_off, task
 
 
@@ -273,6 +274,32 @@ async def test_facts_follow_completion_cancellation_and_deletion(db: Database) -
     (e,) = await fetch(db, e)
     assert e.status is TaskStatus.READY and e.dependency_depth == 0
     await assert_facts_hold(db)
+
+
+async def test_a_cascade_larger_than_one_statement_leaves_the_counts_right(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past IDS_PER_STATEMENT finished tasks, the ids are walked in groups; a
+    # task must still be walked up through the finished tasks of other groups.
+    monkeypatch.setattr(task_graph, "IDS_PER_STATEMENT", 1)
+    z, y, _x, _w = await submit(
+        db, *[task() for _ in range(4)], depends_on={1: [0], 2: [1], 3: [2]}
+    )
+    async with db.unit_of_work() as uow:
+        assert await uow.tasks.cancel(y.id) == 3
+        await uow.commit()
+    (z,) = await fetch(db, z)
+    assert z.blocking_count == 0
+    await assert_facts_hold(db)
+
+
+async def test_any_number_of_ids_binds_as_one_parameter(db: Database) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(40_000)]
+    stored = await submit(db, task())
+    statement = select(func.count()).where(in_uuid_set(Task.__table__.c.id, "ids"))
+    async with db.unit_of_work(read_only=True) as uow:
+        assert await uow.session.scalar(statement, {"ids": [*ids, stored[0].id]}) == 1
+        assert await uow.session.scalar(statement, {"ids": []}) == 0
 
 
 async def test_a_failure_for_good_takes_its_dependents_out_of_the_counts(db: Database) -> None:

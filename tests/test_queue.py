@@ -132,6 +132,24 @@ async def test_submit_many_orders_a_batch_and_rejects_cycles(db: Database) -> No
         assert await uow.tasks.count() == 3
 
 
+async def test_submitting_a_stored_task_refuses_a_cycle(db: Database) -> None:
+    pending = task()
+    async with db.unit_of_work() as uow:
+        await uow.tasks.add(pending)
+        await uow.commit()
+    (waiter,) = await submit(db, task())
+    async with db.unit_of_work() as uow:
+        await uow.tasks.add_dependency(waiter.id, pending.id)
+        await uow.commit()
+    async with db.unit_of_work() as uow:
+        stored = await uow.tasks.get(pending.id)
+        with pytest.raises(DependencyCycleError):
+            await uow.tasks.submit(stored, depends_on=[waiter.id])
+    async with db.unit_of_work(read_only=True) as uow:
+        assert (await uow.tasks.get(pending.id)).status is TaskStatus.PENDING
+        assert await uow.tasks.dependencies_of(pending.id) == []
+
+
 # ----------------------------------------------------------- dependency edges
 
 

@@ -125,6 +125,16 @@ async def _ancestors(ex: Executor, ids: Collection[str]) -> dict[str, frozenset[
     return {task_id: frozenset(reached) for task_id, reached in found.items()}
 
 
+async def closing_a_cycle(ex: Executor, task_id: str, prerequisites: Collection[str]) -> str | None:
+    """The first of ``prerequisites`` that already waits for the stored
+    task ``task_id`` (directly or through others): an edge from the task to
+    it would close a cycle. ``None`` if there is none."""
+    if not prerequisites:
+        return None
+    waiting = await _descendants(ex, [task_id], unfinished_only=False)
+    return next((p for p in prerequisites if p in waiting), None)
+
+
 # --------------------------------------------------------------- the counts
 
 
@@ -148,13 +158,12 @@ async def _shift(
     ex: Executor, ids: Collection[str], *, sign: int, through: Collection[str]
 ) -> set[str]:
     """Add ``sign`` times each of ``ids`` to the counts of the unfinished
-    tasks it waits for, walking through unfinished tasks and ``through``.
-    (Past :data:`IDS_PER_STATEMENT` tasks, each group of them is walked
-    through itself only.)"""
+    tasks it waits for, walking through unfinished tasks and ``through``
+    (bound as one parameter, whatever its size: every group of ``ids`` is
+    walked through all of it)."""
     changed: dict[str, Any] = {}
     for chunk in _chunks(ids):
-        walked = list(through) if len(through) <= IDS_PER_STATEMENT else chunk
-        params = {"ids": chunk, "through": walked, "sign": sign}
+        params = {"ids": chunk, "through": through, "sign": sign}
         for row in await ex.rows(g.shift_blocking_statement(), params, entity=_ENTITY):
             changed[str(row.id)] = row
     await rescore(ex, changed.values())

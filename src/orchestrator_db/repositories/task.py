@@ -152,7 +152,8 @@ class TaskRepository(Repository[Task]):
         ``ready``. A new task is added; a stored ``pending`` one is queued.
 
         A prerequisite that does not exist raises :class:`NotFoundError`; the
-        task itself as a prerequisite raises :class:`DependencyCycleError`.
+        task itself as a prerequisite, or (for a stored task) one that already
+        waits for it, raises :class:`DependencyCycleError`.
         If a prerequisite already failed or was cancelled, the task is stored
         ``cancelled``: it could never run. The task's dependency facts and
         calculated priority are set, and the tasks it waits for count it.
@@ -176,6 +177,9 @@ class TaskRepository(Repository[Task]):
                 self._queue_status(task, [], now, [])
                 await self._flush_and_refresh(task, task.id)
                 return task
+            cycle = await task_graph.closing_a_cycle(self._ex, task.id, prerequisites)
+            if cycle is not None:
+                raise DependencyCycleError(task.id, cycle)
             async with task_graph.changing(self._ex, [task.id]):
                 self._queue_status(task, [found[p][0] for p in prerequisites], now, prerequisites)
                 await self._flush_and_refresh(task, task.id)
@@ -265,8 +269,7 @@ class TaskRepository(Repository[Task]):
         if task.status is TaskStatus.RUNNING or task.status in FINISHED_TASK_STATUSES:
             raise InvalidTransitionError(self.entity, task_id, task.status.value, "blocked")
         prerequisite = await self.get(depends_on_id)
-        path = {"start": depends_on_id, "goal": task_id}
-        if await self._ex.rows(q.path_statement(), path, entity=self.entity):
+        if await task_graph.closing_a_cycle(self._ex, task_id, [depends_on_id]):
             raise DependencyCycleError(task_id, depends_on_id)
         edge = {"task_id": task_id, "depends_on_id": depends_on_id}
         if await self._ex.rows(q.edge_statement(), edge, entity=self.entity):

@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 
 from orchestrator_db.models.task import FINISHED_TASK_STATUSES, Task, TaskDependency, TaskStatus
-from orchestrator_db.types import UTCDateTime, utc_now_sql
+from orchestrator_db.types import UTCDateTime, in_uuid_set, utc_now_sql
 
 _TASKS = cast(Table, Task.__table__)
 _EDGES = cast(Table, TaskDependency.__table__)
@@ -79,7 +79,7 @@ def unfinished(table: Any) -> ColumnElement[bool]:
 def _passable(table: Any) -> ColumnElement[bool]:
     """Unfinished, or one of ``:through`` (tasks that just finished, walked
     as they were a moment ago)."""
-    return or_(unfinished(table), table.c.id.in_(bindparam("through", expanding=True)))
+    return or_(unfinished(table), in_uuid_set(table.c.id, "through"))
 
 
 def _held_back() -> CTE:

@@ -452,24 +452,6 @@ def rescue_statement(dialect: str) -> Update:
     return claim_statement_for(dialect, _TASKS, candidates, values, FACT_COLUMNS)
 
 
-@functools.cache
-def path_statement() -> Select[Any]:
-    """1 if ``:goal`` is reachable from ``:start`` following prerequisites."""
-    walk = select(TaskDependency.depends_on_id.label("id")).where(
-        TaskDependency.task_id == bindparam("start")
-    )
-    reached = walk.cte("prerequisites", recursive=True)
-    reached = reached.union(
-        select(TaskDependency.depends_on_id).where(TaskDependency.task_id == reached.c.id)
-    )
-    return (
-        select(literal_column("1"))
-        .select_from(reached)
-        .where(reached.c.id == bindparam("goal"))
-        .limit(1)
-    )
-
-
 def graph_lock_statement(dialect: str, *, wait: bool = True) -> Select[Any] | None:
     """The lock that serialises changes to the dependency graph, for the
     transaction (PostgreSQL); SQLite's single writer needs none. Without
