@@ -33,9 +33,10 @@ typecheck: install
 migration-gate: install
 	$(BIN)/python -m tests.migration_gate
 
-# Both cores: every engine configuration multiplies the suite.
+# Both cores: every engine configuration multiplies the suite. Tests that make
+# clusters of their own (xdist_group "clusters") share one worker.
 pytest: install
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 bench: install
 	$(BIN)/python -m bench

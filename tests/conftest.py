@@ -6,8 +6,10 @@ migrated once per run (the schema is built by the migrations, never by
 worker), migrated once, emptied before each test and dropped at the end.
 
 ``ORCHESTRATOR_TEST_ENGINES`` selects engines: ``sqlite``, ``sqlite-inline``
-(SQLite with ``sqlite_execution="inline"``), ``postgresql``, a comma-separated
-list, or ``auto`` (the default: all three, PostgreSQL when reachable). Tests
+(SQLite with ``sqlite_execution="inline"``), ``postgresql``, ``pgbouncer``
+(PostgreSQL through a real PgBouncer, started by the tests), a comma-separated
+list, or ``auto`` (the default: all four, PostgreSQL when reachable and
+PgBouncer when it can run, each loudly reported when not). Tests
 that open their own ``Database`` pass it ``database_options``.
 Naming ``postgresql`` explicitly makes an unreachable server an error rather
 than a skip.
@@ -28,7 +30,14 @@ from sqlalchemy import text
 from orchestrator_db import Database
 from orchestrator_db.models import Base
 from tests import pg
-from tests.support import ENGINE_OPTIONS, is_sqlite, postgres_skipped, selected_engines
+from tests.support import (
+    ENGINE_OPTIONS,
+    engine_url,
+    is_sqlite,
+    pgbouncer_skipped,
+    postgres_skipped,
+    selected_engines,
+)
 
 ENGINES = selected_engines()
 
@@ -42,6 +51,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_sep(
             "!", "PostgreSQL tests were SKIPPED: the server was not reachable", red=True
         )
+    why = pgbouncer_skipped()
+    if why:
+        terminalreporter.write_sep("!", f"PgBouncer tests were SKIPPED: {why}", red=True)
 
 
 def _worker_id(request: pytest.FixtureRequest) -> str:
@@ -67,7 +79,16 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A PostgreSQL database for this run, migrated to head once."""
-    name = f"odb_test_{os.getpid()}_{_worker_id(request)}"
+    yield from _session_database(f"odb_test_{os.getpid()}_{_worker_id(request)}")
+
+
+@pytest.fixture(scope="session")
+def second_postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Another one, for tests that need two engines' databases at once."""
+    yield from _session_database(f"odb_test2_{os.getpid()}_{_worker_id(request)}")
+
+
+def _session_database(name: str) -> Iterator[str]:
     url = pg.create_database(name)
 
     async def build() -> None:
@@ -102,8 +123,8 @@ def engine(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def _emptied_postgres_url(request: pytest.FixtureRequest) -> str:
-    url = str(request.getfixturevalue("postgres_url"))
+def _emptied_postgres_url(request: pytest.FixtureRequest, fixture: str = "postgres_url") -> str:
+    url = str(request.getfixturevalue(fixture))
 
     async def empty() -> None:
         db = Database(url)
@@ -119,7 +140,7 @@ def database_url(engine: str, request: pytest.FixtureRequest, tmp_path: Path) ->
     """A URL to an empty, migrated database of ``engine``."""
     if is_sqlite(engine):
         return sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path)
-    return _emptied_postgres_url(request)
+    return engine_url(engine, _emptied_postgres_url(request))
 
 
 @pytest.fixture
@@ -131,9 +152,18 @@ def database_options(engine: str) -> dict[str, Any]:
 @pytest.fixture
 def postgres_database_url(request: pytest.FixtureRequest) -> str:
     """An empty, migrated PostgreSQL database, for PostgreSQL-only behaviour."""
-    if "postgresql" not in ENGINES:
+    if "postgresql" not in ENGINES and "pgbouncer" not in ENGINES:
         pytest.skip("PostgreSQL is not among the selected engines")
     return _emptied_postgres_url(request)
+
+
+@pytest.fixture
+def pgbouncer_database_url(request: pytest.FixtureRequest) -> str:
+    """An empty, migrated PostgreSQL database (not ``postgres_database_url``'s)
+    reached through PgBouncer."""
+    if "pgbouncer" not in ENGINES:
+        pytest.skip("PgBouncer is not among the selected engines")
+    return engine_url("pgbouncer", _emptied_postgres_url(request, "second_postgres_url"))
 
 
 @pytest.fixture

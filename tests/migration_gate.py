@@ -15,7 +15,13 @@ from pathlib import Path
 
 from orchestrator_db import Database
 from tests import pg
-from tests.support import postgres_skipped, run_alembic, schema_objects, selected_engines
+from tests.support import (
+    engine_url,
+    postgres_skipped,
+    run_alembic,
+    schema_objects,
+    selected_engines,
+)
 
 STEPS = (
     ("upgrade", "head"),
@@ -67,8 +73,10 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as directory:
                 ok &= gate(engine, f"sqlite+aiosqlite:///{Path(directory) / 'gate.db'}")
         else:
-            name = f"odb_gate_{os.getpid()}"
-            url = pg.create_database(name)
+            name = f"odb_gate_{os.getpid()}_{engine}"
+            url = engine_url(engine, pg.create_database(name))
+            if engine == "pgbouncer":
+                url += "?pgbouncer=true"  # the CLI takes the setting from the URL
             try:
                 ok &= gate(engine, url)
             finally:

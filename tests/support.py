@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Connection, inspect, text
 
-from tests import pg
+from tests import pg, pgbouncer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,12 +23,22 @@ def postgres_skipped() -> bool:
     return os.environ.get("ORCHESTRATOR_TEST_ENGINES", "auto") == "auto" and not pg.ensure_server()
 
 
+def pgbouncer_skipped() -> str | None:
+    """Why ``auto`` mode left PgBouncer out, if it did."""
+    if os.environ.get("ORCHESTRATOR_TEST_ENGINES", "auto") != "auto" or not pg.ensure_server():
+        return None
+    return pgbouncer.start()[1] or None
+
+
 #: Test engines: a database and the ``Database`` settings it runs with.
-#: ``sqlite-inline`` is SQLite with statements run on the event loop's thread.
+#: ``sqlite-inline`` is SQLite with statements run on the event loop's thread;
+#: ``pgbouncer`` is the PostgreSQL database through a real PgBouncer in
+#: transaction pooling mode (see ``tests/pgbouncer.py``).
 ENGINE_OPTIONS: dict[str, dict[str, Any]] = {
     "sqlite": {},
     "sqlite-inline": {"sqlite_execution": "inline"},
     "postgresql": {},
+    "pgbouncer": {"pgbouncer": True},
 }
 
 
@@ -35,20 +46,43 @@ def is_sqlite(engine: str) -> bool:
     return engine.startswith("sqlite")
 
 
+def engine_url(engine: str, postgres_url: str) -> str:
+    """The URL by which ``engine`` reaches the PostgreSQL database ``postgres_url``."""
+    return pgbouncer.through(postgres_url) if engine == "pgbouncer" else postgres_url
+
+
+def unavailable(what: str, why: str) -> None:
+    """Fail a test that needs ``what`` when the engines were named (as CI
+    names them), skip it in ``auto`` mode; either way, say why."""
+    message = f"{what} is not available here: {why}"
+    if os.environ.get("ORCHESTRATOR_TEST_ENGINES", "auto") == "auto":
+        pytest.skip(message)
+    pytest.fail(message)
+
+
 def selected_engines() -> list[str]:
     """Engines named by ``ORCHESTRATOR_TEST_ENGINES`` (``auto`` by default)."""
     setting = os.environ.get("ORCHESTRATOR_TEST_ENGINES", "auto")
     if setting == "auto":
-        if pg.ensure_server():
-            return ["sqlite", "sqlite-inline", "postgresql"]
-        warnings.warn("PostgreSQL is not reachable: SQLite only", stacklevel=1)
-        return ["sqlite", "sqlite-inline"]
+        if not pg.ensure_server():
+            warnings.warn("PostgreSQL is not reachable: SQLite only", stacklevel=1)
+            return ["sqlite", "sqlite-inline"]
+        engines = ["sqlite", "sqlite-inline", "postgresql"]
+        port, why = pgbouncer.start()
+        if port is None:
+            warnings.warn(f"PgBouncer left out: {why}", stacklevel=1)
+            return engines
+        return [*engines, "pgbouncer"]
     engines = [name.strip() for name in setting.split(",") if name.strip()]
     unknown = set(engines) - set(ENGINE_OPTIONS)
     if unknown:
         raise SystemExit(f"unknown engines in ORCHESTRATOR_TEST_ENGINES: {sorted(unknown)}")
-    if "postgresql" in engines and not pg.ensure_server():
+    if {"postgresql", "pgbouncer"} & set(engines) and not pg.ensure_server():
         raise SystemExit(f"PostgreSQL required but not reachable at {pg.ADMIN_DSN}")
+    if "pgbouncer" in engines:
+        port, why = pgbouncer.start()
+        if port is None:
+            raise SystemExit(f"PgBouncer required but it cannot run: {why}")
     return engines
 
 

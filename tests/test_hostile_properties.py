@@ -1,6 +1,7 @@
 """Hostile values thrown at every public method, on every engine at once.
 
-For each public repository method and each ``QueueWorker`` method, hypothesis
+For each public repository method, each ``QueueWorker`` method and the
+``Database`` methods that take arguments (units, ``run``, health), hypothesis
 draws arguments that mix sensible values with hostile ones (NUL bytes, lone
 surrogates, huge and negative numbers, floats where integers go, years 1 and
 9999 in far time zones, naive datetimes, deep and odd JSON, tampered cursors,
@@ -152,7 +153,8 @@ def engines(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engines]
                 folder.mkdir()
                 url = sqlite_copy(template, folder)
             else:
-                url = request.getfixturevalue("postgres_database_url")
+                fixture = "pgbouncer" if engine == "pgbouncer" else "postgres"
+                url = request.getfixturevalue(f"{fixture}_database_url")
             db = Database(url, **ENGINE_OPTIONS[engine])
             harness.databases[engine] = db
             harness.run(populate(db))
@@ -810,6 +812,62 @@ def test_queue_worker_methods_with_hostile_arguments(engines: Engines, data: st.
     )
     outcomes = {
         engine: engines.run(worker_attempt(db, arguments, method))
+        for engine, db in engines.databases.items()
+    }
+    assert len(set(outcomes.values())) == 1, f"engines disagree: {outcomes}"
+
+
+SECONDS = st.one_of(
+    st.floats(min_value=0.05, max_value=5),
+    st.sampled_from([0, -1, 1e-300, 86_401, float("inf"), float("nan"), 2**70]),
+    WRONG,
+)
+FLAGS = st.one_of(st.booleans(), WRONG)
+
+
+async def database_attempt(db: Database, method: str, arguments: dict[str, Any]) -> str:
+    """``method`` of ``db`` with ``arguments``: ``"ok"`` or the error class;
+    nothing is written either way."""
+    before = await fingerprint(db)
+
+    async def count(uow: UnitOfWork) -> int:
+        return await uow.tasks.count()
+
+    try:
+        if method == "health_check":
+            await db.health_check(timeout=arguments["timeout"])
+        elif method == "wait_until_ready":
+            await db.wait_until_ready(timeout=arguments["timeout"], at_head=arguments["flag"])
+        elif method == "run":
+            work = count if arguments["callable"] else arguments["work"]
+            assert await db.run(work, retries=arguments["retries"], read_only=arguments["flag"])
+        else:
+            async with db.unit_of_work(read_only=arguments["flag"], fresh=arguments["fresh"]) as u:
+                await u.tasks.count()
+        outcome = "ok"
+    except DataLayerError as refused:
+        outcome = type(refused).__name__
+    assert await fingerprint(db) == before, f"{outcome}, yet wrote"
+    return outcome
+
+
+@settings(HOSTILE_SETTINGS, max_examples=EXAMPLES * 2)
+@given(data=st.data())
+def test_database_methods_with_hostile_arguments(engines: Engines, data: st.DataObject) -> None:
+    arguments = {
+        "timeout": data.draw(SECONDS, label="timeout"),
+        "flag": data.draw(FLAGS, label="flag"),
+        "fresh": data.draw(FLAGS, label="fresh"),
+        "retries": data.draw(st.one_of(st.integers(0, 3), INTEGERS), label="retries"),
+        "callable": data.draw(st.booleans(), label="callable"),
+        "work": data.draw(WRONG, label="work"),
+    }
+    method = data.draw(
+        st.sampled_from(["health_check", "wait_until_ready", "run", "unit_of_work"]),
+        label="method",
+    )
+    outcomes = {
+        engine: engines.run(database_attempt(db, method, arguments))
         for engine, db in engines.databases.items()
     }
     assert len(set(outcomes.values())) == 1, f"engines disagree: {outcomes}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -23,11 +24,16 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
 
 
-def run_block(code: str, directory: Path) -> list[str]:
+def run_block(code: str, directory: Path, env: dict[str, str] | None = None) -> list[str]:
     script = directory / "block.py"
     script.write_text(code)
     result = subprocess.run(
-        [sys.executable, str(script)], cwd=directory, capture_output=True, text=True, check=False
+        [sys.executable, str(script)],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
@@ -52,6 +58,9 @@ EXPECTED_OUTPUT = {
     "async def run(task": ["3"],
     "claim_unprocessed": ["['ticket_stage_completed']"],
     'agent_types={"planner"}': ["1 22.8 1", "True"],
+    "pgbouncer=True": ["0"],
+    "wait_until_ready": ["True True None", "36"],
+    "max_replica_lag=5.0": ["2"],
     "dry_run=True": [
         "{'tasks': 1, 'tool_executions': 0, 'events': 0, 'sessions': 0}",
         "{'tasks': 1, 'tool_executions': 0, 'events': 0, 'sessions': 0}",
@@ -60,9 +69,14 @@ EXPECTED_OUTPUT = {
 
 
 @pytest.mark.parametrize("index", range(len(python_blocks())))
-def test_every_readme_code_block_runs_as_written(index: int, tmp_path: Path) -> None:
+def test_every_readme_code_block_runs_as_written(
+    index: int, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     code = python_blocks()[index]
-    lines = run_block(code, tmp_path)
+    env = {}
+    if "PGBOUNCER_URL" in code:  # a real PgBouncer, in front of an empty database
+        env["PGBOUNCER_URL"] = request.getfixturevalue("pgbouncer_database_url")
+    lines = run_block(code, tmp_path, env)
     for marker, expected in EXPECTED_OUTPUT.items():
         if marker in code:
             assert lines == expected

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Self, TypedDict, Unpack
+from typing import Any, Self, TypedDict, TypeVar, Unpack
 
 from alembic import command
 from alembic.config import Config
@@ -16,16 +18,28 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.pool import QueuePool
 
-from orchestrator_db import retention, values
-from orchestrator_db._execution.engines import backend_for, create_engine, create_read_engine
+from orchestrator_db import retention, retrying, values
+from orchestrator_db._execution.engines import (
+    backend_for,
+    create_engine,
+    create_read_engine,
+    create_replica_engine,
+)
 from orchestrator_db._execution.errors import Boundary, translate
 from orchestrator_db._execution.executor import UnitSession
-from orchestrator_db.errors import UnknownRevisionError, ValidationError
+from orchestrator_db._execution.replicas import ReplicaSet
+from orchestrator_db.errors import DatabaseUnavailableError, UnknownRevisionError, ValidationError
 from orchestrator_db.migrations import runner as migrations
 from orchestrator_db.migrations.runner import current_revision, head_revision
 from orchestrator_db.queue_worker import QueueWorker
-from orchestrator_db.settings import DatabaseSettings, SQLiteExecution, normalize_url, url_from_env
-from orchestrator_db.unit_of_work import UnitOfWork
+from orchestrator_db.settings import (
+    DatabaseSettings,
+    SQLiteExecution,
+    normalize_url,
+    split_url,
+    url_from_env,
+)
+from orchestrator_db.unit_of_work import Route, UnitOfWork
 
 
 class DatabaseOptions(TypedDict, total=False):
@@ -40,6 +54,9 @@ class DatabaseOptions(TypedDict, total=False):
     sqlite_execution: SQLiteExecution
     application_name: str
     statement_timeout: float
+    pgbouncer: bool
+    replicas: Sequence[str | URL]
+    max_replica_lag: float
     echo: bool
     extra_engine_options: dict[str, Any]
 
@@ -64,11 +81,33 @@ class HealthReport:
     head_revision: str | None
     pool: PoolStatus
     error: str | None = None
+    #: The server answered (``ok`` may still be False: an unmigrated or
+    #: out-of-date schema).
+    reachable: bool = False
 
     @property
     def up_to_date(self) -> bool:
         """The database is at the newest revision this package ships."""
         return self.current_revision is not None and self.current_revision == self.head_revision
+
+
+#: Seconds :meth:`Database.health_check` waits for an answer by default.
+HEALTH_TIMEOUT = 5.0
+#: The shortest probe :meth:`Database.wait_until_ready` makes, however
+#: little of its timeout is left: a probe needs time to be answered.
+MIN_PROBE = 0.25
+T = TypeVar("T")
+
+
+def _seconds(value: Any, field: str) -> float:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not 0 < value <= 86_400
+        or value != value
+    ):
+        raise ValidationError(f"{field} must be a number of seconds above 0", field=field)
+    return float(value)
 
 
 class Database:
@@ -81,12 +120,19 @@ class Database:
     """
 
     def __init__(self, url: str | URL, **settings: Unpack[DatabaseOptions]) -> None:
-        self.url = normalize_url(url)
-        self.settings = DatabaseSettings().with_overrides(**settings)
+        self.url, from_url = split_url(normalize_url(url))
+        self.settings = DatabaseSettings().with_overrides(**{**from_url, **settings})
         self._backend = backend_for(self.url.get_backend_name())
+        if self.settings.replicas and self._backend.name != "postgresql":
+            raise ValidationError("read replicas are PostgreSQL's", field="replicas")
         try:
             self.engine: AsyncEngine = create_engine(self.url, self.settings)
             self._read_engine = create_read_engine(self.engine, self.url, self.settings)
+            replica_engines = [
+                create_replica_engine(replica, self.settings)
+                for replica in self.settings.replicas
+                if isinstance(replica, URL)
+            ]
         except (TypeError, ValueError, SQLAlchemyError) as error:
             # Options SQLAlchemy refuses: they can only be the user's.
             raise ValidationError(
@@ -99,6 +145,17 @@ class Database:
         self._read_sessions = async_sessionmaker(
             self._read_engine, class_=UnitSession, expire_on_commit=False
         )
+        autocommit = self._backend.autocommit_reads(self.settings)
+        self._primary_reads = Route(self._read_sessions, self._read_engine if autocommit else None)
+        self._replicas = ReplicaSet(replica_engines, self.settings.max_replica_lag)
+        self._replica_routes = {
+            replica: Route(
+                async_sessionmaker(replica.engine, class_=UnitSession, expire_on_commit=False),
+                replica.engine if autocommit else None,
+                functools.partial(self._replicas.ended, replica),
+            )
+            for replica in self._replicas.replicas
+        }
         #: The database's revision is one this package knows (see _check_schema).
         self._schema_known = False
 
@@ -111,23 +168,35 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
+    def unit_of_work(self, *, read_only: bool = False, fresh: bool = False) -> UnitOfWork:
         """A new unit of work; use it as ``async with db.unit_of_work() as uow``.
 
         Write units (the default) take SQLite's write lock when they start
         (BEGIN IMMEDIATE), so concurrent writers queue for ``busy_timeout``
         instead of failing. ``read_only=True`` units run concurrently with
-        writers and refuse writes with :class:`~orchestrator_db.errors.ReadOnlyError`.
+        writers and refuse writes with :class:`~orchestrator_db.errors.ReadOnlyError`;
+        with read replicas they read from one, unless ``fresh=True`` (read
+        your own writes: from the primary).
         """
         if read_only is not True and read_only is not False:
             values.boolean(read_only, "read_only")
+        if fresh is not True and fresh is not False:
+            values.boolean(fresh, "fresh")
         check = None if self._schema_known else self._check_schema
         if not read_only:
             return UnitOfWork(self._write_sessions, self._backend, before_start=check)
-        autocommit = self._read_engine if self._backend.autocommit_reads else None
+        primary = self._primary_reads
         return UnitOfWork(
-            self._read_sessions, self._backend, autocommit_engine=autocommit, before_start=check
+            primary.sessions,
+            self._backend,
+            autocommit_engine=primary.autocommit_engine,
+            before_start=check,
+            route=None if fresh or not self._replica_routes else self._replica_route,
         )
+
+    async def _replica_route(self) -> Route:
+        replica = await self._replicas.choose()
+        return self._primary_reads if replica is None else self._replica_routes[replica]
 
     def queue_worker(
         self,
@@ -216,22 +285,35 @@ class Database:
 
     # -------------------------------------------------------------- health
 
-    async def health_check(self) -> HealthReport:
-        """Probe the database; never raises. See :class:`HealthReport`."""
+    # A timeout argument, not asyncio.timeout() around the call: the report
+    # must come back, not a cancellation.
+    async def health_check(self, *, timeout: float = HEALTH_TIMEOUT) -> HealthReport:  # noqa: ASYNC109
+        """Probe the database; returns within ``timeout`` seconds, and
+        raises only for a ``timeout`` that is not a positive number. ``ok``
+        only when the server answered and the schema is at the newest
+        revision; else ``error`` says why. See :class:`HealthReport`."""
+        seconds = _seconds(timeout, "timeout")
         started = time.perf_counter()
         version: str | None = None
         current: str | None = None
         error: str | None = None
+        reachable = False
+        head = head_revision()
         try:
-            async with self._read_engine.connect() as connection:
+            async with asyncio.timeout(seconds), self._read_engine.connect() as connection:
                 await connection.exec_driver_sql("SELECT 1")
+                reachable = True
                 info = connection.dialect.server_version_info
                 version = ".".join(str(part) for part in info) if info else None
                 current = await connection.run_sync(current_revision)
             if current is None:
                 error = "the database has not been migrated: run `await db.migrate()`"
             elif current not in migrations.known_revisions():
-                error = str(UnknownRevisionError(current, head_revision()))
+                error = str(UnknownRevisionError(current, head))
+            elif current != head:
+                error = f"the schema is at {current}, not at {head}: run `await db.migrate()`"
+        except TimeoutError:
+            error = f"no answer within {seconds:g} s"
         except Exception as exc:
             error = str(translate(exc, self._backend))
         latency_ms = (time.perf_counter() - started) * 1000
@@ -241,9 +323,66 @@ class Database:
             dialect=self.dialect,
             server_version=version,
             current_revision=current,
-            head_revision=head_revision(),
+            head_revision=head,
             pool=self.pool_status(),
             error=error,
+            reachable=reachable,
+        )
+
+    async def wait_until_ready(
+        self,
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109 (probes are bounded by what is left of it)
+        at_head: bool = False,
+    ) -> HealthReport:
+        """Wait until the database answers (with ``at_head``: and its schema
+        is at the newest revision), probing with back-off; the report that
+        found it ready. After ``timeout`` seconds (and at most one short
+        probe, :data:`MIN_PROBE`, more),
+        :class:`~orchestrator_db.errors.DatabaseUnavailableError` with the
+        last reason. For a service starting beside its database."""
+        seconds = _seconds(timeout, "timeout")
+        values.boolean(at_head, "at_head")
+        deadline = time.monotonic() + seconds
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            probe = min(max(remaining, MIN_PROBE), HEALTH_TIMEOUT)
+            report = await self.health_check(timeout=probe)
+            if report.ok or (report.reachable and not at_head):
+                return report
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DatabaseUnavailableError(
+                    f"the database was not ready within {seconds:g} s: {report.error}"
+                )
+            await asyncio.sleep(min(retrying.delay(attempt), remaining))
+            attempt += 1
+
+    async def run(
+        self,
+        work: Callable[[UnitOfWork], Awaitable[T]],
+        *,
+        retries: int = 3,
+        read_only: bool = False,
+    ) -> T:
+        """``await work(uow)`` in a new unit of work, committed when it
+        returns (unless ``read_only``); its result. After a
+        :class:`~orchestrator_db.errors.TransactionConflictError` or a
+        :class:`~orchestrator_db.errors.DatabaseUnavailableError` (a
+        restart, a failover), ``work`` runs again in a fresh unit, up to
+        ``retries`` more times, with exponential back-off and jitter. A
+        connection lost during COMMIT leaves unknown whether it committed:
+        pass only work that is safe to run twice."""
+        values.integer(retries, "retries", minimum=0, maximum=100)
+        values.boolean(read_only, "read_only")
+        if not callable(work):
+            raise ValidationError("work must be a coroutine function taking a unit of work")
+        return await retrying.run(
+            lambda: self.unit_of_work(read_only=read_only),
+            work,
+            retries=retries,
+            commit=not read_only,
         )
 
     def pool_status(self, *, read_only: bool = False) -> PoolStatus:
@@ -267,6 +406,7 @@ class Database:
             await self.engine.dispose()
             if self._read_engine.sync_engine.pool is not self.engine.sync_engine.pool:
                 await self._read_engine.dispose()
+            await self._replicas.dispose()
 
     async def __aenter__(self) -> Self:
         return self

@@ -79,6 +79,26 @@ class DatabaseSettings:
         Shown in ``pg_stat_activity`` so operators can tell who holds a lock.
     ``statement_timeout`` (PostgreSQL, seconds, default none)
         A server-side cap on any single statement.
+    ``pgbouncer`` ``False`` (PostgreSQL)
+        The URL names a PgBouncer in transaction pooling mode (or another
+        pooler that hands each transaction to any server connection). Then
+        no statement is prepared by name (asyncpg's and SQLAlchemy's
+        statement caches are off: each statement is parsed where it runs),
+        nothing is set at connection start-up (PgBouncer refuses startup
+        parameters it does not know), read-only units open ``BEGIN READ
+        ONLY`` transactions on the one pool instead of running in
+        autocommit, and ``statement_timeout`` is set for each transaction
+        (``set_config(..., true)``, one more round trip per transaction).
+        Left ``False`` behind such a pooler, the first clash of prepared
+        statements raises :class:`~orchestrator_db.errors.DatabaseConfigurationError`
+        saying so.
+    ``replicas`` none (PostgreSQL)
+        URLs of read replicas: read-only units of work go to them, in turn
+        (``db.unit_of_work(read_only=True, fresh=True)`` reads from the
+        primary). A replica that does not answer, or lags more than
+        ``max_replica_lag`` seconds (default 5), is passed over until it
+        recovers; with none usable, reads go to the primary. See
+        :mod:`orchestrator_db._execution.replicas`.
     PostgreSQL transactions run at READ COMMITTED, the server default; the
     repositories take row locks (``FOR UPDATE``) where they read-then-write.
     Read-only units of work use a second pool of the same size, in
@@ -95,6 +115,10 @@ class DatabaseSettings:
     sqlite_execution: SQLiteExecution = "thread"
     application_name: str = "orchestrator_db"
     statement_timeout: float | None = None
+    pgbouncer: bool = False
+    # Not in the repr: a URL may hold a password.
+    replicas: tuple[str | URL, ...] = field(default=(), repr=False)
+    max_replica_lag: float = 5.0
     echo: bool = False
     # Not in the repr: connect_args may hold a password.
     extra_engine_options: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -110,7 +134,10 @@ class DatabaseSettings:
             setting = getattr(self, name)
             if setting is not None:
                 values.integer(setting, name, minimum=-1 if name == "pool_recycle" else 0)
-        for name in ("pool_timeout", "busy_timeout", "statement_timeout"):
+        if isinstance(self.replicas, str | URL) or not isinstance(self.replicas, list | tuple):
+            raise ValidationError("replicas must be a list of database URLs", field="replicas")
+        object.__setattr__(self, "replicas", tuple(normalize_url(u) for u in self.replicas))
+        for name in ("pool_timeout", "busy_timeout", "statement_timeout", "max_replica_lag"):
             setting = getattr(self, name)
             if setting is not None and (
                 not isinstance(setting, int | float)
@@ -120,7 +147,7 @@ class DatabaseSettings:
                 raise ValidationError(
                     f"{name} must be a number of seconds from 0 to {_MAX_SECONDS}", field=name
                 )
-        for name in ("pool_pre_ping", "echo"):
+        for name in ("pool_pre_ping", "echo", "pgbouncer"):
             setting = getattr(self, name)
             if setting is not None and not isinstance(setting, bool):
                 raise ValidationError(f"{name} must be True or False", field=name)
@@ -167,6 +194,28 @@ def normalize_url(url: str | URL) -> URL:
             "sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db"
         )
     return parsed.set(drivername=driver)
+
+
+#: Query parameters of a database URL that are settings of the package,
+#: taken out of the URL before the driver sees it: ``?pgbouncer=true``.
+URL_SETTINGS = ("pgbouncer",)
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def split_url(url: URL) -> tuple[URL, dict[str, Any]]:
+    """``url`` without the package's own query parameters
+    (:data:`URL_SETTINGS`), and their values as settings. Lets one URL
+    (``$ORCHESTRATOR_DB_URL``, ``alembic -x url=...``) say everything."""
+    found: dict[str, Any] = {}
+    for name in URL_SETTINGS:
+        if name not in url.query:
+            continue
+        raw = url.query[name]
+        text = raw.lower() if isinstance(raw, str) else ""
+        if text not in _TRUE + _FALSE:
+            raise ValidationError(f"the URL's {name} parameter must be true or false", field=name)
+        found[name] = text in _TRUE
+    return url.difference_update_query(URL_SETTINGS), found
 
 
 def url_from_env() -> str:

@@ -13,6 +13,7 @@ sent, leaves the unit as it was.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar, overload
 
@@ -101,6 +102,17 @@ class AbstractUnitOfWork(Protocol):
     async def rollback(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a unit's statements go: the sessions it opens, the engine of
+    units in autocommit (see :class:`~orchestrator_db._execution.executor.OwnConnection`),
+    and who is told how the unit ended (a replica's bookkeeping)."""
+
+    sessions: async_sessionmaker[UnitSession]
+    autocommit_engine: AsyncEngine | None = None
+    ended: Callable[[BaseException | None], None] | None = None
+
+
 class UnitOfWork(AbstractUnitOfWork):
     """A transaction with typed repositories.
 
@@ -137,15 +149,18 @@ class UnitOfWork(AbstractUnitOfWork):
         *,
         autocommit_engine: AsyncEngine | None = None,
         before_start: Callable[[], Awaitable[None]] | None = None,
+        route: Callable[[], Awaitable[Route]] | None = None,
     ) -> None:
         """``autocommit_engine``: the engine, in autocommit, of a unit whose
         statements each commit on their own (see
         :class:`~orchestrator_db._execution.executor.OwnConnection`).
-        ``before_start`` runs as the unit starts (the schema check)."""
-        self._session_factory = session_factory
+        ``before_start`` runs as the unit starts (the schema check);
+        ``route``, then, may send the unit elsewhere (a read replica)."""
+        self._default = Route(session_factory, autocommit_engine)
         self._backend = backend
-        self._autocommit_engine = autocommit_engine
         self._before_start = before_start
+        self._route = route
+        self._ended: Callable[[BaseException | None], None] | None = None
         self._executor: UnitExecutor | None = None
         self._open = False
 
@@ -155,12 +170,17 @@ class UnitOfWork(AbstractUnitOfWork):
         if self._before_start is not None:
             with Boundary(self._backend):
                 await self._before_start()
+        route = self._default
+        if self._route is not None:
+            with Boundary(self._backend):
+                route = await self._route()
         self._open = True
         if self._executor is not None:  # a unit entered again starts afresh
             for name in _REPOSITORIES:
                 self.__dict__.pop(name, None)
-        self.session = session = self._session_factory()
-        self._executor = UnitExecutor(session, self._backend, self._autocommit_engine)
+        self._ended = route.ended
+        self.session = session = route.sessions()
+        self._executor = UnitExecutor(session, self._backend, route.autocommit_engine)
         return self
 
     async def __aexit__(
@@ -171,13 +191,23 @@ class UnitOfWork(AbstractUnitOfWork):
     ) -> None:
         executor = self._executor
         self._open = False
-        if executor is not None:
-            with Boundary(self._backend):
-                await executor.close()  # rolls back whatever was not committed
-        if isinstance(exc, SQLAlchemyError):
-            # Raised through a connection of the session's (uow.session.connection()).
-            translated = translate(exc, self._backend)
-            raise translated from cause_of(translated, exc)
+        try:
+            if executor is not None:
+                with Boundary(self._backend):
+                    await executor.close()  # rolls back whatever was not committed
+            if isinstance(exc, SQLAlchemyError):
+                # Raised through a connection of the session's (uow.session.connection()).
+                translated = translate(exc, self._backend)
+                raise translated from cause_of(translated, exc)
+        except BaseException as error:
+            self._tell_ended(error)
+            raise
+        self._tell_ended(exc)
+
+    def _tell_ended(self, error: BaseException | None) -> None:
+        ended, self._ended = self._ended, None
+        if ended is not None:
+            ended(error)
 
     @property
     def failure(self) -> DataLayerError | None:

@@ -64,14 +64,15 @@ class Backend:
         package's guarantees (read-only units, timeouts), which they may not."""
         raise NotImplementedError
 
-    def configure(self, engine: AsyncEngine) -> None:
+    def configure(self, engine: AsyncEngine, settings: DatabaseSettings) -> None:
         """Install what the engine needs on every connection (event listeners)."""
 
-    #: Whether read-only units use an engine of their own, in autocommit (each
-    #: statement its own transaction, so a unit checks its connection out
-    #: itself: see :class:`~orchestrator_db._execution.executor.OwnConnection`),
-    #: rather than the write engine with :meth:`read_only_options`.
-    autocommit_reads: ClassVar[bool]
+    def autocommit_reads(self, settings: DatabaseSettings) -> bool:
+        """Whether read-only units use an engine of their own, in autocommit
+        (each statement its own transaction, so a unit checks its connection
+        out itself: see :class:`~orchestrator_db._execution.executor.OwnConnection`),
+        rather than the write engine with :meth:`read_only_options`."""
+        return False
 
     def read_only_options(self) -> dict[str, Any]:
         """Execution options that make the write engine's transactions read-only."""

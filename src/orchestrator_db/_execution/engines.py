@@ -59,7 +59,7 @@ def create_engine(
         for key in ("pool_size", "max_overflow", "pool_timeout"):
             options.pop(key, None)
     engine = create_async_engine(parsed, **options)
-    backend.configure(engine)
+    backend.configure(engine, settings)
     return engine
 
 
@@ -68,9 +68,17 @@ def create_read_engine(engine: AsyncEngine, url: URL, settings: DatabaseSettings
     its own in autocommit, or the write engine with read-only transactions
     (see :attr:`Backend.autocommit_reads`)."""
     backend = backend_for(url.get_backend_name())
-    if backend.autocommit_reads:
+    if backend.autocommit_reads(settings):
         return create_engine(url, settings, read_only=True)
     return engine.execution_options(**backend.read_only_options())
+
+
+def create_replica_engine(url: URL, settings: DatabaseSettings) -> AsyncEngine:
+    """The engine of read-only units on a read replica at ``url``."""
+    backend = backend_for(url.get_backend_name())
+    if backend.autocommit_reads(settings):
+        return create_engine(url, settings, read_only=True)
+    return create_engine(url, settings).execution_options(**backend.read_only_options())
 
 
 def merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

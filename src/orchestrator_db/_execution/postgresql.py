@@ -14,9 +14,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, text
+from sqlalchemy import Connection, Table, event, text
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from orchestrator_db._execution.backend import Backend, Fetch, concealing
@@ -50,14 +50,32 @@ _MIGRATION_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 class PostgreSQLBackend(Backend):
     name = "postgresql"
     names_foreign_keys = True
-    autocommit_reads = True
+
+    def autocommit_reads(self, settings: DatabaseSettings) -> bool:
+        # Behind PgBouncer a read-only unit is a BEGIN READ ONLY transaction:
+        # nothing else makes it refuse writes without a startup parameter.
+        return not settings.pgbouncer
+
+    def read_only_options(self) -> dict[str, Any]:
+        return {"postgresql_readonly": True}
 
     def engine_options(
         self, url: URL, settings: DatabaseSettings, *, read_only: bool
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         server_settings = {"application_name": settings.application_name}
-        if settings.statement_timeout is not None:
-            server_settings["statement_timeout"] = str(int(settings.statement_timeout * 1000))
+        connect_args: dict[str, Any] = {"server_settings": server_settings}
+        if settings.pgbouncer:
+            # Any transaction may run on any server connection: nothing is
+            # prepared by name (a name would clash with, or miss, another
+            # client's on the next server), and asyncpg parses each
+            # statement again in the message that runs it.
+            connect_args.update(
+                statement_cache_size=0,
+                prepared_statement_cache_size=0,
+                prepared_statement_name_func=_unnamed,
+            )
+        elif settings.statement_timeout is not None:
+            server_settings["statement_timeout"] = _milliseconds(settings.statement_timeout)
         defaults: dict[str, Any] = {
             "pool_size": settings.pool_size if settings.pool_size is not None else 10,
             "max_overflow": settings.max_overflow if settings.max_overflow is not None else 20,
@@ -65,11 +83,29 @@ class PostgreSQLBackend(Backend):
             "pool_pre_ping": bool(settings.pool_pre_ping),
             "isolation_level": "READ COMMITTED",
         }
-        enforced: dict[str, Any] = {"connect_args": {"server_settings": server_settings}}
+        enforced: dict[str, Any] = {"connect_args": connect_args}
         if read_only:
+            if settings.pgbouncer:
+                raise ValueError("read-only engines of their own are not made behind PgBouncer")
+            if url.query.get("target_session_attrs") == "read-write":
+                # Every session of this engine is read-only by default, so no
+                # host would pass for read-write: the primary is the one that
+                # is no standby.
+                connect_args["target_session_attrs"] = "primary"
             server_settings["default_transaction_read_only"] = "on"
             enforced["isolation_level"] = "AUTOCOMMIT"
         return defaults, enforced
+
+    def configure(self, engine: AsyncEngine, settings: DatabaseSettings) -> None:
+        timeout = settings.statement_timeout
+        if settings.pgbouncer and timeout is not None:
+            # Not a startup parameter behind PgBouncer: each transaction's own.
+            setting = {"ms": _milliseconds(timeout)}
+
+            def set_timeout(connection: Connection) -> None:
+                connection.execute(_STATEMENT_TIMEOUT, setting)
+
+            event.listen(engine.sync_engine, "begin", set_timeout)
 
     def lock_migrations(self, connection: Connection) -> None:
         # Transaction-scoped: released as the migration commits.
@@ -145,6 +181,18 @@ class PostgreSQLBackend(Backend):
 
 POSTGRESQL = PostgreSQLBackend()
 
+_STATEMENT_TIMEOUT = text("SELECT set_config('statement_timeout', :ms, true)")
+
+
+def _milliseconds(seconds: float) -> str:
+    return str(int(seconds * 1000))
+
+
+def _unnamed() -> str:
+    """The name of every statement SQLAlchemy prepares behind PgBouncer:
+    the unnamed statement, which lives only until the next one is parsed."""
+    return ""
+
 
 def _fetch(driver: Any) -> Fetch:
     async def fetch(sql: str, arguments: Sequence[Any]) -> Sequence[Sequence[Any]]:
@@ -180,6 +228,10 @@ _RELATION = re.compile(r'relation "([^"]+)" does not exist')
 # 3D000 invalid_catalog_name (no such database), class 28: the role or its
 # password was refused
 _CONFIGURATION = ("3D000",)
+# 42P05 duplicate_prepared_statement, 26000 invalid_sql_statement_name: a
+# named statement met another client's, or missed its own, on a server
+# connection a pooler handed over.
+_POOLED = ("42P05", "26000")
 # asyncpg's errors, without a SQLSTATE, for a connection that is gone or
 # whose protocol state was lost with its server.
 _LOST = frozenset({"InternalClientError", "ProtocolError", "TargetServerAttributeNotMatched"})
@@ -212,6 +264,11 @@ def _by_sqlstate(
         return TransactionConflictError(
             f"{message}: the transaction conflicted with a concurrent one and "
             "was rolled back; retry the unit of work"
+        )
+    if sqlstate in _POOLED or (sqlstate == "08P01" and "startup parameter" in message):
+        return DatabaseConfigurationError(
+            f"{message}: the server looks like PgBouncer in transaction pooling "
+            "mode; pass pgbouncer=True to Database"
         )
     if sqlstate.startswith("08") or sqlstate in _UNAVAILABLE:
         return DatabaseUnavailableError(f"cannot use the PostgreSQL connection: {message}")

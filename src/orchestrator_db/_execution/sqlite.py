@@ -79,7 +79,6 @@ class _SQLiteCompiler(SQLiteCompiler):
 class SQLiteBackend(Backend):
     name = "sqlite"
     names_foreign_keys = False
-    autocommit_reads = False
 
     def engine_options(
         self, url: URL, settings: DatabaseSettings, *, read_only: bool
@@ -119,7 +118,7 @@ class SQLiteBackend(Backend):
             enforced.update(pool_size=1, max_overflow=0, pool_recycle=-1)
         return defaults, enforced
 
-    def configure(self, engine: AsyncEngine) -> None:
+    def configure(self, engine: AsyncEngine, settings: DatabaseSettings) -> None:
         sync_engine = engine.sync_engine
         sync_engine.dialect.statement_compiler = _SQLiteCompiler
         event.listen(sync_engine, "do_connect", _create_privately)

@@ -16,7 +16,7 @@ from sqlalchemy.pool import NullPool
 
 from orchestrator_db._execution.engines import create_engine
 from orchestrator_db.migrations.runner import configure_and_run, resolve_url
-from orchestrator_db.settings import DatabaseSettings
+from orchestrator_db.settings import DatabaseSettings, normalize_url, split_url
 
 config = context.config
 # Tools and tests may compare against other models than the package's.
@@ -32,8 +32,10 @@ def run_offline() -> None:
 
 
 async def run_online() -> None:
-    url = resolve_url(config, context.get_x_argument(as_dictionary=True))
-    settings = DatabaseSettings(extra_engine_options={"poolclass": NullPool})
+    url, from_url = split_url(
+        normalize_url(resolve_url(config, context.get_x_argument(as_dictionary=True)))
+    )
+    settings = DatabaseSettings(extra_engine_options={"poolclass": NullPool}, **from_url)
     engine = create_engine(url, settings)
     try:
         async with engine.connect() as connection:

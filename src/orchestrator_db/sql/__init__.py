@@ -4,7 +4,8 @@
 * :mod:`.queue`: the task queue (claim, the owner's actions, release of
   dependents, cancellation, expiry);
 * :mod:`.outbox`: the event outbox (claim, mark processed);
-* :mod:`.upsert`: insert-or-update, per dialect.
+* :mod:`.upsert`: insert-or-update, per dialect;
+* :mod:`.replication`: what a read replica is asked (its lag).
 
 Statements are built once per dialect and variant and run with parameters:
 building SQLAlchemy expressions costs more than running them. Builders take

@@ -1,0 +1,158 @@
+"""Read replicas, against a real streaming replica (``tests/clusters.py``):
+a primary and its standby made for these tests, stopped, paused and
+restarted by them. The tests share one worker (``xdist_group``) and one pair
+of clusters."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+from sqlalchemy import text
+
+from orchestrator_db import Database, UnitOfWork
+from orchestrator_db.errors import ReadOnlyError, ValidationError
+from tests import clusters
+from tests.helpers import add_tasks, task
+from tests.support import selected_engines
+
+pytestmark = [
+    pytest.mark.xdist_group("clusters"),
+    pytest.mark.skipif(
+        "postgresql" not in selected_engines(), reason="PostgreSQL is not among the engines"
+    ),
+]
+
+#: Long enough for anything these tests wait for to have happened.
+PATIENCE = 60
+PORT = text("SELECT inet_server_port()")
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[tuple[clusters.Cluster, clusters.Cluster]]:
+    yield from clusters.for_tests(f"odb{os.getpid()}")
+
+
+@pytest.fixture
+async def primary_db(pair: tuple[clusters.Cluster, clusters.Cluster]) -> AsyncIterator[str]:
+    """A migrated, empty database on the primary (and so on the replica)."""
+    primary, _replica = pair
+    name = f"odb_{os.getpid()}_{time.monotonic_ns()}"
+    await primary.sql(f'CREATE DATABASE "{name}"')
+    db = Database(primary.url(name))
+    await db.migrate()
+    await db.close()
+    try:
+        yield name
+    finally:
+        await primary.sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    deadline = time.monotonic() + PATIENCE
+    while not await check():
+        assert time.monotonic() < deadline, "it never happened"
+        await asyncio.sleep(0.1)
+
+
+async def until_served_by(db: Database, port: int) -> None:
+    async def served() -> bool:
+        return await served_by(db) == port
+
+    await eventually(served)
+
+
+async def served_by(db: Database) -> int:
+    """The port of the server a read-only unit read from (retried past a
+    replica that went away under it)."""
+
+    async def port(uow: UnitOfWork) -> int:
+        return int((await uow.session.execute(PORT)).scalar_one())
+
+    return await db.run(port, read_only=True, retries=3)
+
+
+async def test_reads_go_to_the_replica_and_fresh_ones_to_the_primary(
+    pair: tuple[clusters.Cluster, clusters.Cluster], primary_db: str
+) -> None:
+    primary, replica = pair
+    db = Database(primary.url(primary_db), replicas=[replica.url(primary_db)])
+    try:
+        (added,) = await add_tasks(db, task(title="written"))
+        async with db.unit_of_work(read_only=True, fresh=True) as uow:  # read your writes
+            assert (await uow.tasks.get(added.id)).title == "written"
+            assert (await uow.session.execute(PORT)).scalar_one() == primary.port
+
+        async def replicated() -> bool:
+            async with db.unit_of_work(read_only=True) as uow:
+                assert (await uow.session.execute(PORT)).scalar_one() == replica.port
+                return await uow.tasks.count() == 1
+
+        await eventually(replicated)
+        with pytest.raises(ReadOnlyError):
+            async with db.unit_of_work(read_only=True) as uow:
+                await uow.tasks.add(task())
+        async with db.unit_of_work() as uow:  # writes go to the primary
+            assert (await uow.session.execute(PORT)).scalar_one() == primary.port
+    finally:
+        await db.close()
+
+
+async def test_a_stopped_replica_is_passed_over_until_it_is_back(
+    pair: tuple[clusters.Cluster, clusters.Cluster], primary_db: str
+) -> None:
+    primary, replica = pair
+    db = Database(primary.url(primary_db), replicas=[replica.url(primary_db)])
+    try:
+        assert await served_by(db) == replica.port
+        await asyncio.to_thread(replica.stop)
+        try:
+            for _ in range(5):  # the first may find the pooled connection dead
+                assert await served_by(db) == primary.port
+        finally:
+            await asyncio.to_thread(replica.start)
+
+        await until_served_by(db, replica.port)
+    finally:
+        await db.close()
+
+
+async def test_a_lagging_replica_is_passed_over(
+    pair: tuple[clusters.Cluster, clusters.Cluster], primary_db: str
+) -> None:
+    primary, replica = pair
+    db = Database(primary.url(primary_db), replicas=[replica.url(primary_db)], max_replica_lag=0.5)
+    try:
+        assert await served_by(db) == replica.port
+        await replica.sql("SELECT pg_wal_replay_pause()")
+        try:
+            await add_tasks(db, task())
+            await asyncio.sleep(1.5)  # past max_replica_lag and the last check
+
+            async def lagging() -> bool:
+                await add_tasks(db, task())  # what the replica does not replay
+                return await served_by(db) == primary.port
+
+            await eventually(lagging)
+        finally:
+            await replica.sql("SELECT pg_wal_replay_resume()")
+
+        await until_served_by(db, replica.port)
+        async with db.unit_of_work(read_only=True) as uow:
+            assert await uow.tasks.count() == 2
+    finally:
+        await db.close()
+
+
+def test_replicas_are_checked() -> None:
+    with pytest.raises(ValidationError):
+        Database("sqlite+aiosqlite://", replicas=["postgresql://x@localhost/y"])
+    with pytest.raises(ValidationError):
+        Database("postgresql://x@localhost/y", replicas="postgresql://x@localhost/z")
+    with pytest.raises(ValidationError):
+        Database("postgresql://x@localhost/y", replicas=["mysql://x@localhost/z"])
+    db = Database("postgresql://u:secret@localhost/y", replicas=["postgresql://u:hush@r/y"])
+    assert "hush" not in repr(db.settings) and "secret" not in repr(db)
