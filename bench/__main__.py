@@ -1,6 +1,6 @@
 """``make bench``: the package against raw drivers, measured in the same run.
 
-Run ``python -m bench [sqlite] [postgresql] [queue] [retention]``; by default all
+Run ``python -m bench [sqlite] [postgresql] [queue] [retention] [wakeup]``; by default all
 (PostgreSQL parts are skipped, loudly, when the server is unreachable).
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import postgresql, queue, retention, sqlite
+from bench import postgresql, queue, retention, sqlite, wakeup
 
 
 def main(argv: list[str]) -> int:
-    engines = argv or ["sqlite", "postgresql", "queue", "retention"]
+    engines = argv or ["sqlite", "postgresql", "queue", "retention", "wakeup"]
     if "sqlite" in engines:
         asyncio.run(sqlite.run())
     if "postgresql" in engines:
@@ -22,6 +22,8 @@ def main(argv: list[str]) -> int:
         asyncio.run(queue.run())
     if "retention" in engines:
         asyncio.run(retention.run())
+    if "wakeup" in engines:
+        asyncio.run(wakeup.run())
     return 0
 
 

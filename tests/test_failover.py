@@ -139,9 +139,19 @@ async def test_a_failover_to_the_promoted_replica(
             assert time.monotonic() < deadline, "the standby never streamed"
             await asyncio.sleep(0.1)
         await asyncio.to_thread(primary.stop)
+
+        async def add(uow: UnitOfWork) -> str:
+            added = await uow.tasks.add(task(title="rode the gap"))
+            await uow.tool_executions.add(
+                ToolExecution(task_id=added.id, tool_name="sh", arguments={})
+            )
+            return added.id
+
+        riding = asyncio.create_task(db.run(add, retries=8))
         await asyncio.sleep(0.5)  # the gap: no server takes writes
         await asyncio.to_thread(replica.ctl, "promote")
         await written_again(outcomes)  # to the promoted replica
+        rode = await riding  # db.run retried across the gap
         stop.set()
         await writing
         assert any(e is not None for e in outcomes.values()), "no unit was caught by the gap"
@@ -150,6 +160,11 @@ async def test_a_failover_to_the_promoted_replica(
             return int((await uow.session.execute(text("SELECT inet_server_port()"))).scalar_one())
 
         assert await db.run(port, retries=5) == replica.port
+
+        async def title(uow: UnitOfWork) -> str:
+            return (await uow.tasks.get(rode)).title
+
+        assert await db.run(title, read_only=True, retries=5) == "rode the gap"
         await assert_whole_or_absent(db, outcomes)
     finally:
         stop.set()

@@ -11,6 +11,7 @@ import asyncio
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from orchestrator_db import Database
 from orchestrator_db._execution.engines import create_engine
@@ -18,6 +19,7 @@ from orchestrator_db._execution.errors import Boundary
 from orchestrator_db._execution.postgresql import POSTGRESQL
 from orchestrator_db.errors import DatabaseConfigurationError, StatementTimeoutError
 from orchestrator_db.settings import DatabaseSettings
+from tests import pg
 from tests.helpers import add_tasks, task
 
 SETTINGS = (
@@ -157,5 +159,21 @@ async def test_the_url_can_say_pgbouncer(pgbouncer_database_url: str) -> None:
         assert "pgbouncer" not in db.url.query
         outcomes = await _read_only_units(db, 10)
         assert outcomes == [None] * 10
+    finally:
+        await db.close()
+
+
+async def test_a_replica_url_can_say_pgbouncer(pgbouncer_database_url: str) -> None:
+    """A replica behind PgBouncer while the primary is not (here the
+    primary itself, reached both ways: a server that is no standby lags 0)."""
+    direct = pg.url_for(str(make_url(pgbouncer_database_url).database))
+    db = Database(direct, replicas=[pgbouncer_database_url + "?pgbouncer=true"])
+    try:
+        async with db.unit_of_work(read_only=True) as uow:
+            assert await uow.tasks.count() == 0
+            read_only = await uow.session.scalar(text("SHOW transaction_read_only"))
+        assert read_only == "on"  # a BEGIN READ ONLY transaction: the pooled kind
+        (status,) = db.replica_status()
+        assert status.failures == 0 and status.lag == 0.0
     finally:
         await db.close()

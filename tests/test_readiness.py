@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,15 @@ from sqlalchemy.engine import make_url
 
 from orchestrator_db import Database, UnitOfWork
 from orchestrator_db.errors import (
+    DatabaseConfigurationError,
     DatabaseUnavailableError,
+    SchemaNotReadyError,
     TransactionConflictError,
     ValidationError,
 )
 from orchestrator_db.migrations.runner import head_revision
 from tests import pg
-from tests.helpers import add_tasks, task
+from tests.helpers import add_tasks, silent_server, task
 from tests.support import engine_url, is_sqlite
 
 #: Far above any timeout these tests set: a probe that got here has hung.
@@ -35,23 +38,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def silent_server() -> AsyncIterator[int]:
-    """A server that accepts connections and never says a word."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        for writer in held:
-            writer.close()
-        server.close()
 
 
 async def forward(port: int, target: tuple[str, int]) -> asyncio.Server:
@@ -109,6 +95,26 @@ async def own_db(
         await asyncio.to_thread(pg.drop_database, name)
 
 
+async def test_health_check_returns_while_sqlite_waits_for_a_lock(sqlite_url: str) -> None:
+    """A statement in aiosqlite's thread cannot be interrupted: the report
+    comes back anyway, and the probe finishes on its own."""
+    path = sqlite_url.split("///", 1)[1]
+    holder = sqlite3.connect(path)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    db = Database(sqlite_url, busy_timeout=3)
+    try:
+        report = await asyncio.wait_for(db.health_check(timeout=0.3), HANG)
+        assert not report.ok and report.error == "no answer within 0.3 s"
+    finally:
+        holder.rollback()
+        holder.close()
+    try:
+        assert (await db.wait_until_ready(timeout=HANG, at_head=True)).ok
+    finally:
+        await db.close()
+
+
 async def test_health_names_a_schema_behind_or_missing(own_db: Database) -> None:
     db = own_db
     await db.downgrade("-1")
@@ -122,7 +128,7 @@ async def test_health_names_a_schema_behind_or_missing(own_db: Database) -> None
     assert report.error is not None and "not been migrated" in report.error
 
     assert (await db.wait_until_ready(timeout=1)).reachable  # it answers
-    with pytest.raises(DatabaseUnavailableError, match="not been migrated"):
+    with pytest.raises(SchemaNotReadyError, match="not been migrated"):
         await db.wait_until_ready(timeout=0.3, at_head=True)
     await db.migrate()
     assert (await db.wait_until_ready(timeout=1, at_head=True)).ok
@@ -149,6 +155,15 @@ async def test_wait_until_ready_waits_for_a_server_that_comes_up(
             server.close()
     finally:
         waiting.cancel()
+
+
+async def test_waiting_cannot_mend_a_refused_configuration(postgres_database_url: str) -> None:
+    db = Database(postgres_database_url.rsplit("/", 1)[0] + "/odb_no_such_database")
+    try:
+        with pytest.raises(DatabaseConfigurationError):
+            await asyncio.wait_for(db.wait_until_ready(timeout=HANG * 10), HANG)
+    finally:
+        await db.close()
 
 
 @pytest.mark.parametrize("value", [0, -1, float("nan"), "5", True, 10**9])

@@ -14,9 +14,10 @@ import pytest
 from sqlalchemy import text
 
 from orchestrator_db import Database, UnitOfWork
+from orchestrator_db._execution import replicas
 from orchestrator_db.errors import ReadOnlyError, ValidationError
 from tests import clusters
-from tests.helpers import add_tasks, task
+from tests.helpers import add_tasks, silent_server, task
 from tests.support import selected_engines
 
 pytestmark = [
@@ -147,6 +148,64 @@ async def test_a_lagging_replica_is_passed_over(
         await db.close()
 
 
+async def test_units_at_once_ask_a_silent_replica_once(
+    pair: tuple[clusters.Cluster, clusters.Cluster], primary_db: str
+) -> None:
+    primary, _replica = pair
+    async with silent_server() as port:
+        silent = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/{primary_db}"
+        db = Database(primary.url(primary_db), replicas=[silent])
+        try:
+            ports = await asyncio.gather(*(served_by(db) for _ in range(20)))
+            (status,) = db.replica_status()
+        finally:
+            await db.close()
+    assert set(ports) == {primary.port}
+    assert status.failures == 1  # one outage, however many units saw it
+    assert 0 < status.passed_over_for <= replicas.FIRST_BACK_OFF
+    assert status.lag is None
+
+
+async def test_units_at_once_all_find_the_live_replica(
+    pair: tuple[clusters.Cluster, clusters.Cluster], primary_db: str
+) -> None:
+    primary, replica = pair
+    refused = f"postgresql+asyncpg://postgres@127.0.0.1:1/{primary_db}"
+    db = Database(primary.url(primary_db), replicas=[refused, replica.url(primary_db)])
+    try:
+        ports = await asyncio.gather(*(served_by(db) for _ in range(20)))
+        statuses = db.replica_status()
+    finally:
+        await db.close()
+    assert set(ports) == {replica.port}
+    assert [s.failures for s in statuses] == [1, 0]
+
+
+async def test_a_busy_replica_is_not_a_dead_one(
+    pair: tuple[clusters.Cluster, clusters.Cluster], primary_db: str
+) -> None:
+    """Lag checks use connections of their own: a replica whose pool is in
+    use keeps its reads."""
+    primary, replica = pair
+    db = Database(
+        primary.url(primary_db), replicas=[replica.url(primary_db)], pool_size=1, max_overflow=0
+    )
+    try:
+        assert await served_by(db) == replica.port
+
+        async def hold() -> None:
+            async with db.unit_of_work(read_only=True) as uow:
+                await uow.session.execute(text("SELECT pg_sleep(2)"))
+
+        holding = asyncio.ensure_future(hold())
+        await asyncio.sleep(replicas.CHECK_EVERY + 0.2)  # the next unit asks again
+        assert await served_by(db) == replica.port
+        await holding
+        assert db.replica_status()[0].failures == 0
+    finally:
+        await db.close()
+
+
 def test_replicas_are_checked() -> None:
     with pytest.raises(ValidationError):
         Database("sqlite+aiosqlite://", replicas=["postgresql://x@localhost/y"])
@@ -154,5 +213,9 @@ def test_replicas_are_checked() -> None:
         Database("postgresql://x@localhost/y", replicas="postgresql://x@localhost/z")
     with pytest.raises(ValidationError):
         Database("postgresql://x@localhost/y", replicas=["mysql://x@localhost/z"])
+    with pytest.raises(ValidationError):
+        Database("postgresql://x@localhost/y", replicas=["sqlite:///z.db"])
+    with pytest.raises(ValidationError):
+        Database("postgresql://x@localhost/y", max_replica_lag=None)  # type: ignore[arg-type]
     db = Database("postgresql://u:secret@localhost/y", replicas=["postgresql://u:hush@r/y"])
     assert "hush" not in repr(db.settings) and "secret" not in repr(db)

@@ -12,7 +12,9 @@ Quick start::
     await db.close()
 """
 
-from orchestrator_db.database import Database, DatabaseOptions, HealthReport, PoolStatus
+from orchestrator_db._execution.replicas import ReplicaStatus
+from orchestrator_db.database import Database, DatabaseOptions
+from orchestrator_db.health import HealthReport, PoolStatus
 from orchestrator_db.models import (
     ClientSession,
     Comment,
@@ -62,6 +64,7 @@ __all__ = [
     "Project",
     "QueueStats",
     "QueueWorker",
+    "ReplicaStatus",
     "Repository",
     "SQLiteExecution",
     "Stage",

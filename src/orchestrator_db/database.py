@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypedDict, TypeVar, Unpack
@@ -16,21 +14,23 @@ from alembic.config import Config
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import NullPool, QueuePool
 
-from orchestrator_db import retention, retrying, values
+from orchestrator_db import health, retention, retrying, values
 from orchestrator_db._execution.engines import (
     backend_for,
     create_engine,
     create_read_engine,
-    create_replica_engine,
+    create_replica_engines,
 )
-from orchestrator_db._execution.errors import Boundary, translate
+from orchestrator_db._execution.errors import Boundary
 from orchestrator_db._execution.executor import UnitSession
-from orchestrator_db._execution.replicas import ReplicaSet
-from orchestrator_db.errors import DatabaseUnavailableError, UnknownRevisionError, ValidationError
+from orchestrator_db._execution.replicas import ReplicaSet, ReplicaStatus
+from orchestrator_db._execution.signals import Listener, Signals
+from orchestrator_db.errors import DataLayerError, ValidationError
+from orchestrator_db.health import HEALTH_TIMEOUT, HealthReport, PoolStatus
 from orchestrator_db.migrations import runner as migrations
-from orchestrator_db.migrations.runner import current_revision, head_revision
+from orchestrator_db.migrations.runner import current_revision
 from orchestrator_db.queue_worker import QueueWorker
 from orchestrator_db.settings import (
     DatabaseSettings,
@@ -61,41 +61,6 @@ class DatabaseOptions(TypedDict, total=False):
     extra_engine_options: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class PoolStatus:
-    size: int
-    checked_out: int
-    overflow: int
-    checked_in: int
-
-
-@dataclass(frozen=True)
-class HealthReport:
-    """What :meth:`Database.health_check` found. ``ok`` is False on any failure."""
-
-    ok: bool
-    latency_ms: float
-    dialect: str
-    server_version: str | None
-    current_revision: str | None
-    head_revision: str | None
-    pool: PoolStatus
-    error: str | None = None
-    #: The server answered (``ok`` may still be False: an unmigrated or
-    #: out-of-date schema).
-    reachable: bool = False
-
-    @property
-    def up_to_date(self) -> bool:
-        """The database is at the newest revision this package ships."""
-        return self.current_revision is not None and self.current_revision == self.head_revision
-
-
-#: Seconds :meth:`Database.health_check` waits for an answer by default.
-HEALTH_TIMEOUT = 5.0
-#: The shortest probe :meth:`Database.wait_until_ready` makes, however
-#: little of its timeout is left: a probe needs time to be answered.
-MIN_PROBE = 0.25
 T = TypeVar("T")
 
 
@@ -123,16 +88,13 @@ class Database:
         self.url, from_url = split_url(normalize_url(url))
         self.settings = DatabaseSettings().with_overrides(**{**from_url, **settings})
         self._backend = backend_for(self.url.get_backend_name())
-        if self.settings.replicas and self._backend.name != "postgresql":
-            raise ValidationError("read replicas are PostgreSQL's", field="replicas")
+        if self.settings.pgbouncer and self._backend.name != "postgresql":
+            raise ValidationError("pgbouncer=True is a PostgreSQL setting", field="pgbouncer")
+        replicas = [self._replica(replica) for replica in self.settings.replicas]
         try:
             self.engine: AsyncEngine = create_engine(self.url, self.settings)
             self._read_engine = create_read_engine(self.engine, self.url, self.settings)
-            replica_engines = [
-                create_replica_engine(replica, self.settings)
-                for replica in self.settings.replicas
-                if isinstance(replica, URL)
-            ]
+            replica_engines = [create_replica_engines(url, options) for url, options in replicas]
         except (TypeError, ValueError, SQLAlchemyError) as error:
             # Options SQLAlchemy refuses: they can only be the user's.
             raise ValidationError(
@@ -151,13 +113,25 @@ class Database:
         self._replica_routes = {
             replica: Route(
                 async_sessionmaker(replica.engine, class_=UnitSession, expire_on_commit=False),
-                replica.engine if autocommit else None,
+                replica.engine if self._backend.autocommit_reads(options) else None,
                 functools.partial(self._replicas.ended, replica),
             )
-            for replica in self._replicas.replicas
+            for replica, (_url, options) in zip(self._replicas.replicas, replicas, strict=True)
         }
+        #: Probes that outlived their health check (see health.probe).
+        self._background: set[asyncio.Task[Any]] = set()
+        why_not = self._backend.cannot_listen(self.settings)
+        self._signals = Signals(self._listen if why_not is None else None, why_not=why_not)
         #: The database's revision is one this package knows (see _check_schema).
         self._schema_known = False
+
+    def _replica(self, replica: str | URL) -> tuple[URL, DatabaseSettings]:
+        """A replica's URL and settings: the primary's, with what its own
+        URL says (``?pgbouncer=true``)."""
+        url, from_url = split_url(normalize_url(replica))
+        if self._backend.name != "postgresql" or url.get_backend_name() != "postgresql":
+            raise ValidationError("read replicas are PostgreSQL's", field="replicas")
+        return url, self.settings.with_overrides(**from_url)
 
     @classmethod
     def from_env(cls, **settings: Unpack[DatabaseOptions]) -> Self:
@@ -184,7 +158,9 @@ class Database:
             values.boolean(fresh, "fresh")
         check = None if self._schema_known else self._check_schema
         if not read_only:
-            return UnitOfWork(self._write_sessions, self._backend, before_start=check)
+            return UnitOfWork(
+                self._write_sessions, self._backend, before_start=check, signals=self._signals
+            )
         primary = self._primary_reads
         return UnitOfWork(
             primary.sessions,
@@ -193,6 +169,13 @@ class Database:
             before_start=check,
             route=None if fresh or not self._replica_routes else self._replica_route,
         )
+
+    async def _listen(self, wake: Callable[[str], None]) -> Listener:
+        """The connection waiters listen on: of an engine of its own, which
+        holds it (and nothing else) for as long as it lives."""
+        options = {**self.settings.extra_engine_options, "poolclass": NullPool}
+        engine = create_engine(self.url, self.settings.with_overrides(extra_engine_options=options))
+        return await self._backend.listen(engine, wake)
 
     async def _replica_route(self) -> Route:
         replica = await self._replicas.choose()
@@ -217,6 +200,7 @@ class Database:
             agent_types=agent_types,
             lease=lease,
             before_start=self._check_schema,
+            signals=self._signals,
         )
 
     def session_factory(self, *, read_only: bool = False) -> async_sessionmaker[UnitSession]:
@@ -292,42 +276,8 @@ class Database:
         raises only for a ``timeout`` that is not a positive number. ``ok``
         only when the server answered and the schema is at the newest
         revision; else ``error`` says why. See :class:`HealthReport`."""
-        seconds = _seconds(timeout, "timeout")
-        started = time.perf_counter()
-        version: str | None = None
-        current: str | None = None
-        error: str | None = None
-        reachable = False
-        head = head_revision()
-        try:
-            async with asyncio.timeout(seconds), self._read_engine.connect() as connection:
-                await connection.exec_driver_sql("SELECT 1")
-                reachable = True
-                info = connection.dialect.server_version_info
-                version = ".".join(str(part) for part in info) if info else None
-                current = await connection.run_sync(current_revision)
-            if current is None:
-                error = "the database has not been migrated: run `await db.migrate()`"
-            elif current not in migrations.known_revisions():
-                error = str(UnknownRevisionError(current, head))
-            elif current != head:
-                error = f"the schema is at {current}, not at {head}: run `await db.migrate()`"
-        except TimeoutError:
-            error = f"no answer within {seconds:g} s"
-        except Exception as exc:
-            error = str(translate(exc, self._backend))
-        latency_ms = (time.perf_counter() - started) * 1000
-        return HealthReport(
-            ok=error is None,
-            latency_ms=latency_ms,
-            dialect=self.dialect,
-            server_version=version,
-            current_revision=current,
-            head_revision=head,
-            pool=self.pool_status(),
-            error=error,
-            reachable=reachable,
-        )
+        report, _ = await self._probe(_seconds(timeout, "timeout"))
+        return report
 
     async def wait_until_ready(
         self,
@@ -337,27 +287,16 @@ class Database:
     ) -> HealthReport:
         """Wait until the database answers (with ``at_head``: and its schema
         is at the newest revision), probing with back-off; the report that
-        found it ready. After ``timeout`` seconds (and at most one short
-        probe, :data:`MIN_PROBE`, more),
-        :class:`~orchestrator_db.errors.DatabaseUnavailableError` with the
-        last reason. For a service starting beside its database."""
+        found it ready. See :func:`orchestrator_db.health.wait_until_ready`
+        for what it raises. For a service starting beside its database."""
         seconds = _seconds(timeout, "timeout")
         values.boolean(at_head, "at_head")
-        deadline = time.monotonic() + seconds
-        attempt = 0
-        while True:
-            remaining = deadline - time.monotonic()
-            probe = min(max(remaining, MIN_PROBE), HEALTH_TIMEOUT)
-            report = await self.health_check(timeout=probe)
-            if report.ok or (report.reachable and not at_head):
-                return report
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DatabaseUnavailableError(
-                    f"the database was not ready within {seconds:g} s: {report.error}"
-                )
-            await asyncio.sleep(min(retrying.delay(attempt), remaining))
-            attempt += 1
+        return await health.wait_until_ready(self._probe, seconds, at_head=at_head)
+
+    async def _probe(self, seconds: float) -> tuple[HealthReport, DataLayerError | None]:
+        return await health.probe(
+            self._read_engine, self._backend, seconds, self.pool_status, self._background
+        )
 
     async def run(
         self,
@@ -385,6 +324,11 @@ class Database:
             commit=not read_only,
         )
 
+    def replica_status(self) -> list[ReplicaStatus]:
+        """What is known of each read replica: its lag at the last check,
+        and whether (and for how long) it is passed over."""
+        return self._replicas.status()
+
     def pool_status(self, *, read_only: bool = False) -> PoolStatus:
         """The connection pool of write units, or with ``read_only`` that of
         read-only units (the same pool on SQLite, a second one on PostgreSQL)."""
@@ -402,11 +346,14 @@ class Database:
 
     async def close(self) -> None:
         """Close every pooled connection. The object may be used again after."""
+        if self._background:  # health probes still going (see health.probe)
+            await asyncio.wait(set(self._background))
         async with Boundary(self._backend):
             await self.engine.dispose()
             if self._read_engine.sync_engine.pool is not self.engine.sync_engine.pool:
                 await self._read_engine.dispose()
             await self._replicas.dispose()
+            await self._signals.close()
 
     async def __aenter__(self) -> Self:
         return self

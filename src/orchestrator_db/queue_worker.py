@@ -31,11 +31,13 @@ from typing import Any, Self, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator_db import work_queue
+from orchestrator_db import values, work_queue
+from orchestrator_db._execution import signals
 from orchestrator_db._execution.engines import backend_for
 from orchestrator_db._execution.errors import Boundary
 from orchestrator_db._execution.executor import ConnectionExecutor
 from orchestrator_db._execution.rows import detached
+from orchestrator_db._execution.signals import Signals
 from orchestrator_db.errors import ValidationError
 from orchestrator_db.models.task import Task
 from orchestrator_db.settings import DatabaseSettings
@@ -61,8 +63,11 @@ class QueueWorker:
         agent_types: Collection[str] | None = None,
         lease: timedelta | None = None,
         before_start: Callable[[], Awaitable[None]] | None = None,
+        signals: Signals | None = None,
     ) -> None:
-        """``before_start`` runs as the worker connects (the schema check).
+        """``before_start`` runs as the worker connects (the schema check);
+        ``signals`` wake the worker's waiting claims (and are woken by the
+        work it commits).
 
         ``lease`` is the lease of a claim and a heartbeat (else
         ``work_queue.DEFAULT_LEASE``); a task with ``timeout_seconds`` runs
@@ -85,6 +90,7 @@ class QueueWorker:
         self.agent_types = frozenset(self._claim_one[1].get("agent_types", ())) or None
         self._engine = engine
         self._before_start = before_start
+        self._signals = signals
         self._executor: ConnectionExecutor | None = None
         self._entered = False
         self._connected_at = 0.0
@@ -116,22 +122,32 @@ class QueueWorker:
 
     # ------------------------------------------------------------ the queue
 
-    async def claim(self) -> Task | None:
-        """The next ready task, now running under this worker's lease."""
-        claimed = await self._transaction(lambda ex: work_queue.claimed(ex, self._claim_one))
+    async def claim(self, *, wait: timedelta | None = None) -> Task | None:
+        """The next ready task, now running under this worker's lease.
+
+        With ``wait``, when no task is ready the worker waits for one (woken
+        as work is committed: see :mod:`orchestrator_db._execution.signals`)
+        for up to ``wait``; ``None`` if none came."""
+        claimed = await self._waiting(
+            wait, lambda: self._transaction(lambda ex: work_queue.claimed(ex, self._claim_one))
+        )
         return claimed[0] if claimed else None
 
-    async def claim_batch(self, limit: int) -> list[Task]:
-        """Up to ``limit`` ready tasks, in claim order, under one lease."""
-        return await self._transaction(
-            lambda ex: work_queue.claim(
-                ex,
-                self.worker_id,
-                limit,
-                task_types=self.task_types,
-                agent_types=self.agent_types,
-                lease=self._asked_lease,
-            )
+    async def claim_batch(self, limit: int, *, wait: timedelta | None = None) -> list[Task]:
+        """Up to ``limit`` ready tasks, in claim order, under one lease
+        (with ``wait``: as :meth:`claim` waits)."""
+        return await self._waiting(
+            wait,
+            lambda: self._transaction(
+                lambda ex: work_queue.claim(
+                    ex,
+                    self.worker_id,
+                    limit,
+                    task_types=self.task_types,
+                    agent_types=self.agent_types,
+                    lease=self._asked_lease,
+                )
+            ),
         )
 
     async def heartbeat(self, task_id: str) -> Task:
@@ -168,9 +184,19 @@ class QueueWorker:
 
     # ------------------------------------------------------------ internals
 
+    async def _waiting(
+        self, wait: timedelta | None, attempt: Callable[[], Awaitable[list[T]]]
+    ) -> list[T]:
+        if wait is None:
+            return await attempt()
+        seconds = values.duration(wait, "wait").total_seconds()
+        if self._signals is None or seconds <= 0:
+            return await attempt()
+        return await self._signals.wait(signals.TASKS, attempt, bool, seconds)
+
     async def _connect(self) -> None:
         connection = await self._engine.connect()
-        self._executor = ConnectionExecutor(connection, self._backend)
+        self._executor = ConnectionExecutor(connection, self._backend, self._signals)
         self._connected_at = time.monotonic()
 
     async def _transaction(self, work: Callable[[ConnectionExecutor], Awaitable[T]]) -> T:
@@ -197,5 +223,11 @@ class QueueWorker:
                     await self._connect()
                     assert self._executor is not None
                     executor = self._executor
-                async with executor.connection.begin():
-                    return await work(executor)
+                try:
+                    async with executor.connection.begin():
+                        result = await work(executor)
+                except BaseException:
+                    executor.notices.forget()
+                    raise
+                executor.notices.committed()
+                return result

@@ -6,12 +6,17 @@ between attempts that :meth:`Database.wait_until_ready
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, TypeVar
 
-from orchestrator_db.errors import DatabaseUnavailableError, TransactionConflictError
+from orchestrator_db.errors import (
+    DatabaseUnavailableError,
+    TransactionConflictError,
+    ValidationError,
+)
 
 
 class Unit(Protocol):
@@ -28,9 +33,10 @@ U = TypeVar("U", bound=Unit)
 #: failover). A connection lost during COMMIT leaves unknown whether the
 #: commit happened, so only idempotent work is retried.
 RETRYABLE = (TransactionConflictError, DatabaseUnavailableError)
-#: The first back-off, and the longest.
-FIRST_DELAY = 0.05
-MAX_DELAY = 2.0
+#: The first back-off, and the longest: three retries span about a second
+#: (a PostgreSQL restart); eight, ten to twenty (a failover).
+FIRST_DELAY = 0.2
+MAX_DELAY = 5.0
 
 
 def delay(attempt: int) -> float:
@@ -55,7 +61,10 @@ async def run(
     while True:
         try:
             async with unit() as uow:
-                result = await work(uow)
+                pending = work(uow)
+                if not inspect.isawaitable(pending):
+                    raise ValidationError("work must be a coroutine function taking a unit of work")
+                result = await pending
                 if commit:
                     await uow.commit()
             return result

@@ -137,6 +137,10 @@ class DatabaseSettings:
         if isinstance(self.replicas, str | URL) or not isinstance(self.replicas, list | tuple):
             raise ValidationError("replicas must be a list of database URLs", field="replicas")
         object.__setattr__(self, "replicas", tuple(normalize_url(u) for u in self.replicas))
+        if self.max_replica_lag is None:
+            raise ValidationError(
+                "max_replica_lag must be a number of seconds", field="max_replica_lag"
+            )
         for name in ("pool_timeout", "busy_timeout", "statement_timeout", "max_replica_lag"):
             setting = getattr(self, name)
             if setting is not None and (

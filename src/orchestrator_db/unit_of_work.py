@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from orchestrator_db._execution.backend import Backend, cause_of
 from orchestrator_db._execution.errors import Boundary, translate
 from orchestrator_db._execution.executor import UnitExecutor, UnitSession
+from orchestrator_db._execution.signals import Signals
 from orchestrator_db.errors import DataLayerError, TransactionAbortedError, ValidationError
 from orchestrator_db.repositories.base import Repository
 from orchestrator_db.repositories.configuration import ConfigurationRepository
@@ -150,16 +151,19 @@ class UnitOfWork(AbstractUnitOfWork):
         autocommit_engine: AsyncEngine | None = None,
         before_start: Callable[[], Awaitable[None]] | None = None,
         route: Callable[[], Awaitable[Route]] | None = None,
+        signals: Signals | None = None,
     ) -> None:
         """``autocommit_engine``: the engine, in autocommit, of a unit whose
         statements each commit on their own (see
         :class:`~orchestrator_db._execution.executor.OwnConnection`).
         ``before_start`` runs as the unit starts (the schema check);
-        ``route``, then, may send the unit elsewhere (a read replica)."""
+        ``route``, then, may send the unit elsewhere (a read replica).
+        ``signals``: the waiters that work this unit commits wakes."""
         self._default = Route(session_factory, autocommit_engine)
         self._backend = backend
         self._before_start = before_start
         self._route = route
+        self._signals = signals
         self._ended: Callable[[BaseException | None], None] | None = None
         self._executor: UnitExecutor | None = None
         self._open = False
@@ -180,7 +184,9 @@ class UnitOfWork(AbstractUnitOfWork):
                 self.__dict__.pop(name, None)
         self._ended = route.ended
         self.session = session = route.sessions()
-        self._executor = UnitExecutor(session, self._backend, route.autocommit_engine)
+        self._executor = UnitExecutor(
+            session, self._backend, route.autocommit_engine, self._signals
+        )
         return self
 
     async def __aexit__(
@@ -227,7 +233,7 @@ class UnitOfWork(AbstractUnitOfWork):
         executor = self._running()
         if executor.failure is not None:
             raise TransactionAbortedError(executor.failure)
-        await self.session.commit()
+        await self.session.commit()  # tells the notices (see UnitSyncSession)
 
     async def rollback(self) -> None:
         """Discard everything done since the last commit; a failed unit is

@@ -30,6 +30,7 @@ from datetime import timedelta
 from typing import Any, NoReturn
 
 from orchestrator_db import task_graph, values
+from orchestrator_db._execution import signals
 from orchestrator_db._execution.executor import Executor
 from orchestrator_db._execution.rows import row_layout
 from orchestrator_db.errors import LeaseLostError, NotFoundError
@@ -268,6 +269,8 @@ async def release(ex: Executor, ids: Sequence[str], *, through_edges: bool = Tru
     for lock, lock_params in locks:
         await ex.rows(lock, lock_params, entity=_ENTITY)
     readied = await ex.rows(statement, params, entity=_ENTITY)
+    if readied:
+        await ex.announce(signals.TASKS)
     await ex.refresh_loaded(Task, [str(row.id) for row in readied])
     # Their deadlines' urgency is brought up to date as they become claimable.
     await task_graph.rescore(ex, [row for row in readied if row.deadline is not None])

@@ -12,12 +12,13 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Executable, Table
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
+from orchestrator_db._execution.signals import Listener
 from orchestrator_db.errors import DataLayerError
 from orchestrator_db.settings import DatabaseSettings
 
@@ -53,6 +54,9 @@ class Backend:
     #: Whether a constraint violation names the foreign key that failed
     #: (SQLite only says "FOREIGN KEY constraint failed").
     names_foreign_keys: ClassVar[bool]
+    #: Whether a statement in flight stops when its coroutine is cancelled
+    #: (not SQLite's, which runs on in its thread and holds its connection).
+    interruptible: ClassVar[bool] = True
 
     # ----------------------------------------------------------- engines
 
@@ -95,6 +99,23 @@ class Backend:
         """Insert ``rows`` (tuples binding ``keys`` in order) with ``sql``, in
         the connection's current transaction."""
         await connection.exec_driver_sql(sql, rows)
+
+    def notify_statement(self) -> Executable | None:
+        """The statement that announces work on ``:channel`` to other
+        processes at commit (see :mod:`~orchestrator_db._execution.signals`),
+        or ``None`` where there is none."""
+        return None
+
+    def cannot_listen(self, settings: DatabaseSettings) -> str | None:
+        """Why waiters cannot listen for other processes' announcements
+        (then they poll), or ``None`` when :meth:`listen` works."""
+        return "SQLite has nothing to listen to; other processes' work is polled for"
+
+    async def listen(self, engine: AsyncEngine, wake: Callable[[str], None]) -> Listener:
+        """A connection of ``engine``'s (its own, held) that calls ``wake``
+        with each channel of :data:`~orchestrator_db._execution.signals.CHANNELS`
+        announced by any process."""
+        raise NotImplementedError
 
     def connection_lost(self, connection: AsyncConnection, error: BaseException) -> bool:
         """Whether ``error``, raised by a statement sent straight to the

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from orchestrator_db._execution.backend import Backend
 from orchestrator_db._execution.postgresql import POSTGRESQL
@@ -73,12 +73,23 @@ def create_read_engine(engine: AsyncEngine, url: URL, settings: DatabaseSettings
     return engine.execution_options(**backend.read_only_options())
 
 
-def create_replica_engine(url: URL, settings: DatabaseSettings) -> AsyncEngine:
-    """The engine of read-only units on a read replica at ``url``."""
+def create_replica_engines(url: URL, settings: DatabaseSettings) -> tuple[AsyncEngine, AsyncEngine]:
+    """The engine of read-only units on a read replica at ``url``, and the
+    engine of its lag checks (no pool: a connection each)."""
     backend = backend_for(url.get_backend_name())
+    unpooled = settings.with_overrides(
+        extra_engine_options={**settings.extra_engine_options, "poolclass": NullPool}
+    )
     if backend.autocommit_reads(settings):
-        return create_engine(url, settings, read_only=True)
-    return create_engine(url, settings).execution_options(**backend.read_only_options())
+        return (
+            create_engine(url, settings, read_only=True),
+            create_engine(url, unpooled, read_only=True),
+        )
+    options = backend.read_only_options()
+    return (
+        create_engine(url, settings).execution_options(**options),
+        create_engine(url, unpooled).execution_options(**options),
+    )
 
 
 def merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

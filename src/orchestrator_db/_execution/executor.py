@@ -78,6 +78,7 @@ from orchestrator_db._execution.backend import Backend, Fetch, cause_of
 from orchestrator_db._execution.compiled import compiled
 from orchestrator_db._execution.engines import backend_for
 from orchestrator_db._execution.errors import USAGE_ERRORS, VALUE_ERRORS, Boundary, translate
+from orchestrator_db._execution.signals import Signals
 from orchestrator_db.errors import (
     DatabaseError,
     DataLayerError,
@@ -98,6 +99,14 @@ class Executor(Protocol):
     """What the queue's operations (and repositories) need of an executor."""
 
     backend: Backend
+    #: The waiters of the executor's ``Database`` (``None`` outside one).
+    signals: Signals | None
+
+    async def announce(self, channel: str) -> None:
+        """Say that work became ready on ``channel`` (see
+        :mod:`~orchestrator_db._execution.signals`): to other processes at
+        commit (PostgreSQL's NOTIFY), to this one's waiters once committed."""
+        ...
 
     async def rows(
         self,
@@ -211,6 +220,20 @@ class UnitSyncSession(Session):
     :func:`~orchestrator_db.models.base.check_values`), so that a bad value
     set on an object directly is refused as it is by the repositories, with
     nothing sent and the unit still usable."""
+
+
+@event.listens_for(UnitSyncSession, "after_commit")
+def _committed(session: Session) -> None:
+    notices = session.info.get("notices")
+    if notices is not None:
+        notices.committed()
+
+
+@event.listens_for(UnitSyncSession, "after_rollback")
+def _rolled_back(session: Session) -> None:
+    notices = session.info.get("notices")
+    if notices is not None:
+        notices.forget()
 
 
 @event.listens_for(UnitSyncSession, "before_flush")
@@ -539,18 +562,53 @@ class OwnConnection:
             await connection.close()
 
 
+class Notices:
+    """The channels a transaction announced work on, told to this process's
+    waiters once it commits (:meth:`committed`); forgotten if it does not."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        self._channels: set[str] = set()
+
+    async def announce(self, channel: str) -> None:
+        if channel in self._channels:
+            return
+        statement = self._executor.backend.notify_statement()
+        if statement is not None:
+            await self._executor.rows(statement, {"channel": channel})
+        self._channels.add(channel)
+
+    def committed(self) -> None:
+        channels, self._channels = self._channels, set()
+        signals = self._executor.signals
+        if channels and signals is not None:
+            signals.wake(channels)
+
+    def forget(self) -> None:
+        self._channels.clear()
+
+
 class UnitExecutor:
     """A unit of work's executor: its session, its connection, its error
     boundary and whether a statement of it failed (see the module)."""
 
     def __init__(
-        self, session: UnitSession, backend: Backend, autocommit_engine: AsyncEngine | None
+        self,
+        session: UnitSession,
+        backend: Backend,
+        autocommit_engine: AsyncEngine | None,
+        signals: Signals | None = None,
     ) -> None:
         """``autocommit_engine``: the engine, in autocommit, of a unit whose
         statements each commit on their own; it checks its connection out
         itself (see :class:`OwnConnection`)."""
         self.session = session
         self.backend = backend
+        self.signals = signals
+        self.notices = Notices(self)
+        # Told when the session's transaction commits or rolls back, however
+        # it ends (uow.commit(), uow.session.commit(), rollback()).
+        session.sync_session.info["notices"] = self.notices
         bind = session.sync_session.bind
         assert bind is not None, "a unit's session is bound to its engine"
         self.dialect: Dialect = bind.dialect
@@ -565,6 +623,27 @@ class UnitExecutor:
         # the executor's methods are that boundary, with more to say.
         self._session: AsyncSession = super(UnitSession, session)  # type: ignore[assignment]
         session._executor = self
+
+    async def announce(self, channel: str) -> None:
+        await self.notices.announce(channel)
+
+    def begun(self) -> bool:
+        """Whether the unit has a transaction going or holds objects (which
+        a rollback would expire or drop)."""
+        return not self._holds_no_connection() or self.holds_objects()
+
+    def holds_objects(self) -> bool:
+        sync = self.session.sync_session
+        return bool(sync.new or sync.dirty or sync.deleted) or len(sync.identity_map) > 0
+
+    async def end_transaction(self) -> None:
+        """Roll back the unit's transaction, which did nothing worth keeping
+        (a claim that found nothing): locks are released while it waits."""
+        async with self.turn:
+            await self._session.rollback()
+            self._given = None
+            if self._own is not None:
+                await self._own.release()
 
     # ------------------------------------------------------------ running
 
@@ -763,6 +842,7 @@ class UnitExecutor:
         return error
 
     async def _rollback(self) -> None:
+        self.notices.forget()
         # The connection may be gone: the caller's rollback() resets the session.
         with contextlib.suppress(Exception):
             await self._session.rollback()
@@ -808,6 +888,7 @@ class UnitExecutor:
         finally:
             self.failure = None
             self._given = None
+            self.notices.forget()
             if self._own is not None:
                 await self._own.release()
 
@@ -828,9 +909,16 @@ class ConnectionExecutor:
     """A queue worker's executor: one connection, whose transactions the
     worker begins and ends; objects come back detached."""
 
-    def __init__(self, connection: AsyncConnection, backend: Backend) -> None:
+    def __init__(
+        self, connection: AsyncConnection, backend: Backend, signals: Signals | None = None
+    ) -> None:
         self.connection = connection
         self.backend = backend
+        self.signals = signals
+        self.notices = Notices(self)
+
+    async def announce(self, channel: str) -> None:
+        await self.notices.announce(channel)
 
     async def rows(
         self,

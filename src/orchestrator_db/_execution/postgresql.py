@@ -10,16 +10,29 @@ inserted with ``COPY``.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, event, text
+from sqlalchemy import (
+    Connection,
+    Executable,
+    Table,
+    Text,
+    bindparam,
+    event,
+    func,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from orchestrator_db._execution.backend import Backend, Fetch, concealing
+from orchestrator_db._execution.signals import CHANNELS, CHECK_TIMEOUT, Listener
 from orchestrator_db.errors import (
     CheckViolationError,
     ConstraintViolationError,
@@ -87,7 +100,11 @@ class PostgreSQLBackend(Backend):
         if read_only:
             if settings.pgbouncer:
                 raise ValueError("read-only engines of their own are not made behind PgBouncer")
-            if url.query.get("target_session_attrs") == "read-write":
+            asked = settings.extra_engine_options.get("connect_args", {})
+            if "read-write" in (
+                url.query.get("target_session_attrs"),
+                asked.get("target_session_attrs"),
+            ):
                 # Every session of this engine is read-only by default, so no
                 # host would pass for read-write: the primary is the one that
                 # is no standby.
@@ -140,6 +157,26 @@ class PostgreSQLBackend(Backend):
         names = [table.c[key].name for key in keys]
         await driver.copy_records_to_table(table.name, records=rows, columns=names)
 
+    def notify_statement(self) -> Executable:
+        return _NOTIFY
+
+    def cannot_listen(self, settings: DatabaseSettings) -> str | None:
+        if settings.pgbouncer:
+            return "PgBouncer in transaction pooling mode cannot carry a session's LISTEN"
+        return None
+
+    async def listen(self, engine: AsyncEngine, wake: Callable[[str], None]) -> Listener:
+        connection = await engine.connect()
+        try:
+            raw = await connection.get_raw_connection()
+            listener = _PostgreSQLListener(connection, raw.driver_connection)
+            for channel in CHANNELS:
+                await listener.driver.add_listener(channel, listener.called(wake))
+        except BaseException:
+            await connection.close()
+            raise
+        return listener
+
     def connection_lost(self, connection: AsyncConnection, error: BaseException) -> bool:
         # A backend killed mid-transaction can surface as an asyncpg protocol
         # error, so the driver's own state decides too, not only the error.
@@ -182,10 +219,47 @@ class PostgreSQLBackend(Backend):
 POSTGRESQL = PostgreSQLBackend()
 
 _STATEMENT_TIMEOUT = text("SELECT set_config('statement_timeout', :ms, true)")
+_NOTIFY = select(func.pg_notify(bindparam("channel", type_=Text()), literal_column("''")))
+
+
+class _PostgreSQLListener:
+    """A connection held for ``LISTEN``: asyncpg calls back on each
+    notification; a lost connection is no longer :attr:`alive`."""
+
+    def __init__(self, connection: AsyncConnection, driver: Any) -> None:
+        self.connection = connection
+        self.driver = driver
+
+    @property
+    def alive(self) -> bool:
+        return not self.driver.is_closed()
+
+    async def answers(self) -> bool:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                await self.driver.execute("SELECT 1")
+        except Exception:  # whatever it is, this connection is done with
+            return False
+        return True
+
+    @staticmethod
+    def called(wake: Callable[[str], None]) -> Callable[..., None]:
+        def notified(_connection: Any, _pid: int, channel: str, _payload: str) -> None:
+            wake(channel)
+
+        return notified
+
+    async def close(self) -> None:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                await self.connection.close()
+        except TimeoutError:
+            self.driver.terminate()  # a connection that no longer answers
 
 
 def _milliseconds(seconds: float) -> str:
-    return str(int(seconds * 1000))
+    # At least 1 ms: 0 would turn the timeout off.
+    return str(max(1, round(seconds * 1000))) if seconds > 0 else "0"
 
 
 def _unnamed() -> str:
@@ -268,7 +342,8 @@ def _by_sqlstate(
     if sqlstate in _POOLED or (sqlstate == "08P01" and "startup parameter" in message):
         return DatabaseConfigurationError(
             f"{message}: the server looks like PgBouncer in transaction pooling "
-            "mode; pass pgbouncer=True to Database"
+            "mode; pass pgbouncer=True to Database (if it is set, something else "
+            "shares the server connections' prepared statements)"
         )
     if sqlstate.startswith("08") or sqlstate in _UNAVAILABLE:
         return DatabaseUnavailableError(f"cannot use the PostgreSQL connection: {message}")

@@ -79,6 +79,7 @@ class _SQLiteCompiler(SQLiteCompiler):
 class SQLiteBackend(Backend):
     name = "sqlite"
     names_foreign_keys = False
+    interruptible = False
 
     def engine_options(
         self, url: URL, settings: DatabaseSettings, *, read_only: bool

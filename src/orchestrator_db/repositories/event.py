@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator_db import values
+from orchestrator_db._execution import signals
 from orchestrator_db.errors import ValidationError
 from orchestrator_db.models.event import Event, EventType
 from orchestrator_db.repositories.base import Repository
@@ -45,8 +46,24 @@ class EventRepository(Repository[Event]):
             )
         )
 
+    async def add(self, obj: Event) -> Event:
+        added = await super().add(obj)
+        await self._ex.announce(signals.EVENTS)
+        return added
+
+    async def add_many(self, objs: Iterable[Event]) -> builtins.list[Event]:
+        added = await super().add_many(objs)
+        if added:
+            await self._ex.announce(signals.EVENTS)
+        return added
+
     async def claim_unprocessed(
-        self, limit: int = 100, *, consumer: str | None = None, lease: timedelta | None = None
+        self,
+        limit: int = 100,
+        *,
+        consumer: str | None = None,
+        lease: timedelta | None = None,
+        wait: timedelta | None = None,
     ) -> builtins.list[Event]:
         """Up to ``limit`` unprocessed events, oldest first, claimed for
         ``consumer`` (a fresh id when not given) for ``lease`` (5 minutes).
@@ -54,17 +71,57 @@ class EventRepository(Repository[Event]):
         Concurrent consumers never receive the same event while its claim
         lasts; an event not marked processed before the claim expires is
         handed out again (at-least-once, like the task queue).
+
+        With ``wait``, when there is none the unit waits for events (woken
+        as they are committed) for up to ``wait``, and returns ``[]`` if
+        none came. It must come first in its unit (no statement before it,
+        no object loaded): between its tries the unit's transaction is
+        rolled back, so that no lock is held while it waits, and the unit
+        is its own (other coroutines sharing the unit wait their turn; work
+        they begin meanwhile ends the wait).
         """
         values.count(limit, "limit", minimum=1)
         lease = DEFAULT_LEASE if lease is None else values.duration(lease, "lease", positive=True)
+        seconds = 0.0 if wait is None else values.duration(wait, "wait").total_seconds()
         params: dict[str, Any] = {
             "consumer": new_id() if consumer is None else _consumer(consumer),
             "lease_seconds": lease.total_seconds(),
             "limit": limit,
         }
         statement = outbox.claim_events_statement(self._ex.backend.name)
-        events = await self._objects(statement, params, refresh=True)
-        return sorted(events, key=lambda event: event.id)
+
+        async def attempt() -> builtins.list[Event]:
+            events = await self._objects(statement, params, refresh=True)
+            return sorted(events, key=lambda event: event.id)
+
+        ex = self._ex
+        if seconds <= 0 or ex.signals is None:
+            return await attempt()
+
+        others = False
+
+        async def attempt_and_let_go() -> builtins.list[Event]:
+            nonlocal others
+            events = await attempt()
+            if not events:
+                # Another coroutine of the unit has begun work (objects
+                # added, waiting for their statements): the wait ends here,
+                # and the unit keeps its transaction for them.
+                others = ex.holds_objects()
+                if not others:
+                    await ex.end_transaction()
+            return events
+
+        async with ex.turn:
+            if ex.begun():
+                raise ValidationError(
+                    "claim_unprocessed(wait=...) must come first in its unit of work: "
+                    "the unit's transaction is rolled back while it waits",
+                    field="wait",
+                )
+            return await ex.signals.wait(
+                signals.EVENTS, attempt_and_let_go, lambda events: bool(events) or others, seconds
+            )
 
     async def mark_processed(self, ids: Iterable[int], *, consumer: str | None = None) -> int:
         """Mark events processed; returns how many were. With ``consumer``,

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 from sqlalchemy.orm.attributes import instance_state
 
 from orchestrator_db import task_graph, values, work_queue
+from orchestrator_db._execution import signals
 from orchestrator_db._execution.rows import overwrite
 from orchestrator_db.errors import (
     DependencyCycleError,
@@ -176,7 +177,7 @@ class TaskRepository(Repository[Task]):
             if not prerequisites:
                 self._queue_status(task, [], now, [])
                 await self._flush_and_refresh(task, task.id)
-                return task
+                return await self._announced(task)
             cycle = await task_graph.closing_a_cycle(self._ex, task.id, prerequisites)
             if cycle is not None:
                 raise DependencyCycleError(task.id, cycle)
@@ -184,7 +185,7 @@ class TaskRepository(Repository[Task]):
                 self._queue_status(task, [found[p][0] for p in prerequisites], now, prerequisites)
                 await self._flush_and_refresh(task, task.id)
                 await self._insert_edges([(task.id, p) for p in prerequisites])
-            return task
+            return await self._announced(task)
         self._queue_status(task, [found[p][0] for p in prerequisites], now, prerequisites)
         if prerequisites:
             depths = {p: depth for p, (_, depth) in found.items()}
@@ -195,7 +196,13 @@ class TaskRepository(Repository[Task]):
             await self._insert_edges([(task.id, p) for p in prerequisites])
             if task.status not in FINISHED_TASK_STATUSES:
                 await task_graph.count_in(self._ex, [task.id])
-        return task
+        return await self._announced(task)
+
+    async def _announced(self, *tasks: Task) -> Task:
+        """The first of ``tasks``, once workers are told if any is ready."""
+        if any(task.status is TaskStatus.READY for task in tasks):
+            await self._ex.announce(signals.TASKS)
+        return tasks[0]
 
     async def submit_many(
         self, tasks: Sequence[Task], *, dependencies: Mapping[str, Iterable[str]] | None = None
@@ -248,6 +255,8 @@ class TaskRepository(Repository[Task]):
             waiting = [t for t in edges if batch[t].status not in FINISHED_TASK_STATUSES]
             counted = await task_graph.count_in(self._ex, waiting)
             await self._reload_detached([batch[t] for t in counted if t in batch])
+        if added:
+            await self._announced(*added)
         return added
 
     async def add_dependency(self, task_id: str, depends_on_id: str) -> bool:
