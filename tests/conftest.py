@@ -167,6 +167,28 @@ def pgbouncer_database_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+async def own_db(
+    engine: str, database_url: str, database_options: dict[str, Any], tmp_path: Path
+) -> AsyncIterator[Database]:
+    """A migrated database of ``engine`` that no other test shares, for
+    tests that change its schema (downgrade it, drop an index)."""
+    if is_sqlite(engine):  # a copy of its own already
+        db = Database(database_url, **database_options)
+        yield db
+        await db.close()
+        return
+    name = f"odb_own_{os.getpid()}_{tmp_path.name[-12:].replace('-', '_').lower()}"
+    url = await asyncio.to_thread(pg.create_database, name)
+    db = Database(engine_url(engine, url), **database_options)
+    try:
+        await db.migrate()
+        yield db
+    finally:
+        await db.close()
+        await asyncio.to_thread(pg.drop_database, name)
+
+
+@pytest.fixture
 async def db(database_url: str, database_options: dict[str, Any]) -> AsyncIterator[Database]:
     database = Database(database_url, **database_options)
     try:

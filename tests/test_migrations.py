@@ -607,3 +607,23 @@ async def test_the_agent_task_revision_computes_the_facts_and_round_trips(
         await assert_facts_hold(db)
     finally:
         await db.close()
+
+
+def test_a_minimal_alembic_ini_of_a_users_project(tmp_path: Path) -> None:
+    """Two lines of alembic.ini in a project that installed the package:
+    no logging sections, the revisions from the package."""
+    ini = tmp_path / "alembic.ini"
+    ini.write_text("[alembic]\nscript_location = orchestrator_db:migrations\n")
+    executable = Path(sys.executable).with_name("alembic")
+    database = tmp_path / "app.db"
+    for step in (["upgrade", "head"], ["check"], ["current"]):
+        done = subprocess.run(
+            [str(executable), "-c", str(ini), *step],
+            cwd=tmp_path,
+            env={**os.environ, "ORCHESTRATOR_DB_URL": f"sqlite+aiosqlite:///{database}"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    assert str(head_revision()) in done.stdout

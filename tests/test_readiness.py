@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,9 +23,7 @@ from orchestrator_db.errors import (
     ValidationError,
 )
 from orchestrator_db.migrations.runner import head_revision
-from tests import pg
 from tests.helpers import add_tasks, silent_server, task
-from tests.support import engine_url, is_sqlite
 
 #: Far above any timeout these tests set: a probe that got here has hung.
 HANG = 20
@@ -71,28 +66,6 @@ async def test_health_check_returns_within_its_timeout_from_a_silent_server() ->
             await db.close()
     assert not report.ok and not report.reachable
     assert report.error == "no answer within 0.3 s"
-
-
-@pytest.fixture
-async def own_db(
-    engine: str, database_url: str, database_options: dict[str, Any], tmp_path: Path
-) -> AsyncIterator[Database]:
-    """A migrated database of ``engine`` that no other test shares (this
-    one downgrades it)."""
-    if is_sqlite(engine):
-        db = Database(database_url, **database_options)
-        yield db
-        await db.close()
-        return
-    name = f"odb_ready_{os.getpid()}_{tmp_path.name[-12:].replace('-', '_').lower()}"
-    url = await asyncio.to_thread(pg.create_database, name)
-    db = Database(engine_url(engine, url), **database_options)
-    try:
-        await db.migrate()
-        yield db
-    finally:
-        await db.close()
-        await asyncio.to_thread(pg.drop_database, name)
 
 
 async def test_health_check_returns_while_sqlite_waits_for_a_lock(sqlite_url: str) -> None:

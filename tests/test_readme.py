@@ -62,6 +62,7 @@ EXPECTED_OUTPUT = {
     "wait_until_ready": ["True True None", "36"],
     "max_replica_lag=5.0": ["2"],
     "wait=timedelta(seconds=30)": ["wake up"],
+    "referencing(metadata)\nprint": ["True"],
     "dry_run=True": [
         "{'tasks': 1, 'tool_executions': 0, 'events': 0, 'sessions': 0}",
         "{'tasks': 1, 'tool_executions': 0, 'events': 0, 'sessions': 0}",

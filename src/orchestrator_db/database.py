@@ -249,6 +249,12 @@ class Database:
         values.text(revision, "revision", min_length=1)
         await self._run_alembic(lambda config: command.downgrade(config, revision))
 
+    async def check_schema(self) -> None:
+        """Compare the database's schema with the package's models (``alembic
+        check``): :class:`~orchestrator_db.errors.SchemaNotReadyError` naming
+        the differences, if there are any."""
+        await self._run_alembic(command.check)
+
     async def current_revision(self) -> str | None:
         async with Boundary(self._backend), self._read_engine.connect() as connection:
             return await connection.run_sync(current_revision)

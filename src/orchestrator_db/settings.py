@@ -226,6 +226,15 @@ def url_from_env() -> str:
     return os.environ.get(URL_ENV_VAR) or DEFAULT_URL
 
 
+def sqlite_file(url: URL) -> str | None:
+    """The path of the SQLite file ``url`` names (``None``: not a SQLite
+    file, or an in-memory database)."""
+    if url.get_backend_name() != "sqlite" or is_memory_sqlite(url):
+        return None
+    database = url.database or ""
+    return database.removeprefix("file:").split("?", 1)[0]
+
+
 def is_memory_sqlite(url: URL) -> bool:
     database = url.database or ""
     return url.get_backend_name() == "sqlite" and (

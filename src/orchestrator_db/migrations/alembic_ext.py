@@ -223,9 +223,20 @@ def compare_triggers(
         return PriorityDispatchResult.CONTINUE
     dialect = autogen_context.connection.dialect.name
     metadatas = _metadatas(autogen_context)
-    declared = declared_triggers(metadatas)
+    # The tables the environment compares (its include_object): a project's
+    # migrations leave the package's tables, and their triggers, alone.
+    model_tables = {
+        table.name
+        for md in metadatas
+        for table in md.tables.values()
+        if autogen_context.run_object_filters(table, table.name, "table", False, None)
+    }
+    declared = {
+        name: trigger
+        for name, trigger in declared_triggers(metadatas).items()
+        if trigger.table in model_tables
+    }
     existing = reflect_triggers(autogen_context.connection)
-    model_tables = {table.name for md in metadatas for table in md.tables.values()}
 
     ops_list = upgrade_ops.ops
     created = {op.table_name for op in ops_list if isinstance(op, ops.CreateTableOp)}

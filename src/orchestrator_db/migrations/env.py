@@ -22,7 +22,11 @@ config = context.config
 # Tools and tests may compare against other models than the package's.
 target_metadata = config.attributes.get("target_metadata")
 
-if config.config_file_name is not None and "connection" not in config.attributes:
+if (
+    config.config_file_name is not None
+    and "connection" not in config.attributes
+    and config.file_config.has_section("loggers")  # a minimal alembic.ini has none
+):
     logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
