@@ -69,6 +69,7 @@ async def test_a_projects_tables_beside_ours(own_db: Database, engine: str, proj
     assert not list((Path(__file__).parent.parent / "src").rglob("*deployments.py"))
 
     await run("upgrade", "head")
+    assert "deployments" in await run("history")
     await run("check")  # the project's models against its tables only
     await db.check_schema()  # ours against ours: the project's tables are not ours
     await db.migrate()
@@ -90,3 +91,25 @@ async def test_a_projects_tables_beside_ours(own_db: Database, engine: str, proj
     await db.check_schema()
     async with db.unit_of_work(read_only=True) as uow:
         assert (await uow.tasks.get(item.id)).id == item.id
+
+
+def test_a_projects_models_need_a_metadata_of_their_own(project: Path) -> None:
+    """On the package's Base, the project's tables would be the package's:
+    refused at once rather than an empty revision."""
+    env = project / "migrations" / "env.py"
+    env.write_text(
+        env.read_text().replace(
+            "from user_models import metadata\n",
+            "from orchestrator_db.models import Base\nmetadata = Base.metadata\n",
+        )
+    )
+    executable = Path(sys.executable).with_name("alembic")
+    done = subprocess.run(
+        [str(executable), "upgrade", "head"],
+        cwd=project,
+        env={**os.environ, "ORCHESTRATOR_DB_URL": f"sqlite:///{project / 'app.db'}"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0 and "a MetaData (a declarative Base) of their own" in done.stderr

@@ -63,6 +63,7 @@ EXPECTED_OUTPUT = {
     "max_replica_lag=5.0": ["2"],
     "wait=timedelta(seconds=30)": ["wake up"],
     "referencing(metadata)\nprint": ["True"],
+    "metrics = await db.metrics()": ["{'ready': 1} 1 0"],
     "dry_run=True": [
         "{'tasks': 1, 'tool_executions': 0, 'events': 0, 'sessions': 0}",
         "{'tasks': 1, 'tool_executions': 0, 'events': 0, 'sessions': 0}",

@@ -14,7 +14,7 @@ Quick start::
 
 from orchestrator_db._execution.replicas import ReplicaStatus
 from orchestrator_db.database import Database, DatabaseOptions
-from orchestrator_db.health import HealthReport, PoolStatus
+from orchestrator_db.health import HealthReport, Metrics, PoolStatus
 from orchestrator_db.models import (
     ClientSession,
     Comment,
@@ -59,6 +59,7 @@ __all__ = [
     "Event",
     "EventType",
     "HealthReport",
+    "Metrics",
     "Page",
     "PoolStatus",
     "Project",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta
@@ -25,10 +26,11 @@ from orchestrator_db._execution.engines import (
 )
 from orchestrator_db._execution.errors import Boundary
 from orchestrator_db._execution.executor import UnitSession
+from orchestrator_db._execution.observe import Observer
 from orchestrator_db._execution.replicas import ReplicaSet, ReplicaStatus
 from orchestrator_db._execution.signals import Listener, Signals
 from orchestrator_db.errors import DataLayerError, ValidationError
-from orchestrator_db.health import HEALTH_TIMEOUT, HealthReport, PoolStatus
+from orchestrator_db.health import HEALTH_TIMEOUT, HealthReport, Metrics, PoolStatus
 from orchestrator_db.migrations import runner as migrations
 from orchestrator_db.migrations.runner import current_revision
 from orchestrator_db.queue_worker import QueueWorker
@@ -57,6 +59,7 @@ class DatabaseOptions(TypedDict, total=False):
     pgbouncer: bool
     replicas: Sequence[str | URL]
     max_replica_lag: float
+    slow_statement_seconds: float | None
     echo: bool
     extra_engine_options: dict[str, Any]
 
@@ -118,6 +121,7 @@ class Database:
             )
             for replica, (_url, options) in zip(self._replicas.replicas, replicas, strict=True)
         }
+        self._observer = Observer(self.settings.slow_statement_seconds)
         #: Probes that outlived their health check (see health.probe).
         self._background: set[asyncio.Task[Any]] = set()
         why_not = self._backend.cannot_listen(self.settings)
@@ -159,7 +163,11 @@ class Database:
         check = None if self._schema_known else self._check_schema
         if not read_only:
             return UnitOfWork(
-                self._write_sessions, self._backend, before_start=check, signals=self._signals
+                self._write_sessions,
+                self._backend,
+                before_start=check,
+                signals=self._signals,
+                observer=self._observer,
             )
         primary = self._primary_reads
         return UnitOfWork(
@@ -168,6 +176,7 @@ class Database:
             autocommit_engine=primary.autocommit_engine,
             before_start=check,
             route=None if fresh or not self._replica_routes else self._replica_route,
+            observer=self._observer,
         )
 
     async def _listen(self, wake: Callable[[str], None]) -> Listener:
@@ -179,6 +188,7 @@ class Database:
 
     async def _replica_route(self) -> Route:
         replica = await self._replicas.choose()
+        self._observer.reads_on_primary(replica is None)
         return self._primary_reads if replica is None else self._replica_routes[replica]
 
     def queue_worker(
@@ -201,6 +211,7 @@ class Database:
             lease=lease,
             before_start=self._check_schema,
             signals=self._signals,
+            observer=self._observer,
         )
 
     def session_factory(self, *, read_only: bool = False) -> async_sessionmaker[UnitSession]:
@@ -328,6 +339,21 @@ class Database:
             work,
             retries=retries,
             commit=not read_only,
+            observer=self._observer,
+        )
+
+    async def metrics(self) -> Metrics:
+        """A snapshot for a dashboard (a Prometheus exporter, OpenTelemetry
+        gauges): the pools, what the process counted since the ``Database``
+        was made, and the tasks per status (one read)."""
+        counted = dataclasses.asdict(self._observer.counters)  # not this read's unit
+        async with self.unit_of_work(read_only=True, fresh=True) as uow:
+            stats = await uow.tasks.stats()
+        return Metrics(
+            pool=self.pool_status(),
+            read_pool=self.pool_status(read_only=True),
+            tasks_by_status={status.value: count for status, count in stats.by_status.items()},
+            **counted,
         )
 
     def replica_status(self) -> list[ReplicaStatus]:

@@ -66,6 +66,23 @@ class HealthReport:
         return self.current_revision is not None and self.current_revision == self.head_revision
 
 
+@dataclass(frozen=True)
+class Metrics:
+    """What :meth:`Database.metrics` found: the pools, counts since the
+    ``Database`` was made, and tasks per status."""
+
+    pool: PoolStatus
+    read_pool: PoolStatus
+    tasks_by_status: dict[str, int]
+    units_opened: int
+    units_failed: int
+    slow_statements: int
+    pool_waits: int
+    rescued_leases: int
+    retries: int
+    replica_fallbacks: int
+
+
 @dataclass
 class _Found:
     reachable: bool = False

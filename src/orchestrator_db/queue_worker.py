@@ -36,6 +36,7 @@ from orchestrator_db._execution import signals
 from orchestrator_db._execution.engines import backend_for
 from orchestrator_db._execution.errors import Boundary
 from orchestrator_db._execution.executor import ConnectionExecutor
+from orchestrator_db._execution.observe import Observer
 from orchestrator_db._execution.rows import detached
 from orchestrator_db._execution.signals import Signals
 from orchestrator_db.errors import ValidationError
@@ -64,6 +65,7 @@ class QueueWorker:
         lease: timedelta | None = None,
         before_start: Callable[[], Awaitable[None]] | None = None,
         signals: Signals | None = None,
+        observer: Observer | None = None,
     ) -> None:
         """``before_start`` runs as the worker connects (the schema check);
         ``signals`` wake the worker's waiting claims (and are woken by the
@@ -91,6 +93,7 @@ class QueueWorker:
         self._engine = engine
         self._before_start = before_start
         self._signals = signals
+        self._observer = observer
         self._executor: ConnectionExecutor | None = None
         self._entered = False
         self._connected_at = 0.0
@@ -195,8 +198,13 @@ class QueueWorker:
         return await self._signals.wait(signals.TASKS, attempt, bool, seconds)
 
     async def _connect(self) -> None:
+        started = time.perf_counter()
         connection = await self._engine.connect()
-        self._executor = ConnectionExecutor(connection, self._backend, self._signals)
+        if self._observer is not None:
+            self._observer.pool_wait(started, self._engine.sync_engine.pool)
+        self._executor = ConnectionExecutor(
+            connection, self._backend, self._signals, self._observer
+        )
         self._connected_at = time.monotonic()
 
     async def _transaction(self, work: Callable[[ConnectionExecutor], Awaitable[T]]) -> T:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, TypeVar
 
+from orchestrator_db._execution.observe import Observer
 from orchestrator_db.errors import (
     DatabaseUnavailableError,
     TransactionConflictError,
@@ -53,6 +54,7 @@ async def run(
     *,
     retries: int,
     commit: bool,
+    observer: Observer | None = None,
 ) -> T:
     """``work`` in a new ``unit()``, committed (with ``commit``) when it
     returns; after a :data:`RETRYABLE` error, again in a fresh unit, up to
@@ -68,8 +70,11 @@ async def run(
                 if commit:
                     await uow.commit()
             return result
-        except RETRYABLE:
+        except RETRYABLE as error:
             if attempt >= retries:
                 raise
-        await asyncio.sleep(delay(attempt))
+            pause = delay(attempt)
+            if observer is not None:
+                observer.retrying(error, attempt, pause)
+        await asyncio.sleep(pause)
         attempt += 1

@@ -92,6 +92,10 @@ class DatabaseSettings:
         Left ``False`` behind such a pooler, the first clash of prepared
         statements raises :class:`~orchestrator_db.errors.DatabaseConfigurationError`
         saying so.
+    ``slow_statement_seconds`` 1 s
+        A statement that takes this long or longer is logged at WARNING on
+        ``orchestrator_db.statements``, by name and duration, never with its
+        values, and counted in ``db.metrics()``; ``None`` logs none.
     ``replicas`` none (PostgreSQL)
         URLs of read replicas: read-only units of work go to them, in turn
         (``db.unit_of_work(read_only=True, fresh=True)`` reads from the
@@ -119,6 +123,7 @@ class DatabaseSettings:
     # Not in the repr: a URL may hold a password.
     replicas: tuple[str | URL, ...] = field(default=(), repr=False)
     max_replica_lag: float = 5.0
+    slow_statement_seconds: float | None = 1.0
     echo: bool = False
     # Not in the repr: connect_args may hold a password.
     extra_engine_options: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -141,7 +146,13 @@ class DatabaseSettings:
             raise ValidationError(
                 "max_replica_lag must be a number of seconds", field="max_replica_lag"
             )
-        for name in ("pool_timeout", "busy_timeout", "statement_timeout", "max_replica_lag"):
+        for name in (
+            "pool_timeout",
+            "busy_timeout",
+            "statement_timeout",
+            "max_replica_lag",
+            "slow_statement_seconds",
+        ):
             setting = getattr(self, name)
             if setting is not None and (
                 not isinstance(setting, int | float)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from orchestrator_db._execution.backend import Backend, cause_of
 from orchestrator_db._execution.errors import Boundary, translate
 from orchestrator_db._execution.executor import UnitExecutor, UnitSession
+from orchestrator_db._execution.observe import Observer
 from orchestrator_db._execution.signals import Signals
 from orchestrator_db.errors import DataLayerError, TransactionAbortedError, ValidationError
 from orchestrator_db.repositories.base import Repository
@@ -152,6 +153,7 @@ class UnitOfWork(AbstractUnitOfWork):
         before_start: Callable[[], Awaitable[None]] | None = None,
         route: Callable[[], Awaitable[Route]] | None = None,
         signals: Signals | None = None,
+        observer: Observer | None = None,
     ) -> None:
         """``autocommit_engine``: the engine, in autocommit, of a unit whose
         statements each commit on their own (see
@@ -164,6 +166,7 @@ class UnitOfWork(AbstractUnitOfWork):
         self._before_start = before_start
         self._route = route
         self._signals = signals
+        self._observer = observer
         self._ended: Callable[[BaseException | None], None] | None = None
         self._executor: UnitExecutor | None = None
         self._open = False
@@ -185,8 +188,10 @@ class UnitOfWork(AbstractUnitOfWork):
         self._ended = route.ended
         self.session = session = route.sessions()
         self._executor = UnitExecutor(
-            session, self._backend, route.autocommit_engine, self._signals
+            session, self._backend, route.autocommit_engine, self._signals, self._observer
         )
+        if self._observer is not None:
+            self._observer.unit_opened()
         return self
 
     async def __aexit__(
@@ -197,6 +202,8 @@ class UnitOfWork(AbstractUnitOfWork):
     ) -> None:
         executor = self._executor
         self._open = False
+        if exc is not None and self._observer is not None:
+            self._observer.unit_failed()
         try:
             if executor is not None:
                 with Boundary(self._backend):

@@ -306,6 +306,7 @@ async def rescue(ex: Executor, *, limit: int = RESCUE_BATCH) -> int:
     rows = await ex.rows(q.rescue_statement(ex.backend.name), params, entity=_ENTITY)
     if not rows:
         return 0
+    ex.notices.rescued += len(rows)  # logged and counted once committed
     await ex.refresh_loaded(Task, [str(row.id) for row in rows])
     requeued = [row for row in rows if row.status == TaskStatus.READY]
     await task_graph.rescore(ex, requeued)  # queued again: scored as of now

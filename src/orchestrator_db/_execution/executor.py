@@ -50,6 +50,7 @@ import contextlib
 import functools
 import inspect as inspect_module
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -78,6 +79,7 @@ from orchestrator_db._execution.backend import Backend, Fetch, cause_of
 from orchestrator_db._execution.compiled import compiled
 from orchestrator_db._execution.engines import backend_for
 from orchestrator_db._execution.errors import USAGE_ERRORS, VALUE_ERRORS, Boundary, translate
+from orchestrator_db._execution.observe import Label, Observer
 from orchestrator_db._execution.signals import Signals
 from orchestrator_db.errors import (
     DatabaseError,
@@ -101,6 +103,10 @@ class Executor(Protocol):
     backend: Backend
     #: The waiters of the executor's ``Database`` (``None`` outside one).
     signals: Signals | None
+    #: Its counters and logs (``None`` outside one).
+    observer: Observer | None
+    #: What its transaction tells once it commits.
+    notices: Notices
 
     async def announce(self, channel: str) -> None:
         """Say that work became ready on ``channel`` (see
@@ -282,7 +288,8 @@ def _guarded(
         if statement and args:
             params = args[1] if len(args) > 1 else kwargs.get("params")
             check_statement(args[0], params, executor.dialect)
-        async with _Statement(executor):
+        name = args[0] if statement and args else Label(f"session {method.__name__}")
+        async with _Statement(executor, name=name, connects=statement and bool(args)):
             result = await method(self, *args, **kwargs)
         return _Guarded.around(result, executor) if wraps_result else result
 
@@ -473,7 +480,7 @@ class Turn:
 class _Statement:
     """The unit's error boundary around statements (see :class:`UnitExecutor`)."""
 
-    __slots__ = ("entity", "executor", "key", "model", "row")
+    __slots__ = ("connects", "entity", "executor", "key", "model", "name", "row", "started")
 
     def __init__(
         self,
@@ -482,12 +489,21 @@ class _Statement:
         key: Any = None,
         model: type[Base] | None = None,
         row: Mapping[str, Any] | None = None,
+        *,
+        name: Any = None,
+        connects: bool = False,
     ) -> None:
         self.executor = executor
+        #: It runs SQL: the unit's connection is taken first (a wait for
+        #: the pool is then a wait, not a slow statement).
+        self.connects = connects
         self.entity = entity
         self.key = key
         self.model = model
         self.row = row
+        #: What a slow statement is called in the log: a statement, or text.
+        self.name = name
+        self.started = 0.0
 
     async def __aenter__(self) -> None:
         executor = self.executor
@@ -496,6 +512,16 @@ class _Statement:
         if failure is not None:
             executor.turn.release()
             raise TransactionAbortedError(failure)
+        if self.connects and executor.observer is not None and executor.takes_connection():
+            try:
+                await executor.connection()
+            except BaseException as error:
+                try:
+                    await executor.failed(error, self.entity, self.key)
+                finally:
+                    executor.turn.release()
+                raise
+        self.started = time.perf_counter()
 
     async def __aexit__(
         self,
@@ -505,6 +531,9 @@ class _Statement:
     ) -> None:
         executor = self.executor
         try:
+            if executor.observer is not None:
+                what = self.name if self.name is not None else Label(f"{self.entity} statement")
+                executor.observer.statement(what, self.started)
             if error is not None:
                 await executor.failed(error, self.entity, self.key, self.model, self.row)
         finally:
@@ -569,6 +598,8 @@ class Notices:
     def __init__(self, executor: Executor) -> None:
         self._executor = executor
         self._channels: set[str] = set()
+        #: Tasks rescued from expired leases, counted once committed.
+        self.rescued = 0
 
     async def announce(self, channel: str) -> None:
         if channel in self._channels:
@@ -580,12 +611,17 @@ class Notices:
 
     def committed(self) -> None:
         channels, self._channels = self._channels, set()
+        rescued, self.rescued = self.rescued, 0
         signals = self._executor.signals
         if channels and signals is not None:
             signals.wake(channels)
+        observer = self._executor.observer
+        if rescued and observer is not None:
+            observer.rescued(rescued)
 
     def forget(self) -> None:
         self._channels.clear()
+        self.rescued = 0
 
 
 class UnitExecutor:
@@ -598,6 +634,7 @@ class UnitExecutor:
         backend: Backend,
         autocommit_engine: AsyncEngine | None,
         signals: Signals | None = None,
+        observer: Observer | None = None,
     ) -> None:
         """``autocommit_engine``: the engine, in autocommit, of a unit whose
         statements each commit on their own; it checks its connection out
@@ -605,6 +642,7 @@ class UnitExecutor:
         self.session = session
         self.backend = backend
         self.signals = signals
+        self.observer = observer
         self.notices = Notices(self)
         # Told when the session's transaction commits or rolls back, however
         # it ends (uow.commit(), uow.session.commit(), rollback()).
@@ -626,6 +664,11 @@ class UnitExecutor:
 
     async def announce(self, channel: str) -> None:
         await self.notices.announce(channel)
+
+    def takes_connection(self) -> bool:
+        """Whether :meth:`connection` is the session's own (not a unit in
+        autocommit's, which the session's statements do not use)."""
+        return self._own is None
 
     def begun(self) -> bool:
         """Whether the unit has a transaction going or holds objects (which
@@ -662,7 +705,11 @@ class UnitExecutor:
         own = self._own
         if own is not None:
             if transaction is None:
-                return await own.checkout()
+                started = time.perf_counter()
+                connection = await own.checkout()
+                if self.observer is not None:
+                    self.observer.pool_wait(started, connection.sync_engine.pool)
+                return connection
             # Once checked out it is the session's bind: the only connection
             # the session can hold. (A session transaction can exist without
             # any connection: adding an object to the session begins one.)
@@ -671,7 +718,10 @@ class UnitExecutor:
         given = self._given
         if given is not None and given[0] is transaction and transaction.is_active:
             return given[1]
+        started = time.perf_counter()
         connection = await self._session.connection()
+        if self.observer is not None:
+            self.observer.pool_wait(started, connection.sync_engine.pool)
         self._given = (session.sync_session.get_transaction(), connection)
         return connection
 
@@ -687,9 +737,12 @@ class UnitExecutor:
         async with self.turn:
             if self.failure is not None:
                 raise TransactionAbortedError(self.failure)
+            started: float | None = None
             try:
+                connection = await self.connection()  # a wait for the pool is not the statement's
+                started = time.perf_counter()
                 return await fetch_rows(
-                    await self.connection(),
+                    connection,
                     self.backend,
                     statement,
                     params,
@@ -698,6 +751,9 @@ class UnitExecutor:
             except BaseException as error:
                 await self.failed(error, entity, key)
                 raise
+            finally:
+                if self.observer is not None and started is not None:
+                    self.observer.statement(statement, started)
 
     async def execute(
         self,
@@ -710,7 +766,7 @@ class UnitExecutor:
     ) -> Result[Any]:
         """Run ``statement`` through the session (ORM statements, and Core
         statements whose result needs SQLAlchemy, such as a rowcount)."""
-        async with _Statement(self, entity, key):
+        async with _Statement(self, entity, key, name=statement, connects=True):
             return await self._session.execute(statement, params, **options)
 
     async def run_many(
@@ -720,12 +776,12 @@ class UnitExecutor:
         *,
         entity: str | None = None,
     ) -> None:
-        async with _Statement(self, entity):
+        async with _Statement(self, entity, name=statement, connects=True):
             connection = await self._session.connection()
             await connection.execute(statement, list(params))
 
     async def scalars(self, statement: Executable, *, entity: str | None = None) -> list[Any]:
-        async with _Statement(self, entity):
+        async with _Statement(self, entity, name=statement, connects=True):
             return list((await self._session.execute(statement)).scalars().all())
 
     async def flush(
@@ -736,7 +792,9 @@ class UnitExecutor:
         model: type[Base] | None = None,
         row: Mapping[str, Any] | None = None,
     ) -> None:
-        async with _Statement(self, entity, key, model, row):
+        sync = self.session.sync_session
+        changes = bool(sync.new or sync.dirty or sync.deleted)
+        async with _Statement(self, entity, key, model, row, connects=changes):
             await self._session.flush()
 
     async def get(self, model: type[ModelT], key: Any, *, for_update: bool) -> ModelT | None:
@@ -910,11 +968,16 @@ class ConnectionExecutor:
     worker begins and ends; objects come back detached."""
 
     def __init__(
-        self, connection: AsyncConnection, backend: Backend, signals: Signals | None = None
+        self,
+        connection: AsyncConnection,
+        backend: Backend,
+        signals: Signals | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.connection = connection
         self.backend = backend
         self.signals = signals
+        self.observer = observer
         self.notices = Notices(self)
 
     async def announce(self, channel: str) -> None:
@@ -928,7 +991,12 @@ class ConnectionExecutor:
         entity: str | None = None,
         key: Any = None,
     ) -> list[Any]:
-        return await fetch_rows(self.connection, self.backend, statement, params)
+        started = time.perf_counter()
+        try:
+            return await fetch_rows(self.connection, self.backend, statement, params)
+        finally:
+            if self.observer is not None:
+                self.observer.statement(statement, started)
 
     async def run_many(
         self,

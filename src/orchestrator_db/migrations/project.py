@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import alembic
-from sqlalchemy import Connection, MetaData
+from sqlalchemy import MetaData
+from sqlalchemy.engine import Dialect
 from sqlalchemy.pool import NullPool
 
 from orchestrator_db._execution.engines import create_engine
-from orchestrator_db.migrations.runner import MigrationEnvironment, resolve_url
+from orchestrator_db.errors import ValidationError
+from orchestrator_db.migrations.runner import configure_and_run, resolve_url
 from orchestrator_db.settings import DatabaseSettings, normalize_url, split_url
 
 #: The package's version table, and a project's by default.
@@ -83,31 +85,35 @@ def run(
 ) -> None:
     """The whole of a project's ``env.py``: its revisions, against the
     database of ``-x url=...``, ``sqlalchemy.url`` or ``$ORCHESTRATOR_DB_URL``
-    (with the package's settings: ``?pgbouncer=true`` included)."""
-    environment: MigrationEnvironment = context
+    (with the package's settings: ``?pgbouncer=true`` included), migrated
+    as the package's are (foreign keys off around SQLite's table rebuilds,
+    the migration lock)."""
+    from orchestrator_db.migrations.alembic_ext import render_item
+    from orchestrator_db.models import Base
+
+    if target_metadata is Base.metadata:
+        raise ValidationError(
+            "a project's models need a MetaData (a declarative Base) of their own, "
+            "not orchestrator_db.models.Base: its tables are the package's",
+            field="target_metadata",
+        )
+
+    def options(dialect: Dialect | None) -> dict[str, Any]:
+        return {
+            "target_metadata": target_metadata,
+            "version_table": version_table,
+            "include_object": include_project_object,
+            "render_item": render_item,  # the package's column types, imported
+            "render_as_batch": True,  # SQLite alters tables by rebuilding them
+            "compare_type": True,
+            "transactional_ddl": True,
+        }
+
     config = context.config
     url = resolve_url(config, context.get_x_argument(as_dictionary=True))
-    from orchestrator_db.migrations.alembic_ext import render_item
-
-    options: dict[str, Any] = {
-        "target_metadata": target_metadata,
-        "version_table": version_table,
-        "include_object": include_project_object,
-        "render_item": render_item,  # the package's column types, imported
-        "render_as_batch": True,  # SQLite alters tables by rebuilding them
-        "compare_type": True,
-        "transactional_ddl": True,
-    }
     if context.is_offline_mode():
-        environment.configure(url=url, literal_binds=True, **options)
-        with environment.begin_transaction():
-            environment.run_migrations()
+        configure_and_run(context, url=url, options=options)
         return
-
-    def migrate(connection: Connection) -> None:
-        environment.configure(connection=connection, **options)
-        with environment.begin_transaction():
-            environment.run_migrations()
 
     async def online() -> None:
         parsed, from_url = split_url(normalize_url(url))
@@ -115,7 +121,9 @@ def run(
         engine = create_engine(parsed, settings)
         try:
             async with engine.connect() as connection:
-                await connection.run_sync(migrate)
+                await connection.run_sync(
+                    lambda sync: configure_and_run(context, connection=sync, options=options)
+                )
         finally:
             await engine.dispose()
 

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, MetaData
 from sqlalchemy.engine import Dialect
 
 from orchestrator_db._execution.engines import backend_for
+from orchestrator_db._execution.observe import MIGRATIONS
 from orchestrator_db.errors import SchemaNotReadyError, UnknownRevisionError, ValidationError
 from orchestrator_db.settings import normalize_url, url_from_env
 
@@ -155,6 +156,17 @@ def context_options(
     }
 
 
+def _applied(*, step: Any, **_: Any) -> None:
+    """Alembic's ``on_version_apply``: each revision applied, at INFO."""
+    # The upper revision is the one applied, or reverted by a downgrade.
+    MIGRATIONS.info(
+        "%s %s: %s",
+        "applied" if step.is_upgrade else "reverted",
+        step.up_revision_id,
+        step.up_revision.doc if step.up_revision is not None else "",
+    )
+
+
 class MigrationEnvironment(Protocol):
     """What ``configure_and_run`` needs of ``alembic.context`` (the module)."""
 
@@ -171,10 +183,16 @@ def configure_and_run(
     connection: Connection | None = None,
     url: str | None = None,
     target_metadata: MetaData | None = None,
+    options: Callable[[Dialect | None], dict[str, Any]] | None = None,
 ) -> None:
-    """Configure ``context`` and run the migrations it was asked for."""
+    """Configure ``context`` and run the migrations it was asked for, with
+    the package's :func:`context_options` (or ``options``' for a dialect:
+    a project's own migrations, :mod:`orchestrator_db.migrations.project`),
+    foreign keys off around SQLite's table rebuilds, and the migration lock."""
+    if options is None:
+        options = functools.partial(context_options, target_metadata=target_metadata)
     if connection is None:
-        context.configure(url=url, literal_binds=True, **context_options(None, target_metadata))
+        context.configure(url=url, literal_binds=True, **options(None))
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -182,7 +200,7 @@ def configure_and_run(
     backend = backend_for(connection.dialect.name)
     with backend.migrating(connection):
         context.configure(
-            connection=connection, **context_options(connection.dialect, target_metadata)
+            connection=connection, on_version_apply=_applied, **options(connection.dialect)
         )
         with context.begin_transaction():
             backend.lock_migrations(connection)
