@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from orchestrator_db import Database
@@ -78,3 +80,20 @@ async def test_migrated_database_is_ready_and_removed() -> None:
             await uow.tasks.add(TaskFactory())
             await uow.commit()
     assert not Path(path).exists()
+
+
+def test_the_database_helper_needs_no_factory_boy() -> None:
+    """``migrated_database`` imports without factory-boy; the factories load
+    when first asked for."""
+    code = (
+        "import sys; sys.modules['factory'] = None\n"
+        "from orchestrator_db.testing import migrated_database\n"
+        "import orchestrator_db.testing as t\n"
+        "try:\n"
+        "    t.TaskFactory\n"
+        "except ImportError:\n"
+        "    print('factories need factory-boy')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "factories need factory-boy"

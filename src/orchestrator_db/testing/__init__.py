@@ -8,21 +8,36 @@
   :class:`~orchestrator_db.Database` on a fresh SQLite file, removed afterwards.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from orchestrator_db.testing.database import migrated_database
-from orchestrator_db.testing.factories import (
-    ClientSessionFactory,
-    CommentFactory,
-    ConfigurationFactory,
-    EventFactory,
-    ProjectFactory,
-    TaskFactory,
-    TicketFactory,
-    ToolExecutionFactory,
-    WorkerFactory,
-    WorkerTypeFactory,
-    WorkflowFactory,
-    WorkflowTaskFactory,
-)
+
+if TYPE_CHECKING:
+    from orchestrator_db.testing.factories import (
+        ClientSessionFactory,
+        CommentFactory,
+        ConfigurationFactory,
+        EventFactory,
+        ProjectFactory,
+        TaskFactory,
+        TicketFactory,
+        ToolExecutionFactory,
+        WorkerFactory,
+        WorkerTypeFactory,
+        WorkflowFactory,
+        WorkflowTaskFactory,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """The factories, imported when first asked for: ``migrated_database``
+    needs no factory-boy."""
+    if name.endswith("Factory"):
+        from orchestrator_db.testing import factories
+
+        return getattr(factories, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ClientSessionFactory",
