@@ -249,5 +249,7 @@ def sqlite_file(url: URL) -> str | None:
 def is_memory_sqlite(url: URL) -> bool:
     database = url.database or ""
     return url.get_backend_name() == "sqlite" and (
-        database in ("", ":memory:") or "mode=memory" in database
+        database in ("", ":memory:")
+        or "mode=memory" in database
+        or url.query.get("mode") == "memory"
     )
