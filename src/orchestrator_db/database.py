@@ -96,7 +96,7 @@ class Database:
         replicas = [self._replica(replica) for replica in self.settings.replicas]
         try:
             self.engine: AsyncEngine = create_engine(self.url, self.settings)
-            self._read_engine = create_read_engine(self.engine, self.url, self.settings)
+            self._read_engine = create_read_engine(self.url, self.settings, self.engine)
             replica_engines = [create_replica_engines(url, options) for url, options in replicas]
         except (TypeError, ValueError, SQLAlchemyError) as error:
             # Options SQLAlchemy refuses: they can only be the user's.

@@ -63,33 +63,26 @@ def create_engine(
     return engine
 
 
-def create_read_engine(engine: AsyncEngine, url: URL, settings: DatabaseSettings) -> AsyncEngine:
-    """The engine of read-only units beside the write ``engine``: an engine of
-    its own in autocommit, or the write engine with read-only transactions
-    (see :attr:`Backend.autocommit_reads`)."""
+def create_read_engine(
+    url: URL, settings: DatabaseSettings, write_engine: AsyncEngine | None = None
+) -> AsyncEngine:
+    """The engine of read-only units at ``url``: an engine of its own in
+    autocommit, or a write engine (``write_engine``, else a new one) with
+    read-only transactions (see :meth:`Backend.autocommit_reads`)."""
     backend = backend_for(url.get_backend_name())
     if backend.autocommit_reads(settings):
         return create_engine(url, settings, read_only=True)
+    engine = write_engine if write_engine is not None else create_engine(url, settings)
     return engine.execution_options(**backend.read_only_options())
 
 
 def create_replica_engines(url: URL, settings: DatabaseSettings) -> tuple[AsyncEngine, AsyncEngine]:
     """The engine of read-only units on a read replica at ``url``, and the
     engine of its lag checks (no pool: a connection each)."""
-    backend = backend_for(url.get_backend_name())
     unpooled = settings.with_overrides(
         extra_engine_options={**settings.extra_engine_options, "poolclass": NullPool}
     )
-    if backend.autocommit_reads(settings):
-        return (
-            create_engine(url, settings, read_only=True),
-            create_engine(url, unpooled, read_only=True),
-        )
-    options = backend.read_only_options()
-    return (
-        create_engine(url, settings).execution_options(**options),
-        create_engine(url, unpooled).execution_options(**options),
-    )
+    return create_read_engine(url, settings), create_read_engine(url, unpooled)
 
 
 def merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
