@@ -183,6 +183,15 @@ WRONG = st.one_of(
     st.sets(st.integers(), max_size=2),
     st.just(object()),
 )
+#: Waits for work: none, short ones, and refused ones (never a long valid
+#: one: an example would sit through it).
+WAITS = st.one_of(
+    st.none(),
+    st.sampled_from(
+        [timedelta(0), timedelta(milliseconds=20), timedelta(seconds=-1), timedelta.max]
+    ),
+    WRONG,
+)
 WORDS = st.sampled_from(["code", "w", "planner", "coder", "x", ""])
 TEXT = st.one_of(WORDS, NASTY_TEXT, WRONG)
 INTEGERS = st.one_of(
@@ -690,6 +699,7 @@ def pipeline_case(data: st.DataObject) -> Call:
         "status",
     )
     ids = _draw(data, st.one_of(st.lists(INTEGERS, max_size=3), TEXT), "ids")
+    wait = _draw(data, WAITS, "wait")
 
     async def call(uow: UnitOfWork) -> Any:
         repo = getattr(uow, method.partition(".")[0])
@@ -735,7 +745,7 @@ def pipeline_case(data: st.DataObject) -> Call:
                 enum_value, project_id=project, ticket_id=ticket, stage=words, reason=more
             ),
             "events.claim_unprocessed": lambda: repo.claim_unprocessed(
-                number, consumer=words, lease=lease
+                number, consumer=words, lease=lease, wait=wait
             ),
             "events.mark_processed": lambda: repo.mark_processed(ids, consumer=more),
         }
@@ -766,9 +776,9 @@ async def worker_attempt(db: Database, arguments: dict[str, Any], method: str) -
             lease=arguments["lease"],
         ) as worker:
             if method == "claim":
-                await worker.claim()
+                await worker.claim(wait=arguments["wait"])
             elif method == "claim_batch":
-                await worker.claim_batch(arguments["limit"])
+                await worker.claim_batch(arguments["limit"], wait=arguments["wait"])
             elif method == "heartbeat":
                 await worker.heartbeat(arguments["task_id"])
             elif method == "complete":
@@ -803,6 +813,7 @@ def test_queue_worker_methods_with_hostile_arguments(engines: Engines, data: st.
         "task_id": data.draw(TASK_ID, label="task_id"),
         "result": data.draw(JSON, label="result"),
         "error": data.draw(TEXT, label="error"),
+        "wait": data.draw(WAITS, label="wait"),
     }
     method = data.draw(
         st.sampled_from(
