@@ -55,6 +55,16 @@ def test_looking_never_creates_a_database(tmp_path: Path, command: str) -> None:
     assert not missing.exists()
 
 
+def test_a_health_check_that_gives_up_says_so_once(postgres_database_url: str) -> None:
+    """A connect abandoned at the timeout fails later inside asyncpg; that
+    is no second report on stderr."""
+    for _ in range(3):
+        done = run("--url", postgres_database_url, "health", "--timeout", "0.001")
+        assert done.returncode == 1
+        assert "no answer within 0.001 s" in done.stdout
+        assert done.stderr == "", done.stderr
+
+
 def test_failures_are_one_line(tmp_path: Path) -> None:
     database = tmp_path / "app.db"
     assert run("--url", f"sqlite:///{database}", "migrate").returncode == 0
@@ -94,6 +104,22 @@ async def test_check_names_a_difference(
     error = capsys.readouterr().err
     assert "differs from the models: add_index idx_tasks_deadline" in error
     assert len(error.splitlines()) == 1 and len(error) < 300  # names, not reprs
+
+
+async def test_check_says_the_database_is_not_at_head(
+    own_db: Database, engine: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = own_db.url.render_as_string(hide_password=False)
+    url += "?pgbouncer=true" if engine == "pgbouncer" else ""
+    await own_db.downgrade("0003")
+    assert await _cli(url, "check") == 1
+    assert capsys.readouterr().err.strip() == (
+        f"orchestrator-db: the schema is at 0003, not at {head_revision()}: "
+        "run `await db.migrate()`"
+    )
+    await own_db.downgrade("base")
+    assert await _cli(url, "check") == 1
+    assert "has not been migrated" in capsys.readouterr().err
 
 
 async def _cli(*args: str) -> int:

@@ -271,13 +271,26 @@ def _init_alembic(directory: str) -> None:
     print("next: point env.py at your models' metadata, then `alembic revision --autogenerate`")
 
 
+def _quiet_about_abandoned_connects(
+    loop: asyncio.AbstractEventLoop, context: dict[str, Any]
+) -> None:
+    """A connection attempt that ``health --timeout`` gave up on may fail
+    later inside the driver, where nobody waits for it: already reported as
+    no answer, not worth a second, alarming report."""
+    if isinstance(context.get("exception"), ConnectionError | OSError):
+        return
+    loop.default_exception_handler(context)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "init-alembic":
             _init_alembic(args.directory)
             return 0
-        asyncio.run(_main(_url(args), args))
+        with asyncio.Runner() as runner:
+            runner.get_loop().set_exception_handler(_quiet_about_abandoned_connects)
+            runner.run(_main(_url(args), args))
     except DataLayerError as error:
         print(f"orchestrator-db: {error}", file=sys.stderr)
         return 1

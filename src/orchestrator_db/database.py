@@ -263,8 +263,14 @@ class Database:
     async def check_schema(self) -> None:
         """Compare the database's schema with the package's models (``alembic
         check``): :class:`~orchestrator_db.errors.SchemaNotReadyError` naming
-        the differences, if there are any."""
-        await self._run_alembic(command.check)
+        the differences, if there are any (or saying that the database is
+        not at the head revision)."""
+
+        def check(config: Config) -> None:
+            migrations.at_head(config.attributes["connection"])
+            command.check(config)
+
+        await self._run_alembic(check)
 
     async def current_revision(self) -> str | None:
         async with Boundary(self._backend), self._read_engine.connect() as connection:

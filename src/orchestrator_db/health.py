@@ -123,16 +123,8 @@ async def probe(
         error = DatabaseUnavailableError(f"no answer within {seconds:g} s")
     elif (failure := asking.exception()) is not None:
         error = translate(failure, backend)
-    elif found.current is None:
-        error = SchemaNotReadyError(
-            message="the database has not been migrated: run `await db.migrate()`"
-        )
-    elif found.current not in migrations.known_revisions():
-        error = UnknownRevisionError(found.current, head)
-    elif found.current != head:
-        error = SchemaNotReadyError(
-            message=f"the schema is at {found.current}, not at {head}: run `await db.migrate()`"
-        )
+    else:
+        error = migrations.revision_problem(found.current)
     report = HealthReport(
         ok=error is None,
         latency_ms=(time.perf_counter() - started) * 1000,

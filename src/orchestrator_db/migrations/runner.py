@@ -84,6 +84,30 @@ def checked_revision(connection: Connection) -> str | None:
     return heads[0] if heads else None
 
 
+def revision_problem(current: str | None) -> SchemaNotReadyError | None:
+    """What is wrong with a database at revision ``current`` (``None``: never
+    migrated), if anything: the package can use only its head."""
+    head = head_revision()
+    if current is None:
+        return SchemaNotReadyError(
+            message="the database has not been migrated: run `await db.migrate()`"
+        )
+    if current not in known_revisions():
+        return UnknownRevisionError(current, head)
+    if current != head:
+        return SchemaNotReadyError(
+            message=f"the schema is at {current}, not at {head}: run `await db.migrate()`"
+        )
+    return None
+
+
+def at_head(connection: Connection) -> None:
+    """Raise :func:`revision_problem`'s error, if there is one."""
+    problem = revision_problem(current_revision(connection))
+    if problem is not None:
+        raise problem
+
+
 def run(command: Callable[[Config], None], connection: Connection) -> None:
     """Run an Alembic command over ``connection``, after checking the
     database's revision is one this package knows; Alembic's refusals (an
