@@ -1,6 +1,7 @@
 """``make bench``: the package against raw drivers, measured in the same run.
 
-Run ``python -m bench [sqlite] [postgresql] [queue] [retention] [wakeup]``; by default all
+Run ``python -m bench [sqlite] [postgresql] [queue] [retention] [wakeup] [fixtures]``;
+by default all
 (PostgreSQL parts are skipped, loudly, when the server is unreachable).
 """
 
@@ -9,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import postgresql, queue, retention, sqlite, wakeup
+from bench import fixtures, postgresql, queue, retention, sqlite, wakeup
 
 
 def main(argv: list[str]) -> int:
-    engines = argv or ["sqlite", "postgresql", "queue", "retention", "wakeup"]
+    engines = argv or ["sqlite", "postgresql", "queue", "retention", "wakeup", "fixtures"]
     if "sqlite" in engines:
         asyncio.run(sqlite.run())
     if "postgresql" in engines:
@@ -24,6 +25,8 @@ def main(argv: list[str]) -> int:
         asyncio.run(retention.run())
     if "wakeup" in engines:
         asyncio.run(wakeup.run())
+    if "fixtures" in engines:
+        asyncio.run(fixtures.run())
     return 0
 
 

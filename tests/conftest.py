@@ -3,7 +3,9 @@
 Every test that takes ``db`` runs once per engine. SQLite: a copy of a file
 migrated once per run (the schema is built by the migrations, never by
 ``create_all``). PostgreSQL: a database created for this run (and xdist
-worker), migrated once, emptied before each test and dropped at the end.
+worker), migrated once, put back to its migrated state before each test
+and dropped at the end. Both are the pytest plugin's ways
+(``orchestrator_db.testing``), which the suite shares.
 
 ``ORCHESTRATOR_TEST_ENGINES`` selects engines: ``sqlite``, ``sqlite-inline``
 (SQLite with ``sqlite_execution="inline"``), ``postgresql``, ``pgbouncer``
@@ -19,16 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from orchestrator_db import Database
-from orchestrator_db.models import Base
+from orchestrator_db.testing.database import copy_sqlite, migrate
+from orchestrator_db.testing.fixtures import PostgresSuiteDatabase
 from tests import pg
 from tests.support import (
     ENGINE_OPTIONS,
@@ -64,57 +65,34 @@ def _worker_id(request: pytest.FixtureRequest) -> str:
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file migrated to head once per run."""
     path = tmp_path_factory.mktemp("template") / "template.db"
-
-    async def build() -> None:
-        db = Database(f"sqlite+aiosqlite:///{path}")
-        await db.migrate()
-        # Closing the last connection checkpoints the WAL into the main file,
-        # so copying that file alone copies the whole database.
-        await db.close()
-
-    asyncio.run(build())
+    asyncio.run(migrate(f"sqlite+aiosqlite:///{path}"))
     return path
 
 
-@pytest.fixture(scope="session")
-def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A PostgreSQL database for this run, migrated to head once."""
-    yield from _session_database(f"odb_test_{os.getpid()}_{_worker_id(request)}")
-
-
-@pytest.fixture(scope="session")
-def second_postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Another one, for tests that need two engines' databases at once."""
-    yield from _session_database(f"odb_test2_{os.getpid()}_{_worker_id(request)}")
-
-
-def _session_database(name: str) -> Iterator[str]:
-    url = pg.create_database(name)
-
-    async def build() -> None:
-        db = Database(url)
-        await db.migrate()
-        await db.close()
-
+def _suite(name: str) -> Iterator[PostgresSuiteDatabase]:
+    """A PostgreSQL database of this run (and xdist worker), migrated once,
+    put back to its migrated state before each test that asks for it (the
+    pytest plugin's way: ``orchestrator_db.testing``), dropped at the end."""
+    suite = PostgresSuiteDatabase(pg.ADMIN_DSN, lambda url: asyncio.run(migrate(url)), name=name)
     try:
-        asyncio.run(build())
-        yield url
+        yield suite
     finally:
-        pg.drop_database(name)
+        suite.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_suite(request: pytest.FixtureRequest) -> Iterator[PostgresSuiteDatabase]:
+    yield from _suite(f"odb_test_{os.getpid()}_{_worker_id(request)}")
+
+
+@pytest.fixture(scope="session")
+def second_postgres_suite(request: pytest.FixtureRequest) -> Iterator[PostgresSuiteDatabase]:
+    """Another one, for tests that need two engines' databases at once."""
+    yield from _suite(f"odb_test2_{os.getpid()}_{_worker_id(request)}")
 
 
 def sqlite_copy(template: Path, directory: Path) -> str:
-    target = directory / "test.db"
-    shutil.copyfile(template, target)
-    return f"sqlite+aiosqlite:///{target}"
-
-
-async def _empty_postgres(db: Database) -> None:
-    tables = ", ".join(
-        db.engine.dialect.identifier_preparer.quote(t.name) for t in Base.metadata.sorted_tables
-    )
-    async with db.engine.begin() as connection:
-        await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    return copy_sqlite(template, directory / "test.db")
 
 
 @pytest.fixture(params=ENGINES)
@@ -123,15 +101,9 @@ def engine(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def _emptied_postgres_url(request: pytest.FixtureRequest, fixture: str = "postgres_url") -> str:
-    url = str(request.getfixturevalue(fixture))
-
-    async def empty() -> None:
-        db = Database(url)
-        await _empty_postgres(db)
-        await db.close()
-
-    asyncio.run(empty())
+def _emptied_postgres_url(request: pytest.FixtureRequest, fixture: str = "postgres_suite") -> str:
+    suite: PostgresSuiteDatabase = request.getfixturevalue(fixture)
+    url, _ = suite.for_test(request.getfixturevalue("tmp_path"))  # restored: nothing to remove
     return url
 
 
@@ -163,7 +135,7 @@ def pgbouncer_database_url(request: pytest.FixtureRequest) -> str:
     reached through PgBouncer."""
     if "pgbouncer" not in ENGINES:
         pytest.skip("PgBouncer is not among the selected engines")
-    return engine_url("pgbouncer", _emptied_postgres_url(request, "second_postgres_url"))
+    return engine_url("pgbouncer", _emptied_postgres_url(request, "second_postgres_suite"))
 
 
 @pytest.fixture

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import re
 import shutil
 import subprocess
 import time
 
 import asyncpg
 
+from orchestrator_db.testing.database import PostgresServer
+
 #: Maintenance connection used to create and drop the tests' own databases.
 ADMIN_DSN = os.environ.get("ORCHESTRATOR_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-_SAFE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 async def _ping() -> bool:
@@ -51,29 +51,13 @@ def ensure_server() -> bool:
 
 
 def url_for(name: str) -> str:
-    base = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    return f"{base}/{name}"
-
-
-async def _admin(statement: str) -> None:
-    connection = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
+    return PostgresServer(ADMIN_DSN).url_of(name)
 
 
 def create_database(name: str) -> str:
     """Create (or re-create) database ``name``; returns its SQLAlchemy URL."""
-    if not _SAFE_NAME.fullmatch(name):
-        raise ValueError(f"unsafe database name {name!r}")
-    # Identifiers cannot be bound as parameters; the name is checked above.
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    return url_for(name)
+    return asyncio.run(PostgresServer(ADMIN_DSN).create(name))
 
 
 def drop_database(name: str) -> None:
-    if not _SAFE_NAME.fullmatch(name):
-        raise ValueError(f"unsafe database name {name!r}")
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(PostgresServer(ADMIN_DSN).drop(name))

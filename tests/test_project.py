@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from orchestrator_db import Database
 from orchestrator_db.cli import main as cli
-from orchestrator_db.migrations.project import PROJECT_VERSION_TABLE
+from orchestrator_db.migrations.project import PROJECT_VERSION_TABLE, init
 from orchestrator_db.migrations.runner import head_revision
 from tests.helpers import add_tasks, task
 
@@ -38,12 +38,9 @@ def alembic(project: Path, url: str, *args: str) -> str:
     return done.stdout + done.stderr
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A project made by ``orchestrator-db init-alembic``, its env.py
-    pointed at its models (the one edit the command asks for)."""
-    project = tmp_path / "myapp"
-    project.mkdir()
+def make_project(project: Path) -> Path:
+    """A project made by ``init-alembic`` in ``project``, its env.py pointed
+    at its models (the one edit the command asks for)."""
     assert cli(["init-alembic", str(project)]) == 0
     shutil.copyfile(SAMPLE, project / "user_models.py")
     env = project / "migrations" / "env.py"
@@ -51,6 +48,13 @@ def project(tmp_path: Path) -> Path:
     assert "metadata = MetaData()\n" in source
     env.write_text(source.replace("metadata = MetaData()\n", "from user_models import metadata\n"))
     return project
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    project = tmp_path / "myapp"
+    project.mkdir()
+    return make_project(project)
 
 
 async def test_a_projects_tables_beside_ours(own_db: Database, engine: str, project: Path) -> None:
@@ -113,3 +117,17 @@ def test_a_projects_models_need_a_metadata_of_their_own(project: Path) -> None:
         check=False,
     )
     assert done.returncode != 0 and "a MetaData (a declarative Base) of their own" in done.stderr
+
+
+def test_init_writes_all_of_a_project_or_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(source: object, target: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    with pytest.raises(OSError, match="No space left"):
+        init(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert len(init(tmp_path)) == 4  # and a second try finds nothing in its way

@@ -69,9 +69,11 @@ async def plan(db: Database, statement: Any, **params: Any) -> str:
 
 
 @pytest.fixture
-async def queued_db(db: Database) -> Database:
-    await populate(db)
-    return db
+async def queued_db(own_db: Database) -> Database:
+    """A database of the test's own: a plan depends on the tables' physical
+    state too, which emptying a shared database leaves behind."""
+    await populate(own_db)
+    return own_db
 
 
 async def test_the_claim_reads_the_partial_claim_index(queued_db: Database) -> None:

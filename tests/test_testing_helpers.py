@@ -6,7 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchestrator_db import Database
+import pytest
+from sqlalchemy import text
+
+from orchestrator_db import Database, Task
+from orchestrator_db.errors import ValidationError
+from orchestrator_db.models import Comment, Event, Ticket, ToolExecution, Worker, WorkflowTask
 from orchestrator_db.testing import (
     ClientSessionFactory,
     CommentFactory,
@@ -20,8 +25,12 @@ from orchestrator_db.testing import (
     WorkerTypeFactory,
     WorkflowFactory,
     WorkflowTaskFactory,
+    create,
+    create_batch,
     migrated_database,
 )
+from orchestrator_db.testing.database import Baseline
+from tests.helpers import add_tasks, task
 
 
 async def test_every_factory_builds_rows_the_database_accepts(db: Database) -> None:
@@ -97,3 +106,60 @@ def test_the_database_helper_needs_no_factory_boy() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "factories need factory-boy"
+
+
+async def test_create_makes_the_rows_an_object_needs(db: Database) -> None:
+    """Each model from nothing but its factory: the project, worker types,
+    ticket, task and workflow it refers to are made and stored with it."""
+    async with db.unit_of_work() as uow:
+        ticket = await create(uow, Ticket, execution_plan=["planner", "coder"])
+        worker = await create(uow, Worker, worker_type="reviewer")
+        comment = await create(uow, Comment)
+        about_ticket = await create(uow, Event, ticket_id=ticket.ticket_id)
+        about_worker = await create(uow, Event, worker_id=worker.worker_id)
+        executions = await create_batch(uow, ToolExecution, 2)
+        link = await create(uow, WorkflowTask)
+        configured = await create(uow, ConfigurationFactory, key="from.a.factory")
+        await uow.commit()
+    async with db.unit_of_work(read_only=True) as uow:
+        assert await uow.worker_types.missing(ticket.project_id, ["planner", "coder"]) == []
+        assert await uow.worker_types.missing(worker.project_id, ["reviewer"]) == []
+        assert (await uow.tickets.get(comment.ticket_id)).ticket_id == comment.ticket_id
+        assert about_ticket.project_id == ticket.project_id
+        assert about_worker.project_id == worker.project_id
+        assert len({e.task_id for e in executions}) == 2
+        assert await uow.tasks.count() == 3  # two executions' and the link's
+        assert [t.id for t in await uow.workflows.tasks_of(link.workflow_id)] == [link.task_id]
+        assert (await uow.configurations.get("from.a.factory")).key == configured.key
+        assert await uow.projects.count() == 3  # ticket's, worker's, comment's ticket's
+
+
+async def test_create_refuses_what_its_repository_refuses(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        with pytest.raises(ValidationError):
+            await create(uow, Task, title="\x00")
+        assert await uow.tasks.count() == 0
+
+
+async def test_a_baseline_outlives_its_connection(postgres_database_url: str) -> None:
+    """The restore's kept connection, ended by the server (a restart, an
+    administrator), is replaced: the next restore works."""
+    baseline = await Baseline.capture(postgres_database_url)
+    db = Database(postgres_database_url)
+    try:
+        await baseline.restore()  # its connection, now idle in its pool
+        async with db.engine.begin() as connection:
+            ended = await connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            assert (True,) in ended.all()
+        await add_tasks(db, task())
+        await baseline.restore()
+        async with db.unit_of_work(read_only=True) as uow:
+            assert await uow.tasks.count() == 0
+    finally:
+        await db.close()
+        await baseline.close()

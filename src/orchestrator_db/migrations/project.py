@@ -22,12 +22,16 @@ tables), then the project's; downgrade in the other order.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import io
 import shutil
 from pathlib import Path
 from typing import Any
 
 import alembic
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Dialect
 from sqlalchemy.pool import NullPool
@@ -130,6 +134,16 @@ def run(
     asyncio.run(online())
 
 
+def upgrade(config_file: str | Path, url: str, revision: str = "head") -> None:
+    """Apply a project's revisions (those of its ``alembic.ini``) to the
+    database at ``url``, as ``alembic -x url=URL upgrade REVISION`` does;
+    for a project's tests (the pytest plugin's ``odb_migrate``) and its
+    deployment code. Call it where no event loop runs (or in a thread)."""
+    options = argparse.Namespace(x=[f"url={url}"])
+    config = Config(str(config_file), cmd_opts=options, stdout=io.StringIO())
+    command.upgrade(config, revision)
+
+
 _INI = """\
 # Alembic for this project's own tables; orchestrator_db's tables and
 # revisions are the package's (`orchestrator-db migrate` applies them first).
@@ -208,9 +222,14 @@ def init(directory: Path, *, folder: str = "migrations") -> list[Path]:
     for path in (ini, scripts):
         if path.exists():
             raise FileExistsError(f"{path} exists already")
-    (scripts / "versions").mkdir(parents=True)
-    ini.write_text(_INI.format(folder=folder))
-    (scripts / "env.py").write_text(_ENV)
-    template = Path(alembic.__file__).parent / "templates" / "generic" / "script.py.mako"
-    shutil.copyfile(template, scripts / "script.py.mako")
+    try:
+        (scripts / "versions").mkdir(parents=True)
+        ini.write_text(_INI.format(folder=folder))
+        (scripts / "env.py").write_text(_ENV)
+        template = Path(alembic.__file__).parent / "templates" / "generic" / "script.py.mako"
+        shutil.copyfile(template, scripts / "script.py.mako")
+    except BaseException:  # all or nothing: a second try finds no half of a project
+        shutil.rmtree(scripts, ignore_errors=True)
+        ini.unlink(missing_ok=True)
+        raise
     return [ini, scripts / "env.py", scripts / "script.py.mako", scripts / "versions"]

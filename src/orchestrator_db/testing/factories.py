@@ -1,6 +1,9 @@
-"""factory-boy factories for every model. They build; units of work persist."""
+"""factory-boy factories for every model. They build; units of work
+persist, or :func:`create` does both, with the rows an object needs."""
 
 from __future__ import annotations
+
+from typing import Any, TypeVar
 
 import factory
 
@@ -25,7 +28,24 @@ from orchestrator_db.models import (
     WorkflowStatus,
     WorkflowTask,
 )
+from orchestrator_db.models.base import Base
+from orchestrator_db.repositories import (
+    CommentRepository,
+    ConfigurationRepository,
+    EventRepository,
+    ProjectRepository,
+    Repository,
+    SessionRepository,
+    TaskRepository,
+    TicketRepository,
+    ToolExecutionRepository,
+    WorkerRepository,
+    WorkerTypeRepository,
+    WorkflowRepository,
+    WorkflowTaskRepository,
+)
 from orchestrator_db.types import new_id
+from orchestrator_db.unit_of_work import UnitOfWork
 
 
 class TaskFactory(factory.Factory):  # type: ignore[misc]
@@ -161,3 +181,102 @@ class EventFactory(factory.Factory):  # type: ignore[misc]
 
     event_type = EventType.TICKET_STAGE_COMPLETED
     stage = "coder"
+
+
+# Rows with everything they need -------------------------------------------
+
+ModelT = TypeVar("ModelT", bound=Base)
+
+_FACTORIES: dict[type[Base], type[factory.Factory]] = {
+    built._meta.model: built
+    for built in (
+        TaskFactory,
+        WorkflowFactory,
+        WorkflowTaskFactory,
+        ToolExecutionFactory,
+        ClientSessionFactory,
+        ConfigurationFactory,
+        ProjectFactory,
+        WorkerTypeFactory,
+        TicketFactory,
+        CommentFactory,
+        WorkerFactory,
+        EventFactory,
+    )
+}
+
+_REPOSITORIES: dict[type[Base], type[Repository[Any]]] = {
+    repository.model_type: repository
+    for repository in (
+        TaskRepository,
+        WorkflowRepository,
+        WorkflowTaskRepository,
+        ToolExecutionRepository,
+        SessionRepository,
+        ConfigurationRepository,
+        ProjectRepository,
+        WorkerTypeRepository,
+        TicketRepository,
+        CommentRepository,
+        WorkerRepository,
+        EventRepository,
+    )
+}
+
+
+async def create(uow: UnitOfWork, model: type[ModelT], /, **fields: Any) -> ModelT:
+    """Build a ``model`` with its factory (``fields`` override it), make the
+    rows it needs that ``fields`` do not name (a ticket's project and the
+    worker types of its plan, a worker's project and type, a comment's
+    ticket, a tool execution's task...), and add it through its repository,
+    in ``uow``; the stored object. ``model`` may also be a factory of one
+    of the package's models (a subclass of one of these)."""
+    if isinstance(model, type) and issubclass(model, factory.Factory):
+        built_by: type[factory.Factory] = model
+        model = built_by._meta.model
+    else:
+        built_by = _FACTORIES[model]
+    obj = built_by.build(**fields)
+    await _provide(uow, obj)
+    stored: ModelT = await uow.repository(_REPOSITORIES[type(obj)]).add(obj)
+    return stored
+
+
+async def create_batch(
+    uow: UnitOfWork, model: type[ModelT], size: int, /, **fields: Any
+) -> list[ModelT]:
+    """:func:`create` ``size`` times (each with rows of its own where
+    ``fields`` name none)."""
+    return [await create(uow, model, **fields) for _ in range(size)]
+
+
+async def _provide(uow: UnitOfWork, obj: Base) -> None:
+    """Make the rows ``obj`` refers to but does not name."""
+    if isinstance(obj, ToolExecution) and obj.task_id is None:
+        obj.task_id = (await create(uow, Task)).id
+    elif isinstance(obj, WorkflowTask):
+        if obj.workflow_id is None:
+            obj.workflow_id = (await create(uow, Workflow)).id
+        if obj.task_id is None:
+            obj.task_id = (await create(uow, Task)).id
+    elif isinstance(obj, Comment) and obj.ticket_id is None:
+        obj.ticket_id = (await create(uow, Ticket)).ticket_id
+    elif isinstance(obj, Event) and obj.project_id is None:
+        if obj.ticket_id is not None:
+            obj.project_id = (await uow.tickets.get(obj.ticket_id)).project_id
+        elif obj.worker_id is not None:
+            obj.project_id = (await uow.workers.get(obj.worker_id)).project_id
+        else:
+            obj.project_id = (await create(uow, Project)).repository_name
+    elif isinstance(obj, WorkerType | Ticket | Worker):
+        if obj.project_id is None:
+            obj.project_id = (await create(uow, Project)).repository_name
+        if isinstance(obj, Ticket):
+            await _worker_types(uow, obj.project_id, obj.execution_plan)
+        elif isinstance(obj, Worker):
+            await _worker_types(uow, obj.project_id, [obj.worker_type])
+
+
+async def _worker_types(uow: UnitOfWork, project_id: str, names: list[str]) -> None:
+    for name in await uow.worker_types.missing(project_id, list(names)):
+        await create(uow, WorkerType, project_id=project_id, worker_type=name)
