@@ -23,7 +23,14 @@ from bench.common import (
     pg_admin,
     print_table,
 )
-from bench.sqlite import BULK_ROWS, GET_OPS, PAGE_SIZE, PAGE_TABLE_ROWS, task_values
+from bench.sqlite import (
+    BULK_ROWS,
+    GET_OPS,
+    PAGE_SIZE,
+    PAGE_TABLE_ROWS,
+    UPDATE_OPS,
+    task_values,
+)
 from bench.sqlite import COLUMNS as TASK_COLUMNS
 from orchestrator_db import Database, Task
 from orchestrator_db.types import utc_now
@@ -202,6 +209,43 @@ async def bench_get(db: Database, dsn: str) -> list[Row]:
     ]
 
 
+async def bench_update(db: Database, dsn: str) -> list[Row]:
+    """One row's update in its own unit of work, committed (BEGIN, UPDATE ...
+    RETURNING, COMMIT), against the same in raw asyncpg."""
+    async with db.unit_of_work() as uow:
+        tasks = await uow.tasks.add_many([Task(**v) for v in task_values(2_000)])
+        await uow.commit()
+    ids = [t.id for t in tasks]
+    raw = await asyncpg.connect(dsn)
+    returning = f"UPDATE tasks SET title = $1 WHERE id = $2 RETURNING {TASK_COLUMNS}"
+
+    async def package() -> None:
+        for i in range(UPDATE_OPS):
+            async with db.unit_of_work() as uow:
+                await uow.tasks.update(ids[i % len(ids)], title=f"renamed {i}")
+                await uow.commit()
+
+    async def raw_in_transaction() -> None:
+        for i in range(UPDATE_OPS):
+            async with raw.transaction():
+                await raw.fetchrow(returning, f"raw {i}", ids[i % len(ids)])
+
+    await package()
+    medians = await interleaved_medians({"ours": package, "raw": raw_in_transaction}, rounds=7)
+    ours, base = (medians[name] / UPDATE_OPS for name in ("ours", "raw"))
+    await raw.close()
+    return [
+        Row(
+            "update one row, own unit of work",
+            f"{ours * 1e6:,.0f} us/op",
+            f"asyncpg, in a transaction {base * 1e6:,.0f} us",
+            ours / base,
+            "<= 2x asyncpg",
+            ours / base <= 2,
+        )
+    ]
+
+
 async def bench_page(db: Database) -> list[Row]:
     values = task_values(10_000)
     base = utc_now()
@@ -261,6 +305,7 @@ async def run() -> None:
         await db.migrate()
         rows = await bench_add_many(db, dsn)
         rows += await bench_get(db, dsn)
+        rows += await bench_update(db, dsn)
         rows += await bench_page(db)
         version = (await db.health_check()).server_version
         print_table(f"PostgreSQL {version} (asyncpg, READ COMMITTED)", rows)

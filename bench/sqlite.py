@@ -28,6 +28,7 @@ from orchestrator_db.values import encode_cursor
 
 BULK_ROWS = 10_000
 GET_OPS = 1_000
+UPDATE_OPS = 300
 PAGE_TABLE_ROWS = 100_000
 PAGE_SIZE = 50
 
@@ -286,6 +287,45 @@ async def bench_page(db: Database) -> list[Row]:
     ]
 
 
+async def bench_update(db: Database, path: Path) -> list[Row]:
+    """One row's update in its own unit of work, committed: one UPDATE ...
+    RETURNING in a transaction, against aiosqlite's UPDATE and COMMIT."""
+    async with db.unit_of_work() as uow:
+        tasks = await uow.tasks.add_many([Task(**v) for v in task_values(2_000)])
+        await uow.commit()
+    ids = [t.id for t in tasks]
+
+    async def package() -> None:
+        for i in range(UPDATE_OPS):
+            async with db.unit_of_work() as uow:
+                await uow.tasks.update(ids[i % len(ids)], title=f"renamed {i}")
+                await uow.commit()
+
+    connection = await aiosqlite.connect(path)
+
+    async def raw_aiosqlite() -> None:
+        for i in range(UPDATE_OPS):
+            await connection.execute(
+                "UPDATE tasks SET title = ? WHERE id = ?", (f"raw {i}", ids[i % len(ids)])
+            )
+            await connection.commit()
+
+    await package()
+    medians = await interleaved_medians({"ours": package, "raw": raw_aiosqlite}, rounds=7)
+    ours, raw = (medians[name] / UPDATE_OPS for name in ("ours", "raw"))
+    await connection.close()
+    return [
+        Row(
+            "update one row, own unit of work",
+            f"{ours * 1e6:,.0f} us/op",
+            f"aiosqlite UPDATE+COMMIT {raw * 1e6:,.0f} us",
+            ours / raw,
+            "<= 2x aiosqlite",
+            ours / raw <= 2,
+        )
+    ]
+
+
 async def run() -> None:
     directory = Path(tempfile.mkdtemp(prefix="orchestrator_db-bench-"))
     path = directory / "bench.db"
@@ -294,6 +334,7 @@ async def run() -> None:
         await db.migrate()
         rows = await bench_add_many(db, path)
         rows += await bench_get(db, path)
+        rows += await bench_update(db, path)
         rows += await bench_page(db)
         print_table(f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL)", rows)
     finally:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import event, inspect, select
 
 from orchestrator_db import Database, Task, TaskStatus
 from orchestrator_db.errors import NotFoundError, ValidationError
@@ -250,6 +251,52 @@ async def test_update_sets_fields_and_returns_the_refreshed_row(db: Database) ->
         loaded = await uow.tasks.get(added.id)
         assert (loaded.title, loaded.description) == ("renamed", "d")
         assert loaded.updated_at == updated.updated_at
+
+
+async def test_update_is_one_statement_whose_row_the_unit_holds(db: Database) -> None:
+    """One UPDATE ... RETURNING: the object the unit held is the one
+    returned, refreshed, and its updated_at (set by the statement, so that
+    RETURNING shows it on SQLite too) is the one the row keeps."""
+    (added,) = await add_tasks(db, task())
+    sent: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement.split(None, 1)[0].upper())
+
+    async with db.unit_of_work() as uow:
+        held = await uow.tasks.get(added.id)
+        event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+        try:
+            updated = await uow.tasks.update(added.id, title="once")
+        finally:
+            event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+        assert updated is held and held.title == "once"
+        assert [s for s in sent if s not in ("BEGIN", "SET")] == ["UPDATE"], sent
+        assert held.updated_at > added.updated_at
+        await uow.commit()
+    async with db.unit_of_work(read_only=True) as uow:
+        assert (await uow.tasks.get(added.id)).updated_at == updated.updated_at
+
+
+async def test_update_keeps_what_the_unit_changed_directly(db: Database) -> None:
+    (added,) = await add_tasks(db, task())
+    async with db.unit_of_work() as uow:
+        held = await uow.tasks.get(added.id)
+        held.description = "set on the object"
+        await uow.tasks.update(added.id, title="set by update")
+        assert (held.title, held.description) == ("set by update", "set on the object")
+        await uow.commit()
+    async with db.unit_of_work(read_only=True) as uow:
+        stored = await uow.tasks.get(added.id)
+        assert (stored.title, stored.description) == ("set by update", "set on the object")
+
+
+async def test_update_with_nothing_to_set_changes_nothing(db: Database) -> None:
+    (added,) = await add_tasks(db, task())
+    async with db.unit_of_work() as uow:
+        assert (await uow.tasks.update(added.id)).updated_at == added.updated_at
+        with pytest.raises(NotFoundError):
+            await uow.tasks.update(new_id())
 
 
 async def test_update_refuses_keys_protected_and_unknown_fields(db: Database) -> None:

@@ -16,12 +16,23 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Column, ColumnElement, Select, Table, bindparam, inspect, select
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapper, Session, configure_mappers
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
 from orchestrator_db import values
 from orchestrator_db.models.base import Base
+from orchestrator_db.types import utc_now_sql
 
 ModelT = TypeVar("ModelT", bound=Base)
 
@@ -60,6 +71,34 @@ def row_layout(model: type[Base]) -> RowLayout:
         for column in key_columns
     )
     return RowLayout(mapper, columns, keys, primary_key, by_key, key_columns, key_checks)
+
+
+@functools.cache
+def updating(model: type[Base], names: frozenset[str]) -> Update:
+    """One statement for ``update()``: set the attributes ``names`` (bound
+    as ``:set_<name>``) of the row whose key is ``:key_0``, ``:key_1``...,
+    and return the layout's columns. A column a trigger keeps current
+    (``updated_at``) that ``names`` leave out is set to now by the statement
+    itself, as the trigger would, so that RETURNING shows the value the row
+    keeps on SQLite too (there the trigger writes after RETURNING)."""
+    layout = row_layout(model)
+    mapper = layout.mapper
+    assignments: dict[Column[Any], Any] = {}
+    for name in sorted(names):
+        column = mapper.get_property(name).columns[0]
+        assignments[column] = bindparam(f"set_{name}", type_=column.type)
+    for column in layout.columns:
+        if column.server_onupdate is not None and column not in assignments:
+            assignments[column] = utc_now_sql()
+    table = mapper.local_table
+    assert isinstance(table, Table)
+    key_columns = enumerate(mapper.primary_key)
+    return (
+        update(table)
+        .where(*(column == bindparam(f"key_{i}") for i, column in key_columns))
+        .values(assignments)
+        .returning(*layout.columns)
+    )
 
 
 def detached(model: type[ModelT], row: Sequence[Any]) -> ModelT:

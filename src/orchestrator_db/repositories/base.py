@@ -33,7 +33,7 @@ from sqlalchemy.orm.attributes import instance_state
 from orchestrator_db import values
 from orchestrator_db._execution import bulk
 from orchestrator_db._execution.errors import Boundary
-from orchestrator_db._execution.rows import mark_detached, row_layout
+from orchestrator_db._execution.rows import mark_detached, row_layout, updating
 from orchestrator_db.errors import NotFoundError, ValidationError
 from orchestrator_db.models.base import Base, check_bound_values, check_values
 from orchestrator_db.repositories.ordering import Ordering, ordering
@@ -343,7 +343,9 @@ class Repository(Generic[ModelT]):
         return items
 
     async def update(self, key: Any, **values: Any) -> ModelT:
-        """Set attributes of the row ``key`` and return it, refreshed."""
+        """Set attributes of the row ``key`` and return it, refreshed: one
+        ``UPDATE ... RETURNING``, whose row becomes the unit's object (the one
+        it holds already, if it does)."""
         mapper = self._mapper()
         primary = {mapper.get_property_by_column(c).key for c in mapper.primary_key}
         for name in values:
@@ -359,11 +361,23 @@ class Repository(Generic[ModelT]):
                     field=name,
                 )
         values.update(check_values(self.model_type, values))
-        obj = await self.get(key)
-        for name, value in values.items():
-            setattr(obj, name, value)
-        await self._flush_and_refresh(obj, key)
-        return obj
+        if not values:
+            return await self.get(key)
+        params = {f"key_{i}": part for i, part in enumerate(self._key_parts(key))}
+        params.update({f"set_{name}": value for name, value in values.items()})
+        await self._autoflush()  # changes made directly go first, as the ORM's would
+        statement = updating(self.model_type, frozenset(values))
+        rows = await self._ex.rows(statement, params, entity=self.entity, key=key)
+        if not rows:
+            raise NotFoundError(self.entity, key)
+        return self._ex.adopt(self.model_type, rows[0], refresh=True)
+
+    async def _autoflush(self) -> None:
+        """Flush what the unit holds unflushed (as the ORM does before a
+        query), so that a statement of the repository's sees it."""
+        session = self.session
+        if session.autoflush and (session.new or session.deleted or session.dirty):
+            await self._ex.flush(entity=self.entity)
 
     async def _flush_and_refresh(self, obj: ModelT, key: Any) -> None:
         """Flush changes to ``obj`` and reload what triggers changed.
@@ -441,8 +455,7 @@ class Repository(Generic[ModelT]):
             # Loaded already (no query at all), or to be locked: the ORM's own get.
             ident = parts[0] if len(parts) == 1 else parts
             return await self._ex.get(self.model_type, ident, for_update=for_update)
-        if session.autoflush and (session.new or session.deleted or session.dirty):
-            await self._ex.flush(entity=self.entity)  # as the ORM would: a pending row is found
+        await self._autoflush()  # a pending row is found
         params = {f"key_{i}": part for i, part in enumerate(parts)}
         rows = await self._ex.rows(layout.by_key, params, entity=self.entity, key=key)
         return self._ex.adopt(self.model_type, rows[0], refresh=False) if rows else None
