@@ -1,6 +1,6 @@
 """``make bench``: the package against raw drivers, measured in the same run.
 
-Run ``python -m bench [sqlite] [postgresql] [queue] [retention] [wakeup] [fixtures]``;
+Run ``python -m bench [sqlite] [postgresql] [queue] [retention] [wakeup] [fixtures] [peers]``;
 by default all
 (PostgreSQL parts are skipped, loudly, when the server is unreachable).
 """
@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import fixtures, postgresql, queue, retention, sqlite, wakeup
+from bench import fixtures, peers, postgresql, queue, retention, sqlite, wakeup
 
 
 def main(argv: list[str]) -> int:
-    engines = argv or ["sqlite", "postgresql", "queue", "retention", "wakeup", "fixtures"]
+    engines = argv or ["sqlite", "postgresql", "queue", "retention", "wakeup", "fixtures", "peers"]
     if "sqlite" in engines:
         asyncio.run(sqlite.run())
     if "postgresql" in engines:
@@ -27,6 +27,8 @@ def main(argv: list[str]) -> int:
         asyncio.run(wakeup.run())
     if "fixtures" in engines:
         asyncio.run(fixtures.run())
+    if "peers" in engines:
+        asyncio.run(peers.run())
     return 0
 
 

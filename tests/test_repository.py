@@ -312,6 +312,21 @@ async def test_update_refuses_keys_protected_and_unknown_fields(db: Database) ->
             await uow.tasks.update(new_id(), title="x")
 
 
+async def test_a_held_task_deleted_on_its_own_is_gone_from_the_unit(db: Database) -> None:
+    """A task without edges goes in one statement; the object the unit
+    held goes with it, and its tool executions by the cascade."""
+    (added,) = await add_tasks(db, task())
+    async with db.unit_of_work() as uow:
+        await uow.tool_executions.start(added.id, "shell", {"cmd": "ls"})
+        held = await uow.tasks.get(added.id)
+        assert await uow.tasks.delete(added.id) is True
+        assert await uow.tasks.get_or_none(added.id) is None
+        assert held not in uow.session
+        await uow.commit()
+    async with db.unit_of_work(read_only=True) as uow:
+        assert await uow.tool_executions.count() == 0
+
+
 async def test_delete_reports_whether_a_row_went(db: Database) -> None:
     (added,) = await add_tasks(db, task())
     async with db.unit_of_work() as uow:

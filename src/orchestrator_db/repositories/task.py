@@ -469,7 +469,14 @@ class TaskRepository(Repository[Task]):
         the dependency facts of those that waited for it are brought up to
         date."""
         key = canonical_uuid(key, field="key")
-        rows = await self._ex.rows(q.waiting_statement(), {"task_key": key}, entity=self.entity)
+        await task_graph.lock(self._ex)  # no edge can appear meanwhile
+        params = {"task_key": key}
+        unlinked = await self._ex.execute(
+            q.delete_unlinked_statement(), params, entity=self.entity, key=key
+        )
+        if getattr(unlinked, "rowcount", 0):
+            return True  # a task on its own: one statement
+        rows = await self._ex.rows(q.waiting_statement(), params, entity=self.entity)
         waiting = [str(row[0]) for row in rows]
         async with task_graph.changing(self._ex, [key], removed=[key]):
             deleted = await super().delete(key)

@@ -39,7 +39,9 @@ from typing import Any, cast
 from sqlalchemy import (
     CTE,
     BigInteger,
+    BindParameter,
     ColumnElement,
+    Delete,
     Float,
     Insert,
     Select,
@@ -47,6 +49,7 @@ from sqlalchemy import (
     Update,
     bindparam,
     case,
+    delete,
     exists,
     func,
     insert,
@@ -497,6 +500,18 @@ def waiting_statement() -> Select[Any]:
     """The ids of the tasks that wait for ``:task_key``."""
     edges = _EDGES.c
     return select(edges.task_id).where(edges.depends_on_id == bindparam("task_key"))
+
+
+@functools.cache
+def delete_unlinked_statement() -> Delete:
+    """Delete the task ``:task_key`` if no edge touches it (it waits for no
+    task, and none waits for it): the one delete that changes no other
+    task's facts, so it needs nothing else. ORM-enabled, so that the unit's
+    session forgets the object it may hold."""
+    edges = _EDGES.c
+    key: BindParameter[str] = bindparam("task_key")
+    linked = select(edges.task_id).where(or_(edges.task_id == key, edges.depends_on_id == key))
+    return delete(Task).where(Task.id == key, ~linked.exists())
 
 
 @functools.cache

@@ -1,0 +1,522 @@
+"""orchestrator_db beside the libraries a user would pick instead, on the same
+table, in the same run (``python -m bench peers``; the peers come from the
+``bench`` extra, which ``make bench`` installs).
+
+Every contender works on our migrated ``tasks`` table: its indexes and its
+``updated_at`` trigger are there for all (the peers map the columns they
+write; the others take the table's defaults). SQLite runs in WAL with
+``synchronous=NORMAL`` for everyone. Each operation is run in its own unit
+(a transaction, or autocommit where that is the peer's way), as a request
+handler would: bulk insert into an empty table and into one of 100,000
+rows, get by id, a filtered list of 50, the first page and a page 90,000
+rows deep (ours: keyset; the peers: OFFSET, ordered by their primary key),
+a one-row update, a delete, a count. Rounds are interleaved; each figure is
+the median time per call, and the table gives the ratio of the best peer's
+time to ours (>= 1.0: we are at least as fast). The raw driver's time is
+shown beside, for scale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import asyncpg
+
+from bench.common import ADMIN_DSN, pg_admin
+from bench.sqlite import task_values
+from orchestrator_db import Database, Task
+from orchestrator_db.testing.database import PostgresServer
+from orchestrator_db.types import new_id
+
+ROWS = 100_000
+BULK = 5_000
+ROUNDS = 5
+CALLS = {
+    "bulk insert 5,000 into an empty table": 1,
+    "bulk insert 5,000 into 100,000+ rows": 1,
+    "get by id": 100,
+    "filtered list of 50": 50,
+    "first page of 50": 50,
+    "page of 50, 90,000 rows deep": 10,
+    "update one row": 100,
+    "delete one row": 100,
+    "count (filtered)": 20,
+}
+DEEP = 90_000
+
+Op = Callable[[int], Awaitable[None]]  # (call number) -> one call
+
+
+def _rows(count: int) -> list[dict[str, Any]]:
+    return [dict(v, id=new_id()) for v in task_values(count)]
+
+
+class Contender:
+    """One library's way of doing each operation."""
+
+    name = ""
+
+    def __init__(self, url: str, bulk_url: str) -> None:
+        self.url, self.bulk_url = url, bulk_url
+        self.ids: list[str] = []  # rows to read and update
+        self.doomed: list[str] = []  # rows to delete, each once
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def operations(self) -> dict[str, Op]:
+        raise NotImplementedError
+
+
+class Ours(Contender):
+    name = "orchestrator_db"
+
+    async def start(self) -> None:
+        self.db = Database(self.url)
+        self.bulk_db = Database(self.bulk_url)
+        async with self.db.unit_of_work(read_only=True) as uow:
+            page = await uow.tasks.page(limit=DEEP)
+        self.deep_cursor = page.next_cursor
+
+    async def stop(self) -> None:
+        await self.db.close()
+        await self.bulk_db.close()
+
+    def operations(self) -> dict[str, Op]:
+        db = self.db
+
+        async def bulk_into(target: Database) -> None:
+            async with target.unit_of_work() as uow:
+                await uow.tasks.add_many([Task(**row) for row in _rows(BULK)])
+                await uow.commit()
+
+        async def get(i: int) -> None:
+            async with db.unit_of_work(read_only=True) as uow:
+                await uow.tasks.get(self.ids[i])
+
+        async def listed(i: int) -> None:
+            async with db.unit_of_work(read_only=True) as uow:
+                await uow.tasks.list(task_type="review", limit=50)
+
+        async def first(i: int) -> None:
+            async with db.unit_of_work(read_only=True) as uow:
+                await uow.tasks.page(limit=50)
+
+        async def deep(i: int) -> None:
+            async with db.unit_of_work(read_only=True) as uow:
+                await uow.tasks.page(limit=50, after=self.deep_cursor)
+
+        async def updated(i: int) -> None:
+            async with db.unit_of_work() as uow:
+                await uow.tasks.update(self.ids[i], title=f"ours {i}")
+                await uow.commit()
+
+        async def deleted(i: int) -> None:
+            async with db.unit_of_work() as uow:
+                await uow.tasks.delete(self.doomed.pop())
+                await uow.commit()
+
+        async def counted(i: int) -> None:
+            async with db.unit_of_work(read_only=True) as uow:
+                await uow.tasks.count(task_type="code")
+
+        return _named(
+            lambda i: bulk_into(self.bulk_db),
+            lambda i: bulk_into(db),
+            get,
+            listed,
+            first,
+            deep,
+            updated,
+            deleted,
+            counted,
+        )
+
+
+class AdvancedAlchemy(Contender):
+    """advanced-alchemy 1.x: a repository per session, auto_commit."""
+
+    name = "advanced-alchemy"
+
+    async def start(self) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+        self.engines = [create_async_engine(url) for url in (self.url, self.bulk_url)]
+        for engine in self.engines:
+            if engine.dialect.name == "sqlite":
+                event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = [async_sessionmaker(e, expire_on_commit=False) for e in self.engines]
+
+    async def stop(self) -> None:
+        for engine in self.engines:
+            await engine.dispose()
+
+    def operations(self) -> dict[str, Op]:
+        from advanced_alchemy.filters import LimitOffset, OrderBy
+
+        from bench.peer_models import AATask, AATaskRepository
+
+        sessions, bulk_sessions = self.sessions
+
+        async def bulk_into(maker: Any) -> None:
+            async with maker() as session:
+                repository = AATaskRepository(session=session)
+                await repository.add_many([AATask(**_mapped(r)) for r in _rows(BULK)])
+                await session.commit()
+
+        async def get(i: int) -> None:
+            async with sessions() as session:
+                await AATaskRepository(session=session).get(self.ids[i])
+
+        async def listed(i: int) -> None:
+            async with sessions() as session:
+                await AATaskRepository(session=session).list(
+                    AATask.task_type == "review", LimitOffset(limit=50, offset=0)
+                )
+
+        async def paged(offset: int) -> None:
+            async with sessions() as session:
+                await AATaskRepository(session=session).list(
+                    OrderBy(field_name="id", sort_order="asc"), LimitOffset(50, offset)
+                )
+
+        async def updated(i: int) -> None:
+            async with sessions() as session:
+                repository = AATaskRepository(session=session)
+                await repository.update(
+                    AATask(id=self.ids[i], title=f"aa {i}"), auto_commit=True, auto_refresh=False
+                )
+
+        async def deleted(i: int) -> None:
+            async with sessions() as session:
+                await AATaskRepository(session=session).delete(self.doomed.pop(), auto_commit=True)
+
+        async def counted(i: int) -> None:
+            async with sessions() as session:
+                await AATaskRepository(session=session).count(AATask.task_type == "code")
+
+        return _named(
+            lambda i: bulk_into(bulk_sessions),
+            lambda i: bulk_into(sessions),
+            get,
+            listed,
+            lambda i: paged(0),
+            lambda i: paged(DEEP),
+            updated,
+            deleted,
+            counted,
+        )
+
+
+class TortoiseORM(Contender):
+    """Tortoise ORM 1.x: statements in autocommit; update as one UPDATE
+    (``filter().update()``), its fastest way."""
+
+    name = "Tortoise ORM"
+
+    async def start(self) -> None:
+        from tortoise import Tortoise
+
+        def tortoise_url(url: str) -> str:
+            if url.startswith("sqlite"):
+                return "sqlite://" + url.split("///", 1)[1] + "?synchronous=NORMAL"
+            return url.replace("postgresql+asyncpg://", "asyncpg://", 1)
+
+        await Tortoise.init(
+            config={
+                "connections": {
+                    "default": tortoise_url(self.url),
+                    "bulk": tortoise_url(self.bulk_url),
+                },
+                "apps": {
+                    "models": {"models": ["bench.peer_models"], "default_connection": "default"}
+                },
+            }
+        )
+
+    async def stop(self) -> None:
+        from tortoise import Tortoise
+
+        await Tortoise.close_connections()
+
+    def operations(self) -> dict[str, Op]:
+        from tortoise import Tortoise
+
+        from bench.peer_models import TortoiseTask
+
+        async def bulk_into(connection: str) -> None:
+            await TortoiseTask.bulk_create(
+                [TortoiseTask(**_mapped(r)) for r in _rows(BULK)],
+                using_db=Tortoise.get_connection(connection),
+            )
+
+        async def get(i: int) -> None:
+            await TortoiseTask.get(id=self.ids[i])
+
+        async def listed(i: int) -> None:
+            await TortoiseTask.filter(task_type="review").limit(50)
+
+        async def paged(offset: int) -> None:
+            await TortoiseTask.all().order_by("id").offset(offset).limit(50)
+
+        async def updated(i: int) -> None:
+            await TortoiseTask.filter(id=self.ids[i]).update(title=f"tortoise {i}")
+
+        async def deleted(i: int) -> None:
+            await TortoiseTask.filter(id=self.doomed.pop()).delete()
+
+        async def counted(i: int) -> None:
+            await TortoiseTask.filter(task_type="code").count()
+
+        return _named(
+            lambda i: bulk_into("bulk"),
+            lambda i: bulk_into("default"),
+            get,
+            listed,
+            lambda i: paged(0),
+            lambda i: paged(DEEP),
+            updated,
+            deleted,
+            counted,
+        )
+
+
+class RawDriver(Contender):
+    """aiosqlite or asyncpg, SQL by hand, one connection: the floor."""
+
+    async def start(self) -> None:
+        self.sqlite = self.url.startswith("sqlite")
+        self.name = "aiosqlite" if self.sqlite else "asyncpg"
+        if self.sqlite:
+            self.connections = [
+                await aiosqlite.connect(url.split("///", 1)[1]) for url in (self.url, self.bulk_url)
+            ]
+            for connection in self.connections:
+                await connection.execute("PRAGMA synchronous=NORMAL")
+        else:
+            self.connections = [
+                await asyncpg.connect(url.replace("+asyncpg", ""))
+                for url in (self.url, self.bulk_url)
+            ]
+
+    async def stop(self) -> None:
+        for connection in self.connections:
+            await connection.close()
+
+    def _sql(self, statement: str) -> str:
+        if self.sqlite:
+            return statement
+        numbers = itertools.count(1)
+        return "".join(f"${next(numbers)}" if c == "?" else c for c in statement)
+
+    async def _run(self, connection: Any, statement: str, *args: Any, fetch: bool) -> None:
+        sql = self._sql(statement)
+        if self.sqlite:
+            await connection.execute_fetchall(sql, args)
+            if not fetch:
+                await connection.commit()
+        elif fetch:
+            await connection.fetch(sql, *args)
+        else:
+            await connection.execute(sql, *args)
+
+    def operations(self) -> dict[str, Op]:
+        main, bulk = self.connections
+        insert = self._sql(
+            "INSERT INTO tasks (id, title, task_type, status, config) VALUES (?, ?, ?, ?, ?)"
+        )
+
+        async def bulk_into(connection: Any) -> None:
+            rows = [
+                (r["id"], r["title"], r["task_type"], "pending", '{"k": 1}') for r in _rows(BULK)
+            ]
+            if self.sqlite:
+                await connection.executemany(insert, rows)
+                await connection.commit()
+            else:
+                await connection.executemany(insert, rows)
+
+        def read(sql: str, *args: Any) -> Awaitable[None]:
+            return self._run(main, sql, *args, fetch=True)
+
+        def write(sql: str, *args: Any) -> Awaitable[None]:
+            return self._run(main, sql, *args, fetch=False)
+
+        return _named(
+            lambda i: bulk_into(bulk),
+            lambda i: bulk_into(main),
+            lambda i: read("SELECT * FROM tasks WHERE id = ?", self.ids[i]),
+            lambda i: read("SELECT * FROM tasks WHERE task_type = ? LIMIT 50", "review"),
+            lambda i: read("SELECT * FROM tasks ORDER BY id LIMIT 50"),
+            lambda i: read("SELECT * FROM tasks ORDER BY id LIMIT 50 OFFSET ?", DEEP),
+            lambda i: write("UPDATE tasks SET title = ? WHERE id = ?", f"raw {i}", self.ids[i]),
+            lambda i: write("DELETE FROM tasks WHERE id = ?", self.doomed.pop()),
+            lambda i: read("SELECT count(*) FROM tasks WHERE task_type = ?", "code"),
+        )
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def _named(*ops: Op) -> dict[str, Op]:
+    return dict(zip(CALLS, ops, strict=True))
+
+
+def _mapped(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("id", "title", "task_type", "config")}
+
+
+def _sqlite_pragmas(connection: Any, record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+async def _measure(
+    contenders: Sequence[Contender], empty: Callable[[], Awaitable[None]]
+) -> dict[str, dict[str, float]]:
+    """Median seconds per call, per operation and contender."""
+    times: dict[str, dict[str, list[float]]] = {
+        op: {c.name: [] for c in contenders} for op in CALLS
+    }
+    operations = {c.name: c.operations() for c in contenders}
+    for _ in range(ROUNDS):
+        for op, calls in CALLS.items():
+            for contender in contenders:
+                if op.endswith("empty table"):
+                    await empty()
+                run = operations[contender.name][op]
+                gc.collect()
+                started = time.perf_counter()
+                for i in range(calls):
+                    await run(i)
+                times[op][contender.name].append((time.perf_counter() - started) / calls)
+    return {op: {n: statistics.median(t) for n, t in by.items()} for op, by in times.items()}
+
+
+async def _prepare(url: str, contenders: Sequence[Contender]) -> None:
+    db = Database(url)
+    try:
+        await db.migrate()
+        for _ in range(ROWS // 10_000):
+            async with db.unit_of_work() as uow:
+                await uow.tasks.add_many([Task(**row) for row in _rows(10_000)])
+                await uow.commit()
+        async with db.unit_of_work(read_only=True) as uow:
+            ids = [t.id for t in await uow.tasks.list(limit=max(CALLS.values()))]
+        per_contender = ROUNDS * max(CALLS.values()) * 2
+        for contender in contenders:
+            async with db.unit_of_work() as uow:
+                doomed = await uow.tasks.add_many([Task(**row) for row in _rows(per_contender)])
+                await uow.commit()
+            contender.ids, contender.doomed = list(ids), [t.id for t in doomed]
+    finally:
+        await db.close()
+
+
+def _report(title: str, found: dict[str, dict[str, float]], raw: str) -> None:
+    print(f"\n{title}: time per call (median of {ROUNDS} interleaved rounds)")
+    peers = ("advanced-alchemy", "Tortoise ORM")
+    names = ("ours", "adv.-alchemy", "Tortoise", raw)
+    print(f"{'operation':40s} " + " ".join(f"{n:>11s}" for n in names) + "  best peer / ours")
+    for op, by in found.items():
+        best = min(by[p] for p in peers)
+        cells = [f"{by[name] * 1e6:9,.0f}us" for name in ("orchestrator_db", *peers, raw)]
+        verdict = "ok" if best / by["orchestrator_db"] >= 1.0 else "BEHIND"
+        print(f"{op:40s} {' '.join(cells)} {best / by['orchestrator_db']:12.2f}x  {verdict}")
+
+
+async def _sqlite() -> None:
+    directory = Path(tempfile.mkdtemp(prefix="orchestrator_db-peers-"))
+    try:
+        url, bulk_url = (
+            f"sqlite+aiosqlite:///{directory / name}" for name in ("main.db", "bulk.db")
+        )
+        contenders = [c(url, bulk_url) for c in (Ours, AdvancedAlchemy, TortoiseORM, RawDriver)]
+        await _prepare(url, contenders)
+        bulk = Database(bulk_url)
+        await bulk.migrate()
+        await bulk.close()
+        for contender in contenders:
+            await contender.start()
+
+        async def empty() -> None:
+            async with aiosqlite.connect(directory / "bulk.db") as connection:
+                await connection.execute("DELETE FROM tasks")
+                await connection.commit()
+
+        try:
+            found = await _measure(contenders, empty)
+        finally:
+            for contender in contenders:
+                await contender.stop()
+        _report("SQLite", found, "aiosqlite")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _postgresql() -> None:
+    try:
+        await pg_admin("SELECT 1")
+    except (OSError, asyncpg.PostgresError):
+        print("\nPeers on PostgreSQL: SKIPPED, the server is not reachable")
+        return
+    server = PostgresServer(ADMIN_DSN)
+    url = await server.create("odb_bench_peers")
+    bulk_url = await server.create("odb_bench_peers_bulk")
+    try:
+        contenders = [c(url, bulk_url) for c in (Ours, AdvancedAlchemy, TortoiseORM, RawDriver)]
+        await _prepare(url, contenders)
+        bulk = Database(bulk_url)
+        await bulk.migrate()
+        await bulk.close()
+        for contender in contenders:
+            await contender.start()
+
+        async def empty() -> None:
+            connection = await asyncpg.connect(_dsn(bulk_url))
+            await connection.execute("TRUNCATE tasks CASCADE")
+            await connection.close()
+
+        try:
+            found = await _measure(contenders, empty)
+        finally:
+            for contender in contenders:
+                await contender.stop()
+        _report("PostgreSQL", found, "asyncpg")
+    finally:
+        await server.drop("odb_bench_peers")
+        await server.drop("odb_bench_peers_bulk")
+
+
+async def run() -> None:
+    """Each engine in a process of its own: Tortoise's models, once set up
+    for one database, keep that database's SQL."""
+    try:
+        import advanced_alchemy  # noqa: F401
+        import tortoise  # noqa: F401
+    except ImportError:
+        print("\nPeers: SKIPPED, install the bench extra (pip install -e '.[dev,bench]')")
+        return
+    for engine in ("sqlite", "postgresql"):
+        done = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.peers", engine)
+        await done.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(_sqlite() if sys.argv[1:] == ["sqlite"] else _postgresql())
