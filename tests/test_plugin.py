@@ -17,6 +17,8 @@ from tests.test_project import alembic, make_project
 
 pytest_plugins = ["pytester"]
 
+PLUGIN_DATABASE = re.compile(r"odb_test_\d+_[0-9a-f]{6}(_\d+)?")  # and copies
+
 PLUGIN_ENGINES = [
     pytest.param("sqlite"),
     pytest.param(
@@ -46,7 +48,7 @@ async def test_one(odb_uow, odb_database: Database, odb_engine: str) -> None:
     async with odb_database.unit_of_work(read_only=True) as uow:
         assert (await uow.tickets.get(ticket.ticket_id)).title == "first"
         assert await uow.worker_types.missing(ticket.project_id, ["coder"]) == []
-    print("ENGINE", odb_engine, odb_database.url.get_backend_name())
+    print("ENGINE", odb_engine, odb_database.url.get_backend_name(), odb_database.url.database)
 
 
 async def test_two(odb_uow) -> None:
@@ -76,7 +78,11 @@ def _plugin_databases() -> set[str]:
             rows = await connection.fetch("SELECT datname FROM pg_database")
         finally:
             await connection.close()
-        return {r["datname"] for r in rows if re.fullmatch(r"odb_test_\d+(_\d+)?", r["datname"])}
+        return {
+            r["datname"]
+            for r in rows
+            if re.fullmatch(r"odb_test_\d+_[0-9a-f]{6}(_\d+)?", r["datname"])
+        }
 
     return asyncio.run(names())
 
@@ -85,14 +91,16 @@ def _plugin_databases() -> set[str]:
 def test_each_test_gets_a_migrated_database_of_its_own(
     pytester: pytest.Pytester, engine: str
 ) -> None:
-    before = _plugin_databases() if engine == "postgresql" else set()
     pytester.makepyfile(test_user=ISOLATED)
     result = _run(pytester, engine)
     result.assert_outcomes(passed=3)
     backend = "sqlite" if engine == "sqlite" else "postgresql"
-    result.stdout.fnmatch_lines([f"*ENGINE {engine} {backend}*"])
+    found = re.search(rf"ENGINE {engine} {backend} (\S+)", result.stdout.str())
+    assert found, result.stdout.str()
     if engine == "postgresql":
-        assert _plugin_databases() == before  # dropped at the end
+        name = found.group(1)
+        assert PLUGIN_DATABASE.fullmatch(name), name
+        assert name not in _plugin_databases()  # dropped at the end
 
 
 def test_an_unknown_engine_is_a_usage_error(
@@ -195,3 +203,66 @@ def test_the_readme_recipe_with_a_projects_own_revisions(
         "-p", "no:cacheprovider", "--odb-engine", engine, "--odb-postgres-url", pg.ADMIN_DSN
     )
     result.assert_outcomes(passed=3)
+
+
+OTHER_SCHEMA_CONFTEST = """
+import asyncio
+
+import asyncpg
+import pytest
+
+
+@pytest.fixture(scope="session")
+def odb_migrate(odb_migrate):
+    def migrate(url):
+        odb_migrate(url)
+
+        async def notes():
+            connection = await asyncpg.connect(url.replace("+asyncpg", ""))
+            await connection.execute("CREATE SCHEMA app; CREATE TABLE app.notes (line text)")
+            await connection.close()
+
+        asyncio.run(notes())
+
+    return migrate
+"""
+
+OTHER_SCHEMA = """
+import pytest
+from sqlalchemy import text
+
+
+@pytest.mark.parametrize("round", range(2))
+async def test_a_table_in_another_schema_starts_empty(odb_uow, round: int) -> None:
+    count = text("SELECT count(*) FROM app.notes")
+    assert (await odb_uow.session.execute(count)).scalar() == 0
+    await odb_uow.session.execute(text("INSERT INTO app.notes VALUES ('kept?')"))
+    await odb_uow.commit()
+"""
+
+
+@pytest.mark.skipif("postgresql" not in ENGINES, reason="PostgreSQL is not among the engines")
+def test_what_a_restore_cannot_keep_gets_a_copy_per_test(pytester: pytest.Pytester) -> None:
+    """A table in another schema: each test gets a CREATE DATABASE copy."""
+    pytester.makeconftest(OTHER_SCHEMA_CONFTEST)
+    pytester.makepyfile(test_user=OTHER_SCHEMA)
+    _run(pytester, "postgresql").assert_outcomes(passed=2)
+
+
+def test_a_url_with_a_password_is_shown_without_it(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        test_user="def test_shown(odb_database_url):\n    assert odb_database_url and False\n"
+    )
+    url = pg.ADMIN_DSN.replace("postgres@", "postgres:s3cr3t@", 1)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--odb-engine", "postgresql", "--odb-postgres-url", url
+    )
+    result.assert_outcomes(failed=1)
+    assert "s3cr3t" not in result.stdout.str() + result.stderr.str()
+    bad = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--odb-engine", "postgresql",
+        "--odb-postgres-url", "mysql://user:s3cr3t@host/db",
+    )  # fmt: skip
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    assert "s3cr3t" not in bad.stdout.str() + bad.stderr.str()

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from orchestrator_db import Database
 from orchestrator_db.cli import main as cli
-from orchestrator_db.migrations.project import PROJECT_VERSION_TABLE, init
+from orchestrator_db.migrations.project import PROJECT_VERSION_TABLE, init, upgrade
 from orchestrator_db.migrations.runner import head_revision
 from tests.helpers import add_tasks, task
 
@@ -131,3 +131,11 @@ def test_init_writes_all_of_a_project_or_nothing(
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
     assert len(init(tmp_path)) == 4  # and a second try finds nothing in its way
+
+
+def test_upgrade_names_a_missing_configuration(tmp_path: Path) -> None:
+    """Alembic would read a missing file as an empty configuration and
+    complain about script_location; upgrade() says what is missing."""
+    with pytest.raises(FileNotFoundError, match="no Alembic configuration at"):
+        upgrade(tmp_path / "alembic.ini", f"sqlite:///{tmp_path / 'app.db'}")
+    assert not (tmp_path / "app.db").exists()

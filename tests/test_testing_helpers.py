@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 
 from orchestrator_db import Database, Task
-from orchestrator_db.errors import ValidationError
-from orchestrator_db.models import Comment, Event, Ticket, ToolExecution, Worker, WorkflowTask
+from orchestrator_db.errors import DataLayerError, ValidationError
+from orchestrator_db.models import (
+    Comment,
+    Event,
+    TaskDependency,
+    Ticket,
+    ToolExecution,
+    Worker,
+    WorkflowTask,
+)
 from orchestrator_db.testing import (
     ClientSessionFactory,
     CommentFactory,
@@ -29,7 +43,8 @@ from orchestrator_db.testing import (
     create_batch,
     migrated_database,
 )
-from orchestrator_db.testing.database import Baseline
+from orchestrator_db.testing.database import Baseline, migrate
+from tests import pg
 from tests.helpers import add_tasks, task
 
 
@@ -163,3 +178,130 @@ async def test_a_baseline_outlives_its_connection(postgres_database_url: str) ->
     finally:
         await db.close()
         await baseline.close()
+
+
+# ------------------------------------------------- Baseline: what a restore keeps
+
+
+@pytest.fixture
+async def scratch_pg(postgres_database_url: str) -> AsyncIterator[str]:
+    """A migrated PostgreSQL database of the test's own, to add to."""
+    name = f"odb_baseline_{os.getpid()}_{secrets.token_hex(3)}"
+    url = await asyncio.to_thread(pg.create_database, name)
+    await migrate(url)
+    yield url
+    await asyncio.to_thread(pg.drop_database, name)
+
+
+async def _sql(url: str, *statements: str) -> list[Any]:
+    connection = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        for statement in statements[:-1]:
+            await connection.execute(statement)
+        return list(await connection.fetch(statements[-1]))
+    finally:
+        await connection.close()
+
+
+async def test_seed_rows_come_back_whole_in_any_order(scratch_pg: str) -> None:
+    """A child seeded before its parent was last written (the physical
+    order), SQL NULL in a JSON column, a DELETE trigger of the project's:
+    the rows come back as they were, and the trigger does not run."""
+    db = Database(scratch_pg)
+    async with db.unit_of_work() as uow:
+        parent = await create(uow, Task, metadata_=None)
+        child = await create(uow, Task, parent_task_id=parent.id)
+        await uow.commit()
+    async with db.unit_of_work() as uow:
+        await uow.tasks.update(parent.id, title="touched")  # the parent moves behind
+        await uow.commit()
+    await db.close()
+    await _sql(
+        scratch_pg,
+        "CREATE TABLE history (what text)",
+        "CREATE FUNCTION remember() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN INSERT INTO history VALUES (TG_OP); RETURN OLD; END $$",
+        "CREATE TRIGGER remembered AFTER DELETE ON tasks FOR EACH ROW EXECUTE FUNCTION remember()",
+        "SELECT 1",
+    )
+    baseline = await Baseline.capture(scratch_pg)
+    try:
+        assert baseline.possible, baseline.why
+        seeded = "SELECT id, parent_task_id, metadata IS NULL AS null FROM tasks ORDER BY id"
+        before = await _sql(scratch_pg, seeded)
+        await _sql(
+            scratch_pg, "DELETE FROM tasks", "INSERT INTO history VALUES ('test')", "SELECT 1"
+        )
+        await baseline.restore()
+        assert await _sql(scratch_pg, seeded) == before
+        assert [r["null"] for r in before] == [True, True] and child.parent_task_id == parent.id
+        assert await _sql(scratch_pg, "SELECT what FROM history") == []
+    finally:
+        await baseline.close()
+
+
+async def test_a_session_left_in_a_transaction_does_not_stop_a_restore(scratch_pg: str) -> None:
+    baseline = await Baseline.capture(scratch_pg)
+    await add_tasks(db := Database(scratch_pg), task())
+    await db.close()
+    left_open = await asyncpg.connect(scratch_pg.replace("+asyncpg", ""))
+    try:
+        await left_open.execute("BEGIN")
+        await left_open.execute("UPDATE tasks SET title = 'mine'")  # its row locked
+        await baseline.restore()  # ends the session after lock_timeout, then restores
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
+            await left_open.fetch("SELECT 1")  # it was ended
+    finally:
+        await left_open.close()
+        await baseline.close()
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "CREATE SCHEMA app; CREATE TABLE app.deployments (id serial PRIMARY KEY)",
+        "CREATE TABLE audit (at date) PARTITION BY RANGE (at); "
+        "CREATE TABLE audit_2024 PARTITION OF audit "
+        "FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')",
+        "CREATE TABLE base_log (line text); CREATE TABLE child_log () INHERITS (base_log)",
+        "CREATE TABLE a (id int PRIMARY KEY, b int); CREATE TABLE b (id int PRIMARY KEY, "
+        "a int REFERENCES a); ALTER TABLE a ADD FOREIGN KEY (b) REFERENCES b",
+    ],
+    ids=["other-schema", "partitioned", "inherited", "cycle"],
+)
+async def test_what_a_restore_cannot_keep_is_copied_instead(scratch_pg: str, setup: str) -> None:
+    await _sql(scratch_pg, setup, "SELECT 1")
+    baseline = await Baseline.capture(scratch_pg)
+    await baseline.close()
+    if "REFERENCES a" in setup:  # a superuser restores cycles with checks off
+        assert baseline.possible
+    else:
+        assert not baseline.possible and baseline.why
+
+
+@pytest.mark.parametrize(
+    ("model", "fields"),
+    [
+        (TaskDependency, {}),
+        ("Task", {}),
+        (Task, {"colour": "red"}),
+        (Ticket, {"execution_plan": None}),
+        (Ticket, {"execution_plan": "coder"}),
+        (Ticket, {"project_id": "nope/nope"}),
+        (Worker, {"worker_type": 7}),
+    ],
+    ids=[
+        "not-ours",
+        "a-string",
+        "unknown-field",
+        "no-plan",
+        "plan-string",
+        "no-project",
+        "bad-type",
+    ],
+)
+async def test_create_refuses_with_typed_errors(db: Database, model: Any, fields: Any) -> None:
+    async with db.unit_of_work() as uow:
+        with pytest.raises(DataLayerError):
+            await create(uow, model, **fields)
+        assert await uow.worker_types.count() == 0

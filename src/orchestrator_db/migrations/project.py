@@ -139,6 +139,8 @@ def upgrade(config_file: str | Path, url: str, revision: str = "head") -> None:
     database at ``url``, as ``alembic -x url=URL upgrade REVISION`` does;
     for a project's tests (the pytest plugin's ``odb_migrate``) and its
     deployment code. Call it where no event loop runs (or in a thread)."""
+    if not Path(config_file).is_file():  # Alembic would read an empty configuration
+        raise FileNotFoundError(f"no Alembic configuration at {config_file}")
     options = argparse.Namespace(x=[f"url={url}"])
     config = Config(str(config_file), cmd_opts=options, stdout=io.StringIO())
     command.upgrade(config, revision)

@@ -29,8 +29,10 @@ from typing import Any
 
 from sqlalchemy import MetaData, Table, delete, insert, select, text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql import sqltypes
 
 from orchestrator_db.database import Database
 from orchestrator_db.errors import ValidationError
@@ -139,22 +141,66 @@ def _insertable(table: Table) -> bool:
     )
 
 
+def _json_nulls_stay_null(table: Table) -> None:
+    """Reflected JSON columns would write Python ``None`` back as JSON
+    ``null``; a seed row's SQL NULL must stay one."""
+    for column in table.columns:
+        if isinstance(column.type, sqltypes.JSON):
+            column.type = type(column.type)(none_as_null=True)
+
+
+# Where a restore of the current schema's tables would not be faithful:
+# tables or sequences in another schema, partitioned or inherited tables.
+_ELSEWHERE = text(
+    "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "  WHERE c.relkind IN ('r', 'p', 'S') AND n.nspname <> current_schema() "
+    "  AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "  AND n.nspname NOT LIKE 'pg\\_%') "
+    "OR EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "  WHERE n.nspname = current_schema() AND (c.relkind = 'p' OR c.relispartition)) "
+    "OR EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+    "  JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema())"
+)
+# Triggers of the schema's own that a DELETE or an INSERT fires.
+_WRITE_TRIGGERS = text(
+    "SELECT EXISTS (SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+    "  JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "  WHERE NOT t.tgisinternal AND n.nspname = current_schema() AND (t.tgtype & 12) <> 0)"
+)
+_QUIET = text("SET LOCAL session_replication_role = replica")
+_LOCK_TIMEOUT = text("SET LOCAL lock_timeout = '2s'")
+_END_OTHER_SESSIONS = text(
+    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+
+
 @dataclass(frozen=True)
 class Baseline:
     """What a migrated PostgreSQL database holds right after its migrations
     (:meth:`capture`): the rows they wrote, if any (seed data), and where
     each sequence stands. :meth:`restore` puts the database back there
-    before a test: every table is emptied (children first), the seed rows
-    are written again and the sequences set back, in one transaction, over
-    one connection kept for the purpose (use it from one event loop).
-    ``possible`` is false where that cannot be done faithfully (foreign keys
-    in a cycle, seed rows in generated columns): copy the database instead."""
+    before a test, in one transaction, over one connection kept for the
+    purpose (use it from one event loop): every table is emptied, the seed
+    rows are written again and the sequences set back. Where the role may
+    (a superuser's may), triggers and foreign-key checks are off meanwhile
+    (``session_replication_role = replica``), so that no trigger of the
+    project's runs and seed rows may come back in any order; else only a
+    database without seed rows and without INSERT or DELETE triggers is
+    restored. ``possible`` is false where a restore would not be faithful
+    (see also tables in other schemas, partitions, inheritance): copy the
+    database instead; ``why`` says why."""
 
     engine: AsyncEngine
     tables: tuple[Table, ...]  # children first
     rows: tuple[tuple[Table, tuple[dict[str, Any], ...]], ...]  # parents first
     sequences: tuple[tuple[int, int, bool], ...]  # (oid, value, is_called)
-    possible: bool
+    quiet: bool  # session_replication_role = replica is allowed
+    why: str | None  # why a restore is not possible, if it is not
+
+    @property
+    def possible(self) -> bool:
+        return self.why is None
 
     @classmethod
     async def capture(cls, url: str) -> Baseline:
@@ -165,12 +211,16 @@ class Baseline:
             normalize_url(url), pool_size=1, max_overflow=0, pool_pre_ping=True
         )
         async with engine.connect() as connection:
-            await connection.run_sync(metadata.reflect)
             with warnings.catch_warnings(record=True) as cycles:
+                # Types SQLAlchemy does not know (point, PostGIS) come back
+                # as written; foreign keys in a cycle are noted below.
                 warnings.simplefilter("always")
+                await connection.run_sync(metadata.reflect)
                 ordered = [t for t in metadata.sorted_tables if not _is_version_table(t)]
+            cyclic = any("cycle" in str(warning.message) for warning in cycles)
             rows = []
             for table in ordered:
+                _json_nulls_stay_null(table)
                 result = await connection.execute(select(table))
                 found = tuple(dict(row) for row in result.mappings())
                 if found:
@@ -178,11 +228,41 @@ class Baseline:
             sequences = tuple(
                 (oid, value, called) for oid, value, called in await connection.execute(_SEQUENCES)
             )
-        possible = not cycles and all(_insertable(table) for table, _ in rows)
-        return cls(engine, tuple(reversed(ordered)), tuple(rows), sequences, possible)
+            elsewhere = bool(await connection.scalar(_ELSEWHERE))
+            triggers = bool(await connection.scalar(_WRITE_TRIGGERS))
+            await connection.rollback()  # the reads' transaction
+            try:
+                async with connection.begin():
+                    await connection.execute(_QUIET)
+                quiet = True
+            except DBAPIError:  # not a superuser's role
+                quiet = False
+        why = None
+        if elsewhere:
+            why = "tables in other schemas, partitioned or inherited tables"
+        elif not all(_insertable(table) for table, _ in rows):
+            why = "seed rows in generated columns"
+        elif not quiet and (rows or triggers or cyclic):
+            why = "seed rows, triggers or cyclic foreign keys, and no right to turn triggers off"
+        if why is not None:
+            await engine.dispose()  # a template may not have connections
+        return cls(engine, tuple(reversed(ordered)), tuple(rows), sequences, quiet, why)
 
     async def restore(self) -> None:
+        try:
+            await self._restore()
+        except DBAPIError:
+            # Most likely a lock that a session the last test left open
+            # still holds (lock_timeout): end every other session, again.
+            async with self.engine.connect() as connection:
+                await connection.execute(_END_OTHER_SESSIONS)
+            await self._restore()
+
+    async def _restore(self) -> None:
         async with self.engine.begin() as connection:
+            await connection.execute(_LOCK_TIMEOUT)
+            if self.quiet:
+                await connection.execute(_QUIET)
             for table in self.tables:
                 await connection.execute(delete(table))
             for table, found in self.rows:

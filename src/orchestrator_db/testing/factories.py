@@ -7,6 +7,8 @@ from typing import Any, TypeVar
 
 import factory
 
+from orchestrator_db import values
+from orchestrator_db.errors import ValidationError
 from orchestrator_db.models import (
     ClientSession,
     Comment,
@@ -230,13 +232,26 @@ async def create(uow: UnitOfWork, model: type[ModelT], /, **fields: Any) -> Mode
     worker types of its plan, a worker's project and type, a comment's
     ticket, a tool execution's task...), and add it through its repository,
     in ``uow``; the stored object. ``model`` may also be a factory of one
-    of the package's models (a subclass of one of these)."""
+    of the package's models (a subclass of one of these). A refused object
+    raises its typed error; the rows made for it stay in the unit, which
+    the test rolls back (``odb_uow`` does unless committed)."""
+    built_by: Any  # a factory class (factory-boy is untyped), or None
     if isinstance(model, type) and issubclass(model, factory.Factory):
-        built_by: type[factory.Factory] = model
-        model = built_by._meta.model
-    else:
+        built_by = model
+    elif model in _FACTORIES:
         built_by = _FACTORIES[model]
-    obj = built_by.build(**fields)
+    else:
+        built_by = None
+    if built_by is None or built_by._meta.model not in _REPOSITORIES:
+        raise ValidationError(
+            "create() makes the package's models (or a factory of one): "
+            + ", ".join(sorted(m.__name__ for m in _FACTORIES)),
+            field="model",
+        )
+    try:
+        obj = built_by.build(**fields)
+    except TypeError as error:  # a field the model does not have
+        raise ValidationError(str(error), field="fields") from None
     await _provide(uow, obj)
     stored: ModelT = await uow.repository(_REPOSITORIES[type(obj)]).add(obj)
     return stored
@@ -271,10 +286,13 @@ async def _provide(uow: UnitOfWork, obj: Base) -> None:
     elif isinstance(obj, WorkerType | Ticket | Worker):
         if obj.project_id is None:
             obj.project_id = (await create(uow, Project)).repository_name
+        else:
+            await uow.projects.get(obj.project_id)  # NotFoundError names the project
         if isinstance(obj, Ticket):
-            await _worker_types(uow, obj.project_id, obj.execution_plan)
+            plan = values.texts(obj.execution_plan, "execution_plan")
+            await _worker_types(uow, obj.project_id, plan)
         elif isinstance(obj, Worker):
-            await _worker_types(uow, obj.project_id, [obj.worker_type])
+            await _worker_types(uow, obj.project_id, [values.text(obj.worker_type, "worker_type")])
 
 
 async def _worker_types(uow: UnitOfWork, project_id: str, names: list[str]) -> None:

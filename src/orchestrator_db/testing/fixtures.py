@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
+from sqlalchemy.engine import make_url
 
 from orchestrator_db.database import Database
 from orchestrator_db.testing.database import Baseline, PostgresServer, copy_sqlite, migrate
@@ -60,7 +62,8 @@ class SuiteDatabase:
     def for_test(self, directory: Path) -> tuple[str, Callable[[], None]]:
         """A database for one test: its URL, and what removes it."""
         assert self._sqlite_file is not None
-        return copy_sqlite(self._sqlite_file, directory / "test.db"), lambda: None
+        copy = copy_sqlite(self._sqlite_file, directory / "orchestrator_db-test.sqlite")
+        return copy, lambda: None
 
     def close(self) -> None:
         """Drop what the suite made."""
@@ -74,12 +77,20 @@ class PostgresSuiteDatabase(SuiteDatabase):
         self, server_url: str, migrate: Callable[[str], None], *, name: str | None = None
     ) -> None:
         super().__init__("postgresql")
-        self._loop = _Loop()
         self._server = PostgresServer(server_url)
-        self._name = name or f"odb_test_{os.getpid()}"
-        self.url = self._loop.run(self._server.create(self._name))
-        migrate(self.url)
-        self._baseline = self._loop.run(Baseline.capture(self.url))
+        # The process id alone can repeat (one per container).
+        self._name = name or f"odb_test_{os.getpid()}_{secrets.token_hex(3)}"
+        self._loop = _Loop()
+        try:
+            self.url = self._loop.run(self._server.create(self._name))
+            migrate(self.url)
+            self._baseline = self._loop.run(Baseline.capture(self.url))
+        except BaseException:
+            try:
+                self._loop.run(self._server.drop(self._name))
+            finally:
+                self._loop.close()
+            raise
 
     def for_test(self, directory: Path) -> tuple[str, Callable[[], None]]:
         if self._baseline.possible:
@@ -92,9 +103,11 @@ class PostgresSuiteDatabase(SuiteDatabase):
     def close(self) -> None:
         try:
             self._loop.run(self._baseline.close())
-            self._loop.run(self._server.drop(self._name))
         finally:
-            self._loop.close()
+            try:
+                self._loop.run(self._server.drop(self._name))
+            finally:
+                self._loop.close()
 
 
 @pytest.fixture(scope="session")
@@ -139,11 +152,19 @@ def odb_suite_database(
         suite.close()
 
 
+class DatabaseURL(str):
+    """A database URL whose repr hides its password: pytest shows a failed
+    test's arguments."""
+
+    def __repr__(self) -> str:
+        return repr(make_url(self).render_as_string(hide_password=True))
+
+
 @pytest.fixture
 def odb_database_url(odb_suite_database: SuiteDatabase, tmp_path: Path) -> Iterator[str]:
     """The URL of a migrated database of this test's own."""
     url, remove = odb_suite_database.for_test(tmp_path)
-    yield url
+    yield DatabaseURL(url)
     remove()
 
 

@@ -60,6 +60,15 @@ def postgres_server(config: pytest.Config) -> str:
         raise pytest.UsageError(
             f"--odb-engine postgresql needs a server: --odb-postgres-url or ${POSTGRES_VARIABLE}"
         )
+    from orchestrator_db.errors import DataLayerError
+    from orchestrator_db.settings import normalize_url
+
+    try:
+        backend = normalize_url(str(url)).get_backend_name()
+    except DataLayerError:
+        backend = None
+    if backend != "postgresql":  # said without the URL: it may hold a password
+        raise pytest.UsageError("--odb-postgres-url is not a PostgreSQL URL")
     return str(url)
 
 
