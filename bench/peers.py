@@ -441,31 +441,37 @@ def _report(title: str, found: dict[str, dict[str, float]], raw: str) -> None:
         print(f"{op:40s} {' '.join(cells)} {best / by['orchestrator_db']:12.2f}x  {verdict}")
 
 
+async def _compare(
+    title: str, raw: str, url: str, bulk_url: str, empty: Callable[[], Awaitable[None]]
+) -> None:
+    """Every contender on ``url`` (and ``bulk_url``, emptied by ``empty``
+    before each bulk insert into an empty table)."""
+    contenders = [c(url, bulk_url) for c in (Ours, AdvancedAlchemy, TortoiseORM, RawDriver)]
+    await _prepare(url, contenders)
+    bulk = Database(bulk_url)
+    await bulk.migrate()
+    await bulk.close()
+    for contender in contenders:
+        await contender.start()
+    try:
+        found = await _measure(contenders, empty)
+    finally:
+        for contender in contenders:
+            await contender.stop()
+    _report(title, found, raw)
+
+
 async def _sqlite() -> None:
     directory = Path(tempfile.mkdtemp(prefix="orchestrator_db-peers-"))
+
+    async def empty() -> None:
+        async with aiosqlite.connect(directory / "bulk.db") as connection:
+            await connection.execute("DELETE FROM tasks")
+            await connection.commit()
+
     try:
-        url, bulk_url = (
-            f"sqlite+aiosqlite:///{directory / name}" for name in ("main.db", "bulk.db")
-        )
-        contenders = [c(url, bulk_url) for c in (Ours, AdvancedAlchemy, TortoiseORM, RawDriver)]
-        await _prepare(url, contenders)
-        bulk = Database(bulk_url)
-        await bulk.migrate()
-        await bulk.close()
-        for contender in contenders:
-            await contender.start()
-
-        async def empty() -> None:
-            async with aiosqlite.connect(directory / "bulk.db") as connection:
-                await connection.execute("DELETE FROM tasks")
-                await connection.commit()
-
-        try:
-            found = await _measure(contenders, empty)
-        finally:
-            for contender in contenders:
-                await contender.stop()
-        _report("SQLite", found, "aiosqlite")
+        url, bulk_url = (f"sqlite+aiosqlite:///{directory / n}" for n in ("main.db", "bulk.db"))
+        await _compare("SQLite", "aiosqlite", url, bulk_url, empty)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -479,26 +485,14 @@ async def _postgresql() -> None:
     server = PostgresServer(ADMIN_DSN)
     url = await server.create("odb_bench_peers")
     bulk_url = await server.create("odb_bench_peers_bulk")
+
+    async def empty() -> None:
+        connection = await asyncpg.connect(_dsn(bulk_url))
+        await connection.execute("TRUNCATE tasks CASCADE")
+        await connection.close()
+
     try:
-        contenders = [c(url, bulk_url) for c in (Ours, AdvancedAlchemy, TortoiseORM, RawDriver)]
-        await _prepare(url, contenders)
-        bulk = Database(bulk_url)
-        await bulk.migrate()
-        await bulk.close()
-        for contender in contenders:
-            await contender.start()
-
-        async def empty() -> None:
-            connection = await asyncpg.connect(_dsn(bulk_url))
-            await connection.execute("TRUNCATE tasks CASCADE")
-            await connection.close()
-
-        try:
-            found = await _measure(contenders, empty)
-        finally:
-            for contender in contenders:
-                await contender.stop()
-        _report("PostgreSQL", found, "asyncpg")
+        await _compare("PostgreSQL", "asyncpg", url, bulk_url, empty)
     finally:
         await server.drop("odb_bench_peers")
         await server.drop("odb_bench_peers_bulk")
