@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,24 @@ async def test_password_is_hidden_in_repr() -> None:
     db = Database("postgresql+asyncpg://user:s3cret@127.0.0.1:1/none")
     assert "s3cret" not in repr(db)
     await db.close()
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+async def test_a_sqlite_read_only_unit_holds_no_transaction(sqlite_url: str, inline: bool) -> None:
+    """Read-only units send no BEGIN (each statement is its own snapshot,
+    as on PostgreSQL): one hop per read, and a unit kept open does not pin
+    the WAL, which a checkpoint can then truncate."""
+    db = Database(sqlite_url, sqlite_execution="inline" if inline else "thread")
+    try:
+        (added,) = await add_tasks(db, task())
+        async with db.unit_of_work(read_only=True) as uow:
+            assert (await uow.tasks.get(added.id)).id == added.id
+            assert await uow.tasks.count() == 1
+            path = sqlite_url.split("///", 1)[1]
+            with sqlite3.connect(path) as other:
+                busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            assert busy == 0
+            with pytest.raises(ReadOnlyError):
+                await uow.tasks.add(task())
+    finally:
+        await db.close()

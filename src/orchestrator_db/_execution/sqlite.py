@@ -5,9 +5,10 @@ against application crashes; a power loss may lose the last commits),
 ``foreign_keys=ON`` and the busy timeout. The driver issues no BEGIN of its
 own: the ``begin`` listener sends ``BEGIN IMMEDIATE`` for write units (the
 write lock is taken up front, so concurrent writers queue for
-``busy_timeout`` instead of failing with "database is locked"), ``BEGIN
-DEFERRED`` with ``PRAGMA query_only`` for read-only units, and nothing at all
-for the migration runner's PRAGMAs that a transaction would ignore.
+``busy_timeout`` instead of failing with "database is locked"), and no BEGIN
+at all for read-only units (with ``PRAGMA query_only``: each statement reads
+its own snapshot, as on PostgreSQL) and for the migration runner's PRAGMAs
+that a transaction would ignore.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ _BEGIN_STATEMENTS: dict[str, str | None] = {
     "IMMEDIATE": "BEGIN IMMEDIATE",
     "DEFERRED": "BEGIN DEFERRED",
     # No BEGIN at all: each statement commits on its own. Used for PRAGMAs
-    # that are ignored inside a transaction (foreign_keys during migrations).
+    # that are ignored inside a transaction (foreign_keys during migrations),
+    # and by read-only units.
     "NONE": None,
 }
 
@@ -127,8 +129,11 @@ class SQLiteBackend(Backend):
         event.listen(sync_engine, "begin", _begin)
 
     def read_only_options(self) -> dict[str, Any]:
-        # One pool: readers open DEFERRED transactions with query_only on.
-        return {BEGIN_MODE_OPTION: "DEFERRED", READ_ONLY_OPTION: True}
+        # One pool: readers run with query_only on and no BEGIN, each
+        # statement its own snapshot, as PostgreSQL's read-only units in
+        # autocommit: a one-statement unit is one hop to SQLite's thread,
+        # with no ROLLBACK after it.
+        return {BEGIN_MODE_OPTION: "NONE", READ_ONLY_OPTION: True}
 
     def recycle_seconds(self, settings: DatabaseSettings) -> int:
         # A file connection does not go stale.
