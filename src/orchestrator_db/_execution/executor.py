@@ -51,7 +51,7 @@ import functools
 import inspect as inspect_module
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -991,12 +991,8 @@ class ConnectionExecutor:
         entity: str | None = None,
         key: Any = None,
     ) -> list[Any]:
-        started = time.perf_counter()
-        try:
+        with self._timed(statement):
             return await fetch_rows(self.connection, self.backend, statement, params)
-        finally:
-            if self.observer is not None:
-                self.observer.statement(statement, started)
 
     async def run_many(
         self,
@@ -1005,7 +1001,18 @@ class ConnectionExecutor:
         *,
         entity: str | None = None,
     ) -> None:
-        await self.connection.execute(statement, list(params))
+        with self._timed(statement):
+            await self.connection.execute(statement, list(params))
+
+    @contextlib.contextmanager
+    def _timed(self, statement: Executable) -> Iterator[None]:
+        """A slow statement is logged and counted (see ``observe``)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.observer is not None:
+                self.observer.statement(statement, started)
 
     def adopt(self, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT:
         return rows.detached(model, row)
