@@ -1,7 +1,7 @@
 """``make bench``: the package against raw drivers, measured in the same run.
 
-Run ``python -m bench [sqlite] [postgresql] [queue] [retention] [wakeup] [fixtures] [peers]``;
-by default all
+Run ``python -m bench [sqlite] [postgresql] [queue] [retention] [wakeup] [fixtures]
+[peers] [queue_peers]``; by default all
 (PostgreSQL parts are skipped, loudly, when the server is unreachable).
 """
 
@@ -10,11 +10,29 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import fixtures, peers, postgresql, queue, retention, sqlite, wakeup
+from bench import (
+    fixtures,
+    peers,
+    postgresql,
+    queue,
+    queue_peers,
+    retention,
+    sqlite,
+    wakeup,
+)
 
 
 def main(argv: list[str]) -> int:
-    engines = argv or ["sqlite", "postgresql", "queue", "retention", "wakeup", "fixtures", "peers"]
+    engines = argv or [
+        "sqlite",
+        "postgresql",
+        "queue",
+        "retention",
+        "wakeup",
+        "fixtures",
+        "peers",
+        "queue_peers",
+    ]
     if "sqlite" in engines:
         asyncio.run(sqlite.run())
     if "postgresql" in engines:
@@ -29,6 +47,8 @@ def main(argv: list[str]) -> int:
         asyncio.run(fixtures.run())
     if "peers" in engines:
         asyncio.run(peers.run())
+    if "queue_peers" in engines:
+        asyncio.run(queue_peers.run())
     return 0
 
 

@@ -1,0 +1,247 @@
+"""The PostgreSQL work queue beside the job queues a user would pick instead
+(``python -m bench queue_peers``; pgqueuer and procrastinate come from the
+``bench`` extra).
+
+Each contender drains the same number of no-op jobs with the same number of
+worker processes, each worker as its library documents its fastest use:
+ours, a ``db.queue_worker`` connection claiming and completing one task per
+transaction (``complete_and_claim``), with and without a ``task_types``
+filter; pgqueuer's ``QueueManager`` in drain mode with its default batch of
+ten; procrastinate's worker (``wait=False``: it stops when the queue is
+empty); and raw asyncpg running the package's own claim and completion SQL
+one task at a time. Throughput is jobs per second from the moment every
+worker is ready to the moment the queue is empty; every contender gets a
+database of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Any
+
+import asyncpg
+
+from bench.common import ADMIN_DSN, pg_admin
+from bench.queue import _bind, _in_processes, _queue_sql
+from orchestrator_db import Database, Task
+from orchestrator_db.testing.database import PostgresServer
+
+JOBS = 5_000
+WORKERS = 4
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+# ------------------------------------------------------------------ ours
+
+
+def _ours_worker(url: str, name: str, types: bool, ready: Any, go: Any) -> int:
+    async def run() -> int:
+        db = Database(url)
+        done = 0
+        try:
+            kinds = {"code"} if types else None
+            async with db.queue_worker(name, task_types=kinds) as worker:
+                ready.set()
+                await asyncio.to_thread(go.wait)
+                task = await worker.claim()
+                while task is not None:
+                    task = await worker.complete_and_claim(task.id)
+                    done += 1
+            return done
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+async def _ours(url: str, *, types: bool) -> float:
+    db = Database(url)
+    try:
+        await db.migrate()
+        for start in range(0, JOBS, 5_000):
+            async with db.unit_of_work() as uow:
+                size = min(5_000, JOBS - start)
+                await uow.tasks.submit_many(
+                    [Task(title="noop", task_type="code", config={}) for _ in range(size)]
+                )
+                await uow.commit()
+    finally:
+        await db.close()
+    args = [(url, f"w{i}", types) for i in range(WORKERS)]
+    elapsed, counts = await asyncio.to_thread(_in_processes, _ours_worker, args)
+    assert sum(counts) == JOBS, counts
+    return JOBS / elapsed
+
+
+# ------------------------------------------------------------ raw asyncpg
+
+
+def _raw_worker(dsn: str, sql: Any, name: str, ready: Any, go: Any) -> int:
+    claim, complete, release = sql
+
+    async def run() -> int:
+        connection = await asyncpg.connect(dsn)
+        ready.set()
+        await asyncio.to_thread(go.wait)
+        done = 0
+        while True:
+            async with connection.transaction():
+                claim_args = _bind(claim, holder=name, lease_seconds=300.0, limit=1)
+                row = await connection.fetchrow(claim[0], *claim_args)
+            if row is None:
+                await connection.close()
+                return done
+            async with connection.transaction():
+                complete_args = _bind(complete, task_key=row[0], holder=name, outcome=None)
+                await connection.fetch(complete[0], *complete_args)
+                await connection.fetch(release[0], *_bind(release, one_id=row[0]))
+            done += 1
+
+    return asyncio.run(run())
+
+
+async def _raw(url: str) -> float:
+    db = Database(url)
+    try:
+        await db.migrate()
+        async with db.unit_of_work() as uow:
+            await uow.tasks.submit_many(
+                [Task(title="noop", task_type="code", config={}) for _ in range(JOBS)]
+            )
+            await uow.commit()
+        sql = _queue_sql(db)
+    finally:
+        await db.close()
+    args = [(_dsn(url), sql, f"raw{i}") for i in range(WORKERS)]
+    elapsed, counts = await asyncio.to_thread(_in_processes, _raw_worker, args)
+    assert sum(counts) == JOBS, counts
+    return JOBS / elapsed
+
+
+# --------------------------------------------------------------- pgqueuer
+
+
+def _pgqueuer_worker(dsn: str, ready: Any, go: Any) -> int:
+    from pgqueuer import AsyncpgDriver, Queries, QueueManager
+    from pgqueuer.domain.types import QueueExecutionMode
+
+    async def run() -> int:
+        connection = await asyncpg.connect(dsn)
+        manager = QueueManager(Queries(AsyncpgDriver(connection)))
+        done = 0
+
+        @manager.entrypoint("noop")
+        async def noop(job: Any) -> None:
+            nonlocal done
+            done += 1
+
+        ready.set()
+        await asyncio.to_thread(go.wait)
+        await manager.run(mode=QueueExecutionMode.drain, batch_size=10)
+        await connection.close()
+        return done
+
+    return asyncio.run(run())
+
+
+async def _pgqueuer(url: str) -> float:
+    from pgqueuer import AsyncpgDriver, Queries
+
+    connection = await asyncpg.connect(_dsn(url))
+    queries = Queries(AsyncpgDriver(connection))
+    await queries.install()
+    await queries.enqueue(["noop"] * JOBS, [None] * JOBS, [0] * JOBS)
+    await connection.close()
+    elapsed, counts = await asyncio.to_thread(
+        _in_processes, _pgqueuer_worker, [(_dsn(url),) for _ in range(WORKERS)]
+    )
+    assert sum(counts) == JOBS, counts
+    return JOBS / elapsed
+
+
+# ---------------------------------------------------------- procrastinate
+
+
+def _procrastinate_worker(dsn: str, ready: Any, go: Any) -> int:
+    os.environ["ODB_BENCH_PROCRASTINATE_DSN"] = dsn
+    from bench.queue_peer_tasks import app, done
+
+    async def run() -> int:
+        async with app.open_async():
+            ready.set()
+            await asyncio.to_thread(go.wait)
+            await app.run_worker_async(wait=False, concurrency=1, install_signal_handlers=False)
+        return done[0]
+
+    return asyncio.run(run())
+
+
+async def _procrastinate(url: str) -> float:
+    """In a process of its own: its app reads the database at import."""
+    done = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.queue_peers", "procrastinate", url,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await done.communicate()
+    return float(out.decode().strip().splitlines()[-1])
+
+
+async def _procrastinate_here(url: str) -> float:
+    os.environ["ODB_BENCH_PROCRASTINATE_DSN"] = _dsn(url)
+    from bench.queue_peer_tasks import app, noop
+
+    async with app.open_async():
+        await app.schema_manager.apply_schema_async()
+        for start in range(0, JOBS, 1_000):
+            await noop.batch_defer_async(*[{} for _ in range(min(1_000, JOBS - start))])
+    elapsed, counts = await asyncio.to_thread(
+        _in_processes, _procrastinate_worker, [(_dsn(url),) for _ in range(WORKERS)]
+    )
+    assert sum(counts) == JOBS, counts
+    return JOBS / elapsed
+
+
+async def run() -> None:
+    try:
+        import pgqueuer  # noqa: F401
+        import procrastinate  # noqa: F401
+    except ImportError:
+        print("\nQueue peers: SKIPPED, install the bench extra (pip install -e '.[dev,bench]')")
+        return
+    try:
+        await pg_admin("SELECT 1")
+    except (OSError, asyncpg.PostgresError):
+        print("\nQueue peers: SKIPPED, PostgreSQL is not reachable")
+        return
+    server = PostgresServer(ADMIN_DSN)
+    contenders = {
+        "orchestrator_db queue worker": lambda url: _ours(url, types=False),
+        "  same, task_types={'code'}": lambda url: _ours(url, types=True),
+        "pgqueuer (batches of 10)": _pgqueuer,
+        "procrastinate": _procrastinate,
+        "raw asyncpg, one at a time": _raw,
+    }
+    rates: dict[str, float] = {}
+    for number, (name, measure) in enumerate(contenders.items()):
+        database = f"odb_bench_queue_peers_{os.getpid()}_{number}"
+        url = await server.create(database)
+        try:
+            rates[name] = await measure(url)
+        finally:
+            await server.drop(database)
+    ours = rates["orchestrator_db queue worker"]
+    print(f"\nPostgreSQL queue: {JOBS:,} no-op jobs, {WORKERS} worker processes")
+    for name, rate in rates.items():
+        print(f"  {name:34s} {rate:8,.0f} jobs/s   ours / it: {ours / rate:5.2f}x")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["procrastinate"]:
+        print(asyncio.run(_procrastinate_here(sys.argv[2])))
+    else:
+        asyncio.run(run())
