@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from bench.common import ADMIN_DSN, pg_admin
-from bench.queue import _bind, _in_processes, _queue_sql
+from bench.queue import _in_processes, _queue_sql, _raw_asyncpg_worker
 from orchestrator_db import Database, Task
 from orchestrator_db.testing.database import PostgresServer
 
@@ -81,30 +81,6 @@ async def _ours(url: str, *, types: bool) -> float:
 # ------------------------------------------------------------ raw asyncpg
 
 
-def _raw_worker(dsn: str, sql: Any, name: str, ready: Any, go: Any) -> int:
-    claim, complete, release = sql
-
-    async def run() -> int:
-        connection = await asyncpg.connect(dsn)
-        ready.set()
-        await asyncio.to_thread(go.wait)
-        done = 0
-        while True:
-            async with connection.transaction():
-                claim_args = _bind(claim, holder=name, lease_seconds=300.0, limit=1)
-                row = await connection.fetchrow(claim[0], *claim_args)
-            if row is None:
-                await connection.close()
-                return done
-            async with connection.transaction():
-                complete_args = _bind(complete, task_key=row[0], holder=name, outcome=None)
-                await connection.fetch(complete[0], *complete_args)
-                await connection.fetch(release[0], *_bind(release, one_id=row[0]))
-            done += 1
-
-    return asyncio.run(run())
-
-
 async def _raw(url: str) -> float:
     db = Database(url)
     try:
@@ -118,7 +94,7 @@ async def _raw(url: str) -> float:
     finally:
         await db.close()
     args = [(_dsn(url), sql, f"raw{i}") for i in range(WORKERS)]
-    elapsed, counts = await asyncio.to_thread(_in_processes, _raw_worker, args)
+    elapsed, counts = await asyncio.to_thread(_in_processes, _raw_asyncpg_worker, args)
     assert sum(counts) == JOBS, counts
     return JOBS / elapsed
 
