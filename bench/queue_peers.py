@@ -5,13 +5,14 @@
 Each contender drains the same number of no-op jobs with the same number of
 worker processes, each worker as its library documents its fastest use:
 ours, a ``db.queue_worker`` connection claiming and completing one task per
-transaction (``complete_and_claim``), with and without a ``task_types``
-filter; pgqueuer's ``QueueManager`` in drain mode with its default batch of
-ten; procrastinate's worker (``wait=False``: it stops when the queue is
-empty); and raw asyncpg running the package's own claim and completion SQL
-one task at a time. Throughput is jobs per second from the moment every
-worker is ready to the moment the queue is empty; every contender gets a
-database of its own.
+transaction (``complete_and_claim``), and its ``run()`` claiming ten at a
+time and completing them with the next claim (one transaction per ten),
+each with and without a ``task_types`` filter; pgqueuer's ``QueueManager``
+in drain mode with its default batch of ten; procrastinate's worker
+(``wait=False``: it stops when the queue is empty); and raw asyncpg
+running the package's own claim and completion SQL one task at a time.
+Throughput is jobs per second from the moment every worker is ready to the
+moment the queue is empty; every contender gets a database of its own.
 """
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ def _dsn(url: str) -> str:
 # ------------------------------------------------------------------ ours
 
 
-def _ours_worker(url: str, name: str, types: bool, ready: Any, go: Any) -> int:
+def _ours_worker(url: str, name: str, types: bool, batch: int, ready: Any, go: Any) -> int:
+    async def noop(task: Task) -> None:
+        return None
+
     async def run() -> int:
         db = Database(url)
         done = 0
@@ -48,6 +52,8 @@ def _ours_worker(url: str, name: str, types: bool, ready: Any, go: Any) -> int:
             async with db.queue_worker(name, task_types=kinds) as worker:
                 ready.set()
                 await asyncio.to_thread(go.wait)
+                if batch > 1:
+                    return (await worker.run(noop, prefetch=batch)).completed
                 task = await worker.claim()
                 while task is not None:
                     task = await worker.complete_and_claim(task.id)
@@ -59,7 +65,7 @@ def _ours_worker(url: str, name: str, types: bool, ready: Any, go: Any) -> int:
     return asyncio.run(run())
 
 
-async def _ours(url: str, *, types: bool) -> float:
+async def _ours(url: str, *, types: bool, batch: int = 1) -> float:
     db = Database(url)
     try:
         await db.migrate()
@@ -72,7 +78,7 @@ async def _ours(url: str, *, types: bool) -> float:
                 await uow.commit()
     finally:
         await db.close()
-    args = [(url, f"w{i}", types) for i in range(WORKERS)]
+    args = [(url, f"w{i}", types, batch) for i in range(WORKERS)]
     elapsed, counts = await asyncio.to_thread(_in_processes, _ours_worker, args)
     assert sum(counts) == JOBS, counts
     return JOBS / elapsed
@@ -198,6 +204,8 @@ async def run() -> None:
     contenders = {
         "orchestrator_db queue worker": lambda url: _ours(url, types=False),
         "  same, task_types={'code'}": lambda url: _ours(url, types=True),
+        "  run(), batches of 10": lambda url: _ours(url, types=False, batch=10),
+        "  run(), batches of 10, typed": lambda url: _ours(url, types=True, batch=10),
         "pgqueuer (batches of 10)": _pgqueuer,
         "procrastinate": _procrastinate,
         "raw asyncpg, one at a time": _raw,
@@ -210,10 +218,11 @@ async def run() -> None:
             rates[name] = await measure(url)
         finally:
             await server.drop(database)
-    ours = rates["orchestrator_db queue worker"]
+    batched, raw = rates["pgqueuer (batches of 10)"], rates["raw asyncpg, one at a time"]
     print(f"\nPostgreSQL queue: {JOBS:,} no-op jobs, {WORKERS} worker processes")
+    print(f"  {'':34s} {'jobs/s':>8s}   {'/ pgqueuer':>10s} {'/ raw asyncpg':>14s}")
     for name, rate in rates.items():
-        print(f"  {name:34s} {rate:8,.0f} jobs/s   ours / it: {ours / rate:5.2f}x")
+        print(f"  {name:34s} {rate:8,.0f}   {rate / batched:9.2f}x {rate / raw:13.2f}x")
 
 
 if __name__ == "__main__":

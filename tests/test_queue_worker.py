@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import inspect, text
 
-from orchestrator_db import Database, TaskStatus
+from orchestrator_db import Database, Task, TaskStatus
 from orchestrator_db.errors import (
     DatabaseUnavailableError,
     LeaseLostError,
@@ -192,3 +192,102 @@ async def test_a_held_connection_is_recycled_like_pooled_ones(db: Database) -> N
         assert second is not None
         assert worker._executor.connection.sync_connection is not before
     assert db.pool_status().checked_out == 0
+
+
+# ------------------------------------------------------------ batches and run()
+
+
+async def test_run_drains_the_queue_in_batches_releasing_dependents(db: Database) -> None:
+    """Twelve tasks, the last waiting for the first: run() with prefetch
+    and concurrency completes each exactly once, stores each result, and
+    the dependent, released in a batch's transaction, is claimed too."""
+    tasks = await submit(db, *[task(title=f"t{i}") for i in range(11)], task(title="last"),
+                         depends_on={11: [0]})  # fmt: skip
+    seen: list[str] = []
+    at_once = 0
+    most = 0
+
+    async def handler(item: Task) -> dict[str, str]:
+        nonlocal at_once, most
+        at_once += 1
+        most = max(most, at_once)
+        await asyncio.sleep(0.01)
+        seen.append(item.id)
+        at_once -= 1
+        return {"title": item.title}
+
+    async with db.queue_worker("w") as worker:
+        summary = await worker.run(handler, concurrency=3, prefetch=5)
+    assert summary.completed == 12 and summary.failed == 0 and not summary.lost
+    assert sorted(seen) == sorted(t.id for t in tasks)  # each once
+    assert 1 < most <= 3
+    assert seen.index(tasks[11].id) > seen.index(tasks[0].id)
+    async with db.unit_of_work(read_only=True) as uow:
+        stored = await uow.tasks.get(tasks[11].id)
+        assert stored.status is TaskStatus.COMPLETED and stored.result == {"title": "last"}
+
+
+async def test_run_records_a_handler_that_raised_as_a_failed_attempt(db: Database) -> None:
+    (a,) = await submit(db, task(max_retries=0))
+
+    async def handler(item: Task) -> None:
+        raise RuntimeError("tool crashed")
+
+    async with db.queue_worker("w") as worker:
+        summary = await worker.run(handler)
+    assert (summary.completed, summary.failed) == (0, 1)
+    async with db.unit_of_work(read_only=True) as uow:
+        failed = await uow.tasks.get(a.id)
+        assert failed.status is TaskStatus.FAILED
+        assert failed.error == "RuntimeError: tool crashed"
+
+
+async def test_two_running_workers_complete_each_task_once(db: Database) -> None:
+    tasks = await submit(db, *[task(title=f"t{i}") for i in range(40)])
+    ran: list[str] = []
+
+    async def handler(item: Task) -> None:
+        ran.append(item.id)
+        await asyncio.sleep(0)
+
+    async def work(name: str) -> int:
+        async with db.queue_worker(name) as worker:
+            return (await worker.run(handler, concurrency=2, prefetch=4)).completed
+
+    done = await asyncio.gather(work("a"), work("b"))
+    assert sum(done) == 40
+    assert sorted(ran) == sorted(t.id for t in tasks)
+
+
+async def test_complete_many_leaves_a_task_it_no_longer_holds(db: Database) -> None:
+    a, b = await submit(db, task(), task())
+    async with db.queue_worker("w") as worker:
+        first, second = await worker.claim_batch(2)
+        async with db.unit_of_work() as uow:  # taken away meanwhile
+            await uow.tasks.cancel(second.id)
+            await uow.commit()
+        completed, lost, claimed = await worker.complete_many(
+            {first.id: {"ok": True}, second.id: None}, claim=5
+        )
+        assert [t.id for t in completed] == [first.id]
+        assert lost == [second.id] and claimed == []
+        assert await worker.heartbeat_many([first.id, second.id]) == [first.id, second.id]
+    assert await statuses(db, a, b) == [TaskStatus.COMPLETED, TaskStatus.CANCELLED]
+
+
+async def test_run_keeps_the_leases_of_what_it_holds(db: Database) -> None:
+    """A handler that outlasts the lease: run() extends the leases of the
+    task it runs and of those it holds, so no other worker's claim takes
+    them meanwhile."""
+    await submit(db, task(), task())
+
+    async def slow(item: Task) -> None:
+        await asyncio.sleep(1.6)
+
+    async with db.queue_worker("w", lease=timedelta(seconds=1)) as worker:
+        running = asyncio.ensure_future(worker.run(slow, prefetch=2))
+        await asyncio.sleep(1.2)  # past the first lease
+        async with db.queue_worker("thief") as thief:
+            assert await thief.claim() is None
+        summary = await running
+    assert summary.completed == 2 and not summary.lost

@@ -62,6 +62,7 @@ EXPECTED_OUTPUT = {
     "wait_until_ready": ["True True None", "36"],
     "max_replica_lag=5.0": ["2"],
     "wait=timedelta(seconds=30)": ["wake up"],
+    "concurrency=4, prefetch=8": ["20 0 []"],
     "referencing(metadata)\nprint": ["True"],
     "metrics = await db.metrics()": ["{'ready': 1} 1 0"],
     "dry_run=True": [

@@ -23,8 +23,10 @@ objects: read them freely; change a task through a unit of work.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -39,11 +41,21 @@ from orchestrator_db._execution.executor import ConnectionExecutor
 from orchestrator_db._execution.observe import Observer
 from orchestrator_db._execution.rows import detached
 from orchestrator_db._execution.signals import Signals
-from orchestrator_db.errors import ValidationError
+from orchestrator_db.errors import LeaseLostError, NotFoundError, ValidationError
 from orchestrator_db.models.task import Task
 from orchestrator_db.settings import DatabaseSettings
 
 T = TypeVar("T")
+
+
+@dataclass
+class RunSummary:
+    """What :meth:`QueueWorker.run` did: tasks completed, attempts failed,
+    and the ids of tasks it no longer held when it came to end them."""
+
+    completed: int = 0
+    failed: int = 0
+    lost: set[str] = field(default_factory=set)
 
 
 class QueueWorker:
@@ -140,17 +152,7 @@ class QueueWorker:
         """Up to ``limit`` ready tasks, in claim order, under one lease
         (with ``wait``: as :meth:`claim` waits)."""
         return await self._waiting(
-            wait,
-            lambda: self._transaction(
-                lambda ex: work_queue.claim(
-                    ex,
-                    self.worker_id,
-                    limit,
-                    task_types=self.task_types,
-                    agent_types=self.agent_types,
-                    lease=self._asked_lease,
-                )
-            ),
+            wait, lambda: self._transaction(lambda ex: self._claim_in(ex, limit))
         )
 
     async def heartbeat(self, task_id: str) -> Task:
@@ -177,6 +179,132 @@ class QueueWorker:
             return claimed[0] if claimed else None
 
         return await self._transaction(complete_and_claim)
+
+    async def complete_many(
+        self, results: Mapping[str, Any], *, claim: int = 0
+    ) -> tuple[list[Task], list[str], list[Task]]:
+        """Complete every task of ``results`` (id: result) and ready their
+        dependents, then claim up to ``claim`` more, all in one transaction:
+        a batch costs one commit. A task this worker no longer holds (its
+        lease ran out and it went to another, or it was cancelled) is left
+        as it is. Returns the completed tasks, the ids of those no longer
+        held, and the claimed ones."""
+        if claim:
+            values.count(claim, "claim", minimum=1)
+        keys = {values.text(key, "task_id"): result for key, result in results.items()}
+
+        async def settle(ex: ConnectionExecutor) -> tuple[list[Task], list[str], list[Task]]:
+            completed, lost = [], []
+            for key, result in keys.items():
+                try:
+                    row = await work_queue.complete(ex, key, self.worker_id, result)
+                except (LeaseLostError, NotFoundError):
+                    lost.append(key)  # the statement changed nothing: go on
+                else:
+                    completed.append(detached(Task, row))
+            claimed = await self._claim_in(ex, claim) if claim else []
+            return completed, lost, claimed
+
+        return await self._transaction(settle)
+
+    async def heartbeat_many(self, task_ids: Collection[str]) -> list[str]:
+        """Extend this worker's lease on each of ``task_ids`` in one
+        transaction; the ids it no longer holds."""
+        keys = values.texts(task_ids, "task_ids")
+
+        async def beat(ex: ConnectionExecutor) -> list[str]:
+            lost = []
+            for key in keys:
+                try:
+                    await work_queue.heartbeat(ex, key, self.worker_id, lease=self.lease)
+                except (LeaseLostError, NotFoundError):
+                    lost.append(key)
+            return lost
+
+        return await self._transaction(beat)
+
+    async def run(
+        self,
+        handler: Callable[[Task], Awaitable[Any]],
+        *,
+        concurrency: int = 1,
+        prefetch: int | None = None,
+    ) -> RunSummary:
+        """Work the queue until no task is ready: claim up to ``prefetch``
+        tasks at once (default: ``concurrency``) under one lease, run
+        ``handler`` on up to ``concurrency`` of them at a time on this
+        worker's connection, and complete those it returned from (its value
+        is the result) together with the next claim, in one transaction per
+        batch. A task whose handler raised is a failed attempt (retried
+        after a back-off, or failed and its dependents cancelled), recorded
+        at once. While tasks are held or running, their leases are extended
+        together, every third of the lease.
+
+        A task completes exactly once; one that outlived its lease (the
+        process stalled past it) and went to another worker is reported in
+        ``lost``, not completed. A worker that stops (a crash, a
+        cancellation) leaves the tasks it held to their leases' end, when
+        any worker's claim rescues them."""
+        values.count(concurrency, "concurrency", minimum=1)
+        batch = concurrency if prefetch is None else values.count(prefetch, "prefetch", minimum=1)
+        batch = max(batch, concurrency)
+        summary = RunSummary()
+        held: collections.deque[Task] = collections.deque(await self.claim_batch(batch))
+        running: dict[asyncio.Task[Any], Task] = {}
+        finished: dict[str, Any] = {}
+        every = self.lease.total_seconds() / 3
+        beat_at = time.monotonic() + every
+        try:
+            while held or running or finished:
+                while held and len(running) < concurrency:
+                    task = held.popleft()
+                    running[asyncio.ensure_future(handler(task))] = task
+                if running:
+                    wait = max(0.0, beat_at - time.monotonic())
+                    done, _ = await asyncio.wait(
+                        running, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    for future in done:
+                        task = running.pop(future)
+                        if future.exception() is None:
+                            finished[task.id] = future.result()
+                        else:
+                            await self._failed(task, future.exception(), summary)
+                if time.monotonic() >= beat_at:
+                    ids = [t.id for t in held] + [t.id for t in running.values()] + list(finished)
+                    gone = set(await self.heartbeat_many(ids)) if ids else set()
+                    summary.lost |= gone
+                    held = collections.deque(t for t in held if t.id not in gone)
+                    finished = {k: v for k, v in finished.items() if k not in gone}
+                    beat_at = time.monotonic() + every
+                if not held and (finished or not running):
+                    room = batch - len(running)
+                    completed, lost, claimed = await self.complete_many(finished, claim=room)
+                    summary.completed += len(completed)
+                    summary.lost.update(lost)
+                    finished = {}
+                    held.extend(claimed)
+        finally:
+            for future in running:
+                future.cancel()
+        return summary
+
+    async def _failed(self, task: Task, error: BaseException | None, summary: RunSummary) -> None:
+        summary.failed += 1
+        try:
+            await self.fail(task.id, f"{type(error).__name__}: {error}")
+        except (LeaseLostError, NotFoundError):
+            summary.lost.add(task.id)
+
+    async def _claim_in(self, ex: ConnectionExecutor, limit: int) -> list[Task]:
+        return await work_queue.claim(
+            ex,
+            self.worker_id,
+            limit,
+            task_types=self.task_types,
+            agent_types=self.agent_types,
+            lease=self._asked_lease,
+        )
 
     async def fail(self, task_id: str, error: str) -> Task:
         """Record a failed attempt (retried with back-off, or failed for good
