@@ -785,6 +785,18 @@ async def worker_attempt(db: Database, arguments: dict[str, Any], method: str) -
                 await worker.complete(arguments["task_id"], arguments["result"])
             elif method == "complete_and_claim":
                 await worker.complete_and_claim(arguments["task_id"], arguments["result"])
+            elif method == "complete_many":
+                await worker.complete_many(arguments["results"], claim=arguments["limit"])
+            elif method == "heartbeat_many":
+                await worker.heartbeat_many(arguments["task_ids"])
+            elif method == "run":
+
+                async def handler(task: Any) -> Any:
+                    return arguments["result"]
+
+                await worker.run(
+                    handler, concurrency=arguments["limit"], prefetch=arguments["prefetch"]
+                )
             else:
                 await worker.fail(arguments["task_id"], arguments["error"])
     except DataLayerError as error:
@@ -814,10 +826,25 @@ def test_queue_worker_methods_with_hostile_arguments(engines: Engines, data: st.
         "result": data.draw(JSON, label="result"),
         "error": data.draw(TEXT, label="error"),
         "wait": data.draw(WAITS, label="wait"),
+        "results": data.draw(
+            st.one_of(st.dictionaries(TASK_ID, JSON, max_size=2), WRONG), label="results"
+        ),
+        "task_ids": data.draw(st.one_of(st.lists(TASK_ID, max_size=2), WRONG), label="ids"),
+        "prefetch": data.draw(st.one_of(st.none(), st.integers(1, 3), INTEGERS), label="prefetch"),
     }
     method = data.draw(
         st.sampled_from(
-            ["claim", "claim_batch", "heartbeat", "complete", "complete_and_claim", "fail"]
+            [
+                "claim",
+                "claim_batch",
+                "heartbeat",
+                "complete",
+                "complete_and_claim",
+                "fail",
+                "complete_many",
+                "heartbeat_many",
+                "run",
+            ]
         ),
         label="method",
     )

@@ -189,8 +189,10 @@ class QueueWorker:
         lease ran out and it went to another, or it was cancelled) is left
         as it is. Returns the completed tasks, the ids of those no longer
         held, and the claimed ones."""
-        if claim:
+        if claim != 0:
             values.count(claim, "claim", minimum=1)
+        if not isinstance(results, Mapping):
+            raise ValidationError("results must map task ids to results", field="results")
         keys = {values.text(key, "task_id"): result for key, result in results.items()}
 
         async def settle(ex: ConnectionExecutor) -> tuple[list[Task], list[str], list[Task]]:
@@ -245,6 +247,8 @@ class QueueWorker:
         ``lost``, not completed. A worker that stops (a crash, a
         cancellation) leaves the tasks it held to their leases' end, when
         any worker's claim rescues them."""
+        if not callable(handler):
+            raise ValidationError("handler must be an async function of a task", field="handler")
         values.count(concurrency, "concurrency", minimum=1)
         batch = concurrency if prefetch is None else values.count(prefetch, "prefetch", minimum=1)
         batch = max(batch, concurrency)
