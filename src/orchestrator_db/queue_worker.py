@@ -196,16 +196,9 @@ class QueueWorker:
         keys = {values.text(key, "task_id"): result for key, result in results.items()}
 
         async def settle(ex: ConnectionExecutor) -> tuple[list[Task], list[str], list[Task]]:
-            completed, lost = [], []
-            for key, result in keys.items():
-                try:
-                    row = await work_queue.complete(ex, key, self.worker_id, result)
-                except (LeaseLostError, NotFoundError):
-                    lost.append(key)  # the statement changed nothing: go on
-                else:
-                    completed.append(detached(Task, row))
+            rows, lost = await work_queue.complete_many(ex, self.worker_id, keys)
             claimed = await self._claim_in(ex, claim) if claim else []
-            return completed, lost, claimed
+            return [detached(Task, row) for row in rows], lost, claimed
 
         return await self._transaction(settle)
 

@@ -25,7 +25,7 @@ Arguments are checked before any statement is sent.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -183,18 +183,43 @@ async def complete(ex: Executor, task_id: str, worker_id: str, result: Any = Non
     """Complete a task ``worker_id`` holds, with ``result``, and ready its
     dependents whose prerequisites are now all complete; the task's row."""
     key = _task_key(task_id)
-    outcome = None if result is None else values.json_value(result, "result")
-    params = {"task_key": key, "holder": _worker(worker_id), "outcome": outcome}
-    dialect = ex.backend.name
-    rows = await ex.rows(q.complete_statement(dialect), params, entity=_ENTITY, key=key)
-    if not rows:
-        await explain_not_owned(ex, key, worker_id)
-    (row,) = rows
-    if q.must_release(dialect, row):
+    row = await _completed(ex, key, worker_id, result)
+    if q.must_release(ex.backend.name, row):
         await release(ex, [key])
     # A task claimed was ready: every task it waited for has completed, so
     # it held back no blocking count, and none changes.
     return row
+
+
+async def complete_many(
+    ex: Executor, worker_id: str, results: Mapping[str, Any]
+) -> tuple[list[Any], list[str]]:
+    """Complete the tasks of ``results`` (id: result) that ``worker_id``
+    holds, then ready their dependents in one release; the completed rows,
+    and the ids of those it does not hold (left as they are)."""
+    completed, lost, waited_on = [], [], []
+    for task_id, result in results.items():
+        key = _task_key(task_id)
+        try:
+            row = await _completed(ex, key, worker_id, result)
+        except (LeaseLostError, NotFoundError):
+            lost.append(task_id)  # its statement changed nothing: go on
+            continue
+        completed.append(row)
+        if q.must_release(ex.backend.name, row):
+            waited_on.append(key)
+    await release(ex, waited_on)
+    return completed, lost
+
+
+async def _completed(ex: Executor, key: str, worker_id: str, result: Any) -> Any:
+    """The row of the task ``key`` completed, if ``worker_id`` holds it."""
+    outcome = None if result is None else values.json_value(result, "result")
+    params = {"task_key": key, "holder": _worker(worker_id), "outcome": outcome}
+    rows = await ex.rows(q.complete_statement(ex.backend.name), params, entity=_ENTITY, key=key)
+    if not rows:
+        await explain_not_owned(ex, key, worker_id)
+    return rows[0]
 
 
 async def fail(ex: Executor, task_id: str, worker_id: str, error: str) -> Task:
