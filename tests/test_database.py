@@ -8,15 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from orchestrator_db import Database, Task
 from orchestrator_db.errors import (
+    ForeignKeyViolationError,
     PoolTimeoutError,
     ReadOnlyError,
     SchemaNotReadyError,
     ValidationError,
 )
 from orchestrator_db.migrations.runner import head_revision
+from orchestrator_db.types import new_id
 from tests.helpers import add_tasks, task
 
 
@@ -174,3 +177,14 @@ async def test_a_sqlite_read_only_unit_holds_no_transaction(sqlite_url: str, inl
                 await uow.tasks.add(task())
     finally:
         await db.close()
+
+
+async def test_a_pragma_in_a_read_only_unit_does_not_outlive_it(sqlite_db: Database) -> None:
+    """Without BEGIN, a read-only unit's PRAGMA takes effect on its pooled
+    connection; the next write unit checks foreign keys all the same."""
+    async with sqlite_db.unit_of_work(read_only=True) as uow:
+        await uow.session.execute(text("PRAGMA foreign_keys = OFF"))
+    with pytest.raises(ForeignKeyViolationError):
+        async with sqlite_db.unit_of_work() as uow:
+            await uow.tool_executions.start(new_id(), "shell", {"cmd": "ls"})
+            await uow.commit()

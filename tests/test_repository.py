@@ -336,3 +336,32 @@ async def test_delete_reports_whether_a_row_went(db: Database) -> None:
         await uow.commit()
     async with db.unit_of_work() as uow:
         assert await uow.tasks.count() == 0
+
+
+async def test_update_keeps_a_direct_change_with_autoflush_off(db: Database) -> None:
+    (added,) = await add_tasks(db, task())
+    async with db.unit_of_work() as uow:
+        held = await uow.tasks.get(added.id)
+        held.description = "direct"
+        with uow.session.no_autoflush:
+            updated = await uow.tasks.update(added.id, title="via update")
+        assert (updated.description, updated.title) == ("direct", "via update")
+        await uow.commit()
+    async with db.unit_of_work(read_only=True) as uow:
+        assert (await uow.tasks.get(added.id)).description == "direct"
+
+
+async def test_update_returns_what_the_row_keeps(db: Database) -> None:
+    """An updated_at given as it was (SQLite's trigger then moves it after
+    RETURNING), and a REAL the statement computed, come back as stored."""
+    async with db.unit_of_work() as uow:
+        added = await uow.tasks.submit(task())  # a whole-number score: 20.0
+        await uow.commit()
+    async with db.unit_of_work() as uow:
+        updated = await uow.tasks.update(added.id, title="x", updated_at=added.updated_at)
+        assert isinstance(updated.calculated_priority, float)
+        await uow.commit()
+    async with db.unit_of_work(read_only=True) as uow:
+        stored = await uow.tasks.get(added.id)
+    assert updated.updated_at == stored.updated_at
+    assert isinstance(stored.calculated_priority, float)

@@ -96,13 +96,18 @@ def _then(first: Processor, second: Processor) -> Processor:
 
 def _result_processor(kind: Any, dialect: Dialect) -> Any:
     """A column type's result processor, asked without the driver's type
-    code (unknown before the first row). A float column needs none: both
-    drivers return floats for it, and asyncpg's float type would demand the
-    type code."""
+    code (unknown before the first row). asyncpg returns floats for a float
+    column (and its float type would demand the type code)."""
     implementation = kind.dialect_impl(dialect)
     if isinstance(implementation, Float) and not implementation.asdecimal:
-        return None
+        # SQLite hands back a whole REAL computed by a statement (RETURNING
+        # an expression's value) as an int.
+        return _as_float if dialect.name == "sqlite" else None
     return implementation.result_processor(dialect, None)
+
+
+def _as_float(value: Any) -> Any:
+    return value if value is None else float(value)
 
 
 def _compile(statement: Any, dialect: Dialect) -> DirectStatement | None:

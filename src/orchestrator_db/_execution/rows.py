@@ -31,7 +31,7 @@ from sqlalchemy.orm import Mapper, Session, configure_mappers
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
 from orchestrator_db import values
-from orchestrator_db.models.base import Base
+from orchestrator_db.models.base import MAINTAINED_BY_TRIGGER, Base
 from orchestrator_db.types import utc_now_sql
 
 ModelT = TypeVar("ModelT", bound=Base)
@@ -74,6 +74,16 @@ def row_layout(model: type[Base]) -> RowLayout:
 
 
 @functools.cache
+def maintained_by_trigger(model: type[Base]) -> tuple[Column[Any], ...]:
+    """The columns of ``model`` an ``updated_at`` trigger keeps current."""
+    return tuple(
+        column
+        for column in row_layout(model).columns
+        if MAINTAINED_BY_TRIGGER.items() <= column.info.items()
+    )
+
+
+@functools.cache
 def updating(model: type[Base], names: frozenset[str]) -> Update:
     """One statement for ``update()``: set the attributes ``names`` (bound
     as ``:set_<name>``) of the row whose key is ``:key_0``, ``:key_1``...,
@@ -87,8 +97,8 @@ def updating(model: type[Base], names: frozenset[str]) -> Update:
     for name in sorted(names):
         column = mapper.get_property(name).columns[0]
         assignments[column] = bindparam(f"set_{name}", type_=column.type)
-    for column in layout.columns:
-        if column.server_onupdate is not None and column not in assignments:
+    for column in maintained_by_trigger(model):
+        if column not in assignments:
             assignments[column] = utc_now_sql()
     table = mapper.local_table
     assert isinstance(table, Table)

@@ -222,6 +222,10 @@ def _begin(connection: Connection) -> None:
         connection.exec_driver_sql(
             "PRAGMA query_only = ON" if read_only else "PRAGMA query_only = OFF"
         )
+        if not read_only:
+            # A read-only unit runs without BEGIN, where a PRAGMA its caller
+            # sent takes effect: the write units after it check foreign keys.
+            connection.exec_driver_sql("PRAGMA foreign_keys = ON")
         info[READ_ONLY_OPTION] = read_only
     statement = _BEGIN_STATEMENTS[options.get(BEGIN_MODE_OPTION, "IMMEDIATE")]
     if statement is None:

@@ -33,7 +33,12 @@ from sqlalchemy.orm.attributes import instance_state
 from orchestrator_db import values
 from orchestrator_db._execution import bulk
 from orchestrator_db._execution.errors import Boundary
-from orchestrator_db._execution.rows import mark_detached, row_layout, updating
+from orchestrator_db._execution.rows import (
+    maintained_by_trigger,
+    mark_detached,
+    row_layout,
+    updating,
+)
 from orchestrator_db.errors import NotFoundError, ValidationError
 from orchestrator_db.models.base import Base, check_bound_values, check_values
 from orchestrator_db.repositories.ordering import Ordering, ordering
@@ -365,18 +370,30 @@ class Repository(Generic[ModelT]):
             return await self.get(key)
         params = {f"key_{i}": part for i, part in enumerate(self._key_parts(key))}
         params.update({f"set_{name}": value for name, value in values.items()})
-        await self._autoflush()  # changes made directly go first, as the ORM's would
+        # Changes made directly go first, even with autoflush off: the row
+        # that comes back overwrites the object.
+        await self._flush_pending()
         statement = updating(self.model_type, frozenset(values))
         rows = await self._ex.rows(statement, params, entity=self.entity, key=key)
         if not rows:
             raise NotFoundError(self.entity, key)
-        return self._ex.adopt(self.model_type, rows[0], refresh=True)
+        obj = self._ex.adopt(self.model_type, rows[0], refresh=True)
+        given = [c.key for c in maintained_by_trigger(self.model_type) if c.key in values]
+        if given:
+            # Given the value it had, updated_at is moved by SQLite's trigger
+            # after RETURNING has shown it: read what the row keeps.
+            await self._ex.refresh(obj, given, entity=self.entity, key=key)
+        return obj
 
     async def _autoflush(self) -> None:
-        """Flush what the unit holds unflushed (as the ORM does before a
-        query), so that a statement of the repository's sees it."""
+        """Flush what the unit holds unflushed, as the ORM does before a
+        query (unless autoflush is off), so that a statement sees it."""
+        if self.session.autoflush:
+            await self._flush_pending()
+
+    async def _flush_pending(self) -> None:
         session = self.session
-        if session.autoflush and (session.new or session.deleted or session.dirty):
+        if session.new or session.deleted or session.dirty:
             await self._ex.flush(entity=self.entity)
 
     async def _flush_and_refresh(self, obj: ModelT, key: Any) -> None:
