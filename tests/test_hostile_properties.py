@@ -789,6 +789,8 @@ async def worker_attempt(db: Database, arguments: dict[str, Any], method: str) -
                 await worker.complete_many(arguments["results"], claim=arguments["limit"])
             elif method == "heartbeat_many":
                 await worker.heartbeat_many(arguments["task_ids"])
+            elif method == "give_back":
+                await worker.give_back(arguments["task_ids"])
             elif method == "run":
 
                 async def handler(task: Any) -> Any:
@@ -843,6 +845,7 @@ def test_queue_worker_methods_with_hostile_arguments(engines: Engines, data: st.
                 "fail",
                 "complete_many",
                 "heartbeat_many",
+                "give_back",
                 "run",
             ]
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
@@ -291,3 +292,96 @@ async def test_run_keeps_the_leases_of_what_it_holds(db: Database) -> None:
             assert await thief.claim() is None
         summary = await running
     assert summary.completed == 2 and not summary.lost
+
+
+async def test_run_fails_only_the_task_whose_outcome_cannot_be_kept(db: Database) -> None:
+    """A result that is not JSON, an error text with a NUL, a handler whose
+    own work was cancelled: each is its task's failed attempt; the others
+    of the batch complete."""
+    tasks = await submit(db, *[task(title=f"t{i}", max_retries=0) for i in range(4)])
+
+    async def handler(item: Task) -> Any:
+        if item.title == "t0":
+            return {1, 2}
+        if item.title == "t1":
+            raise RuntimeError("bad\x00byte \ud800")
+        if item.title == "t2":
+            raise asyncio.CancelledError
+        return {"ok": True}
+
+    async with db.queue_worker("w") as worker:
+        summary = await worker.run(handler, concurrency=2, prefetch=4)
+    assert (summary.completed, summary.failed, summary.lost) == (1, 3, set())
+    async with db.unit_of_work(read_only=True) as uow:
+        stored = [await uow.tasks.get(t.id) for t in tasks]
+    assert [t.status for t in stored] == [TaskStatus.FAILED] * 3 + [TaskStatus.COMPLETED]
+    assert (stored[0].error or "").startswith("ValidationError: result")
+    assert stored[1].error == "RuntimeError: bad\\0byte ?"
+
+
+async def test_run_commits_a_finished_task_without_waiting_for_its_batch(db: Database) -> None:
+    first, _ = await submit(db, task(title="quick", priority=9), task(title="slow"))
+    seen_completed = asyncio.Event()
+
+    async def handler(item: Task) -> None:
+        if item.title == "slow":
+            await asyncio.wait_for(seen_completed.wait(), 10)
+
+    async def watch() -> None:
+        # Polls the database (what another process would see): no event to wait on.
+        for _ in range(500):
+            if (await statuses(db, first))[0] is TaskStatus.COMPLETED:
+                seen_completed.set()
+                return
+            await asyncio.sleep(0.02)
+
+    async with db.queue_worker("w") as worker:
+        watching = asyncio.ensure_future(watch())
+        summary = await worker.run(handler, prefetch=2)
+        await watching
+    assert summary.completed == 2
+
+
+async def test_run_gives_back_tasks_with_a_timeout_it_cannot_start(db: Database) -> None:
+    """A timeout runs from the claim: prefetched tasks that have one and
+    must wait are given back, not held, and still run in time."""
+    await submit(db, *[task(title=f"t{i}", timeout_seconds=2, max_retries=0) for i in range(3)])
+
+    async def handler(item: Task) -> None:
+        await asyncio.sleep(0.8)
+
+    async with db.queue_worker("w") as worker:
+        summary = await worker.run(handler, prefetch=3)
+    assert (summary.completed, summary.failed, summary.lost) == (3, 0, set())
+
+
+async def test_a_cancelled_run_settles_what_it_held(db: Database) -> None:
+    """Cancelled mid-batch: its handlers are cancelled and awaited, what
+    finished is completed, what never started is ready again with no
+    attempt counted."""
+    tasks = await submit(
+        db, *[task(title=f"t{i}", priority=9 - i, max_retries=0) for i in range(4)]
+    )
+    cleaned: list[str] = []
+
+    async def handler(item: Task) -> None:
+        if item.title == "t0":
+            return
+        try:
+            await asyncio.sleep(30)
+        finally:
+            cleaned.append(item.title)
+
+    async with db.queue_worker("w") as worker:
+        running = asyncio.ensure_future(worker.run(handler, prefetch=4))
+        await asyncio.sleep(0.5)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert cleaned == ["t1"]  # awaited before run() returned
+    async with db.unit_of_work(read_only=True) as uow:
+        stored = [await uow.tasks.get(t.id) for t in tasks]
+    assert stored[0].status is TaskStatus.COMPLETED
+    assert [t.status for t in stored[2:]] == [TaskStatus.READY] * 2
+    assert all(t.retry_count == 0 and t.worker_id is None for t in stored[2:])
+    assert stored[1].status is TaskStatus.RUNNING  # cut short: its lease will tell

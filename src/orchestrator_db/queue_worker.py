@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -41,11 +43,40 @@ from orchestrator_db._execution.executor import ConnectionExecutor
 from orchestrator_db._execution.observe import Observer
 from orchestrator_db._execution.rows import detached
 from orchestrator_db._execution.signals import Signals
-from orchestrator_db.errors import LeaseLostError, NotFoundError, ValidationError
+from orchestrator_db.errors import DataLayerError, LeaseLostError, NotFoundError, ValidationError
 from orchestrator_db.models.task import Task
 from orchestrator_db.settings import DatabaseSettings
 
 T = TypeVar("T")
+
+
+#: How long a finished task's result may wait for the rest of its batch
+#: before :meth:`QueueWorker.run` commits it on its own.
+SETTLE_SECONDS = 0.1
+#: The most of a handler's error that a failed attempt records.
+ERROR_CHARACTERS = 2_000
+
+
+def _outcome(future: asyncio.Future[Any]) -> BaseException | None:
+    """Why a finished handler's task cannot complete, if it cannot: it
+    raised, was cancelled, or returned what is not a JSON value."""
+    if future.cancelled():
+        return asyncio.CancelledError("the handler was cancelled")
+    error = future.exception()
+    if error is not None:
+        return error
+    try:
+        values.json_value(future.result(), "result")
+    except ValidationError as refused:
+        return refused
+    return None
+
+
+def _said(error: BaseException) -> str:
+    """A handler's error as a failed attempt records it: its type and
+    message, without what text columns refuse (NUL, lone surrogates)."""
+    said = f"{type(error).__name__}: {error}"[:ERROR_CHARACTERS]
+    return said.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass
@@ -218,6 +249,12 @@ class QueueWorker:
 
         return await self._transaction(beat)
 
+    async def give_back(self, task_ids: Collection[str]) -> list[str]:
+        """Ready again the tasks of ``task_ids`` this worker holds but will
+        not run (it claimed them ahead), no attempt counted; their ids."""
+        keys = values.texts(task_ids, "task_ids")
+        return await self._transaction(lambda ex: work_queue.give_back(ex, self.worker_id, keys))
+
     async def run(
         self,
         handler: Callable[[Task], Awaitable[Any]],
@@ -227,46 +264,67 @@ class QueueWorker:
     ) -> RunSummary:
         """Work the queue until no task is ready: claim up to ``prefetch``
         tasks at once (default: ``concurrency``) under one lease, run
-        ``handler`` on up to ``concurrency`` of them at a time on this
-        worker's connection, and complete those it returned from (its value
-        is the result) together with the next claim, in one transaction per
-        batch. A task whose handler raised is a failed attempt (retried
-        after a back-off, or failed and its dependents cancelled), recorded
-        at once. While tasks are held or running, their leases are extended
-        together, every third of the lease.
+        ``handler`` on up to ``concurrency`` of them at a time, and complete
+        those it returned from (its value is the result) together with the
+        next claim, in one transaction per batch (or sooner, once a result
+        has waited :data:`SETTLE_SECONDS`). A task whose handler raised (or
+        returned what is not a JSON value) is a failed attempt, recorded at
+        once: retried after a back-off, or failed and its dependents
+        cancelled. While tasks are held or running, their leases are
+        extended together, every third of the lease; a task with a timeout
+        that cannot start at once is given back rather than held (its
+        timeout runs from its claim).
 
         A task completes exactly once; one that outlived its lease (the
         process stalled past it) and went to another worker is reported in
-        ``lost``, not completed. A worker that stops (a crash, a
-        cancellation) leaves the tasks it held to their leases' end, when
-        any worker's claim rescues them."""
+        ``lost``, not completed. When ``run()`` ends early (cancelled, or a
+        database error), its handlers are cancelled and awaited, what
+        finished is completed and what never started is given back; after
+        a crash, what it held waits for its leases' end, when any worker's
+        claim rescues it."""
         if not callable(handler):
             raise ValidationError("handler must be an async function of a task", field="handler")
         values.count(concurrency, "concurrency", minimum=1)
         batch = concurrency if prefetch is None else values.count(prefetch, "prefetch", minimum=1)
         batch = max(batch, concurrency)
         summary = RunSummary()
-        held: collections.deque[Task] = collections.deque(await self.claim_batch(batch))
-        running: dict[asyncio.Task[Any], Task] = {}
+        held: collections.deque[Task] = collections.deque()
+        running: dict[asyncio.Future[Any], Task] = {}
         finished: dict[str, Any] = {}
+        settle_by = beat_at = 0.0
         every = self.lease.total_seconds() / 3
-        beat_at = time.monotonic() + every
+
+        async def take(claimed: list[Task]) -> None:
+            # A task's timeout runs from its claim: one that cannot start
+            # now is not held but given back.
+            free = concurrency - len(running)
+            late = [t.id for t in claimed[free:] if t.timeout_seconds is not None]
+            held.extend(t for t in claimed if t.id not in late)
+            if late:
+                await self.give_back(late)
+
         try:
+            await take(await self.claim_batch(batch))
+            beat_at = time.monotonic() + every
             while held or running or finished:
                 while held and len(running) < concurrency:
                     task = held.popleft()
                     running[asyncio.ensure_future(handler(task))] = task
+                now = time.monotonic()
                 if running:
-                    wait = max(0.0, beat_at - time.monotonic())
+                    until = min(beat_at, settle_by) if finished else beat_at
                     done, _ = await asyncio.wait(
-                        running, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                        running, timeout=max(0.0, until - now), return_when=FIRST_COMPLETED
                     )
                     for future in done:
                         task = running.pop(future)
-                        if future.exception() is None:
+                        failure = _outcome(future)
+                        if failure is None:
+                            if not finished:
+                                settle_by = time.monotonic() + SETTLE_SECONDS
                             finished[task.id] = future.result()
                         else:
-                            await self._failed(task, future.exception(), summary)
+                            await self._failed(task, failure, summary)
                 if time.monotonic() >= beat_at:
                     ids = [t.id for t in held] + [t.id for t in running.values()] + list(finished)
                     gone = set(await self.heartbeat_many(ids)) if ids else set()
@@ -274,22 +332,51 @@ class QueueWorker:
                     held = collections.deque(t for t in held if t.id not in gone)
                     finished = {k: v for k, v in finished.items() if k not in gone}
                     beat_at = time.monotonic() + every
-                if not held and (finished or not running):
-                    room = batch - len(running)
+                batch_done = not held and (finished or not running)
+                if batch_done or (finished and time.monotonic() >= settle_by):
+                    room = batch - len(running) - len(held) if batch_done else 0
                     completed, lost, claimed = await self.complete_many(finished, claim=room)
                     summary.completed += len(completed)
                     summary.lost.update(lost)
                     finished = {}
-                    held.extend(claimed)
+                    await take(claimed)
         finally:
-            for future in running:
-                future.cancel()
+            await self._wind_down(running, held, finished, summary)
         return summary
 
-    async def _failed(self, task: Task, error: BaseException | None, summary: RunSummary) -> None:
+    async def _wind_down(
+        self,
+        running: dict[asyncio.Future[Any], Task],
+        held: collections.deque[Task],
+        finished: dict[str, Any],
+        summary: RunSummary,
+    ) -> None:
+        """After ``run()`` ended early: its handlers cancelled and awaited,
+        what finished completed, what never started given back (shielded
+        from a second cancellation; a database error here is the first
+        error's echo, and the leases settle it)."""
+        for future in running:
+            future.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+        if not (finished or held):
+            return
+
+        async def settle() -> None:
+            with contextlib.suppress(DataLayerError):
+                if finished:
+                    completed, lost, _ = await self.complete_many(finished)
+                    summary.completed += len(completed)
+                    summary.lost.update(lost)
+                if held:
+                    await self.give_back([t.id for t in held])
+
+        await asyncio.shield(settle())
+
+    async def _failed(self, task: Task, error: BaseException, summary: RunSummary) -> None:
         summary.failed += 1
         try:
-            await self.fail(task.id, f"{type(error).__name__}: {error}")
+            await self.fail(task.id, _said(error))
         except (LeaseLostError, NotFoundError):
             summary.lost.add(task.id)
 

@@ -212,6 +212,20 @@ async def complete_many(
     return completed, lost
 
 
+async def give_back(ex: Executor, worker_id: str, task_ids: Sequence[str]) -> list[str]:
+    """Ready again the tasks of ``task_ids`` that ``worker_id`` holds but
+    will not run (claimed ahead), no attempt counted; their ids."""
+    keys = [_task_key(task_id) for task_id in task_ids]
+    given: list[str] = []
+    for start in range(0, len(keys), IDS_PER_STATEMENT):
+        params = {"ids": keys[start : start + IDS_PER_STATEMENT], "holder": _worker(worker_id)}
+        rows = await ex.rows(q.give_back_statement(), params, entity=_ENTITY)
+        given.extend(str(row[0]) for row in rows)
+    if given:
+        await ex.announce(signals.TASKS)
+    return given
+
+
 async def _completed(ex: Executor, key: str, worker_id: str, result: Any) -> Any:
     """The row of the task ``key`` completed, if ``worker_id`` holds it."""
     outcome = None if result is None else values.json_value(result, "result")

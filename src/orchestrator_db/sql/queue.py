@@ -503,6 +503,31 @@ def waiting_statement() -> Select[Any]:
 
 
 @functools.cache
+def give_back_statement() -> Update:
+    """Ready again, as if never claimed: those of the tasks ``:ids`` that
+    ``:holder`` holds (a worker that claimed them ahead and will not run
+    them). Their facts do not change: running and ready are both
+    unfinished. Returns their ids."""
+    values = {
+        "status": TaskStatus.READY,
+        "worker_id": None,
+        "lease_expires_at": None,
+        "started_at": None,
+        "updated_at": _now(),
+    }
+    return (
+        update(_TASKS)
+        .where(
+            _T.id.in_(bindparam("ids", expanding=True)),
+            _status_is(TaskStatus.RUNNING),
+            _T.worker_id == bindparam("holder"),
+        )
+        .values(**values)
+        .returning(_T.id)
+    )
+
+
+@functools.cache
 def delete_unlinked_statement() -> Delete:
     """Delete the task ``:task_key`` if no edge touches it (it waits for no
     task, and none waits for it): the one delete that changes no other
