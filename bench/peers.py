@@ -4,7 +4,8 @@ table, in the same run (``python -m bench peers``; the peers come from the
 
 Every contender works on our migrated ``tasks`` table: its indexes and its
 ``updated_at`` trigger are there for all (the peers map the columns they
-write; the others take the table's defaults). SQLite runs in WAL with
+write; the others take the table's defaults); then again on that table
+without its secondary indexes and trigger, for all, ours included. SQLite runs in WAL with
 ``synchronous=NORMAL`` for everyone. Each operation is run in its own unit
 (a transaction, or autocommit where that is the peer's way), as a request
 handler would: bulk insert into an empty table and into one of 100,000
@@ -36,6 +37,7 @@ import asyncpg
 from bench.common import ADMIN_DSN, pg_admin
 from bench.sqlite import task_values
 from orchestrator_db import Database, Task
+from orchestrator_db.models import Base
 from orchestrator_db.testing.database import PostgresServer
 from orchestrator_db.types import new_id
 
@@ -441,16 +443,42 @@ def _report(title: str, found: dict[str, dict[str, float]], raw: str) -> None:
         print(f"{op:40s} {' '.join(cells)} {best / by['orchestrator_db']:12.2f}x  {verdict}")
 
 
+async def _bare(url: str) -> None:
+    """Our ``tasks`` table without its secondary indexes and its
+    ``updated_at`` trigger: the table a peer would make for itself. (Names
+    from our own metadata, not input.)"""
+    db = Database(url)
+    try:
+        async with db.engine.begin() as connection:
+            for index in Base.metadata.tables["tasks"].indexes:
+                await connection.exec_driver_sql(f"DROP INDEX {index.name}")
+            on = " ON tasks" if db.dialect == "postgresql" else ""
+            await connection.exec_driver_sql(f"DROP TRIGGER trg_tasks_updated_at{on}")
+    finally:
+        await db.close()
+
+
 async def _compare(
-    title: str, raw: str, url: str, bulk_url: str, empty: Callable[[], Awaitable[None]]
+    title: str,
+    raw: str,
+    url: str,
+    bulk_url: str,
+    empty: Callable[[], Awaitable[None]],
+    *,
+    bare: bool,
 ) -> None:
     """Every contender on ``url`` (and ``bulk_url``, emptied by ``empty``
-    before each bulk insert into an empty table)."""
+    before each bulk insert into an empty table); ``bare``: on tables
+    without our secondary indexes and trigger, ours included."""
     contenders = [c(url, bulk_url) for c in (Ours, AdvancedAlchemy, TortoiseORM, RawDriver)]
     await _prepare(url, contenders)
     bulk = Database(bulk_url)
     await bulk.migrate()
     await bulk.close()
+    if bare:
+        await _bare(url)
+        await _bare(bulk_url)
+        title += ", tasks without our secondary indexes and trigger"
     for contender in contenders:
         await contender.start()
     try:
@@ -461,7 +489,7 @@ async def _compare(
     _report(title, found, raw)
 
 
-async def _sqlite() -> None:
+async def _sqlite(*, bare: bool) -> None:
     directory = Path(tempfile.mkdtemp(prefix="orchestrator_db-peers-"))
 
     async def empty() -> None:
@@ -471,12 +499,12 @@ async def _sqlite() -> None:
 
     try:
         url, bulk_url = (f"sqlite+aiosqlite:///{directory / n}" for n in ("main.db", "bulk.db"))
-        await _compare("SQLite", "aiosqlite", url, bulk_url, empty)
+        await _compare("SQLite", "aiosqlite", url, bulk_url, empty, bare=bare)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-async def _postgresql() -> None:
+async def _postgresql(*, bare: bool) -> None:
     try:
         await pg_admin("SELECT 1")
     except (OSError, asyncpg.PostgresError):
@@ -492,7 +520,7 @@ async def _postgresql() -> None:
         await connection.close()
 
     try:
-        await _compare("PostgreSQL", "asyncpg", url, bulk_url, empty)
+        await _compare("PostgreSQL", "asyncpg", url, bulk_url, empty, bare=bare)
     finally:
         await server.drop("odb_bench_peers")
         await server.drop("odb_bench_peers_bulk")
@@ -508,9 +536,14 @@ async def run() -> None:
         print("\nPeers: SKIPPED, install the bench extra (pip install -e '.[dev,bench]')")
         return
     for engine in ("sqlite", "postgresql"):
-        done = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.peers", engine)
-        await done.wait()
+        for shape in ("ours", "bare"):
+            done = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.peers", engine, shape
+            )
+            await done.wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(_sqlite() if sys.argv[1:] == ["sqlite"] else _postgresql())
+    engine, shape = sys.argv[1:3]
+    compare = _sqlite if engine == "sqlite" else _postgresql
+    asyncio.run(compare(bare=shape == "bare"))
