@@ -19,6 +19,7 @@ shown beside, for scale.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import gc
 import itertools
@@ -64,7 +65,7 @@ def _rows(count: int) -> list[dict[str, Any]]:
     return [dict(v, id=new_id()) for v in task_values(count)]
 
 
-class Contender:
+class Contender(abc.ABC):
     """One library's way of doing each operation."""
 
     name = ""
@@ -74,12 +75,17 @@ class Contender:
         self.ids: list[str] = []  # rows to read and update
         self.doomed: list[str] = []  # rows to delete, each once
 
-    async def start(self) -> None: ...
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect, as the library does."""
 
-    async def stop(self) -> None: ...
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Disconnect."""
 
+    @abc.abstractmethod
     def operations(self) -> dict[str, Op]:
-        raise NotImplementedError
+        """Each operation of ``CALLS``, in its order (see ``_named``)."""
 
 
 class Ours(Contender):
