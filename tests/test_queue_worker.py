@@ -276,6 +276,46 @@ async def test_complete_many_leaves_a_task_it_no_longer_holds(db: Database) -> N
     assert await statuses(db, a, b) == [TaskStatus.COMPLETED, TaskStatus.CANCELLED]
 
 
+BATCH_RESULTS: list[Any] = [
+    {"nested": [1, 0.30000000000000004, {"deep": [None, True]}]},
+    2**63 - 1,
+    -0.0,
+    1.2345678901234e15,
+    5e-324,
+    "é 😀 \u2028 \"quoted\" \\ 'single'",
+    '{"looks": "like json"}',
+    "",
+    0,
+    False,
+    [],
+    {},
+    None,
+]
+
+
+async def test_complete_many_stores_each_result_as_complete_does(db: Database) -> None:
+    """One statement completes the batch, each task with its own result,
+    stored and read back exactly as one complete() of that result would."""
+    batch = [t.id for t in await submit(db, *(task() for _ in BATCH_RESULTS))]
+    single = [t.id for t in await submit(db, *(task() for _ in BATCH_RESULTS))]
+    async with db.queue_worker("w") as worker:
+        claimed = await worker.claim_batch(2 * len(BATCH_RESULTS))
+        assert {t.id for t in claimed} == {*batch, *single}
+        # Ids as the caller may spell them: upper case is the same task.
+        results = dict(zip([key.upper() for key in batch], BATCH_RESULTS, strict=True))
+        completed, lost, _ = await worker.complete_many(results)
+        assert lost == [] and {t.id for t in completed} == set(batch)
+        by_id = {t.id: t.result for t in completed}
+        assert [by_id[key] for key in batch] == BATCH_RESULTS
+        for key, result in zip(single, BATCH_RESULTS, strict=True):
+            await worker.complete(key, result)
+    async with db.unit_of_work(read_only=True) as uow:
+        stored = [(await uow.tasks.get(key)).result for key in batch]
+        alone = [(await uow.tasks.get(key)).result for key in single]
+    assert stored == alone == BATCH_RESULTS
+    assert [type(value) for value in stored] == [type(value) for value in alone]
+
+
 async def test_run_keeps_the_leases_of_what_it_holds(db: Database) -> None:
     """A handler that outlasts the lease: run() extends the leases of the
     task it runs and of those it holds, so no other worker's claim takes

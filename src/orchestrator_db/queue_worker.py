@@ -237,17 +237,9 @@ class QueueWorker:
         """Extend this worker's lease on each of ``task_ids`` in one
         transaction; the ids it no longer holds."""
         keys = values.texts(task_ids, "task_ids")
-
-        async def beat(ex: ConnectionExecutor) -> list[str]:
-            lost = []
-            for key in keys:
-                try:
-                    await work_queue.heartbeat(ex, key, self.worker_id, lease=self.lease)
-                except (LeaseLostError, NotFoundError):
-                    lost.append(key)
-            return lost
-
-        return await self._transaction(beat)
+        return await self._transaction(
+            lambda ex: work_queue.heartbeat_many(ex, self.worker_id, keys, lease=self.lease)
+        )
 
     async def give_back(self, task_ids: Collection[str]) -> list[str]:
         """Ready again the tasks of ``task_ids`` this worker holds but will

@@ -26,7 +26,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -273,6 +273,61 @@ def _in_uuid_set_sqlite(element: in_uuid_set, compiler: SQLCompiler, **kw: Any) 
 def _in_uuid_set_postgresql(element: in_uuid_set, compiler: SQLCompiler, **kw: Any) -> str:
     column, ids = (compiler.process(clause, **kw) for clause in element.clauses)
     return f"{column} = ANY({ids})"
+
+
+class JSONByUUID(TypeDecorator[Mapping[str, Any]]):
+    """JSON values keyed by UUID, any number of them bound as one parameter:
+    a JSON object whose members hold each value's JSON text, serialised as
+    a :class:`JSONValue` column would store it (a key whose value is
+    ``None`` is left out: SQL NULL). Read per row with :class:`json_for_uuid`.
+    The values are checked before they are bound (``values.json_value``)."""
+
+    impl = String()
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        serialize = _json_text(dialect)
+        texts = {
+            canonical_uuid(key): serialize(item) for key, item in value.items() if item is not None
+        }
+        return json.dumps(texts)
+
+
+def _json_text(dialect: Dialect) -> Callable[[Any], str]:
+    """How a :class:`JSONValue` column serialises a value on ``dialect``."""
+    process = JSONValue().dialect_impl(dialect).bind_processor(dialect)
+
+    def text(value: Any) -> str:
+        serialized = value if process is None else process(value)
+        return serialized if isinstance(serialized, str) else json.dumps(serialized)
+
+    return text
+
+
+class json_for_uuid(FunctionElement[Any]):
+    """The value of a :class:`JSONByUUID` parameter ``name`` under the key
+    ``column`` (a UUID column), as a JSON column takes it; NULL where the
+    key is missing."""
+
+    inherit_cache = True
+    name = "json_for_uuid"
+
+    def __init__(self, name: str, column: Any) -> None:
+        super().__init__(bindparam(name, type_=JSONByUUID()), column)
+
+
+@compiles(json_for_uuid, "sqlite")
+def _json_for_uuid_sqlite(element: json_for_uuid, compiler: SQLCompiler, **kw: Any) -> str:
+    batch, column = (compiler.process(clause, **kw) for clause in element.clauses)
+    # The key is the row's column, quoted as a JSON path label: no value is
+    # formatted into the SQL.
+    return f"json_extract({batch}, '$.\"' || {column} || '\"')"
+
+
+@compiles(json_for_uuid, "postgresql")
+def _json_for_uuid_postgresql(element: json_for_uuid, compiler: SQLCompiler, **kw: Any) -> str:
+    batch, column = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"CAST(CAST({batch} AS JSONB) ->> CAST({column} AS TEXT) AS JSONB)"
 
 
 class JSONValue(TypeDecorator[Any]):

@@ -179,6 +179,25 @@ async def heartbeat(
     return ex.adopt(Task, rows[0], refresh=True)
 
 
+async def heartbeat_many(
+    ex: Executor, worker_id: str, task_ids: Collection[str], *, lease: timedelta | None = None
+) -> list[str]:
+    """Extend the leases of those of ``task_ids`` that ``worker_id`` holds,
+    in one statement; the ids it does not hold (left as they are)."""
+    keys = {_task_key(task_id): task_id for task_id in task_ids}
+    if not keys:
+        return []
+    params = {
+        "ids": list(keys),
+        "holder": _worker(worker_id),
+        "lease_seconds": lease_seconds(lease),
+    }
+    held = {
+        str(row.id) for row in await ex.rows(q.heartbeat_many_statement(), params, entity=_ENTITY)
+    }
+    return [task_id for key, task_id in keys.items() if key not in held]
+
+
 async def complete(ex: Executor, task_id: str, worker_id: str, result: Any = None) -> Any:
     """Complete a task ``worker_id`` holds, with ``result``, and ready its
     dependents whose prerequisites are now all complete; the task's row."""
@@ -197,19 +216,19 @@ async def complete_many(
     """Complete the tasks of ``results`` (id: result) that ``worker_id``
     holds, then ready their dependents in one release; the completed rows,
     and the ids of those it does not hold (left as they are)."""
-    completed, lost, waited_on = [], [], []
-    for task_id, result in results.items():
-        key = _task_key(task_id)
-        try:
-            row = await _completed(ex, key, worker_id, result)
-        except (LeaseLostError, NotFoundError):
-            lost.append(task_id)  # its statement changed nothing: go on
-            continue
-        completed.append(row)
-        if q.must_release(ex.backend.name, row):
-            waited_on.append(key)
-    await release(ex, waited_on)
-    return completed, lost
+    outcomes = {
+        _task_key(task_id): None if result is None else values.json_value(result, "result")
+        for task_id, result in results.items()
+    }
+    if not outcomes:
+        return [], []
+    params = {"ids": list(outcomes), "holder": _worker(worker_id), "outcomes": outcomes}
+    completed = await ex.rows(q.complete_many_statement(ex.backend.name), params, entity=_ENTITY)
+    done = {str(row.id) for row in completed}
+    lost = [task_id for task_id in results if _task_key(task_id) not in done]
+    # What it did not change it leaves as it was: not held (any more), or gone.
+    await release(ex, [str(row.id) for row in completed if q.must_release(ex.backend.name, row)])
+    return list(completed), lost
 
 
 async def give_back(ex: Executor, worker_id: str, task_ids: Sequence[str]) -> list[str]:
@@ -306,7 +325,11 @@ async def release(ex: Executor, ids: Sequence[str], *, through_edges: bool = Tru
         ex.backend.name, ids, through_edges=through_edges
     )
     for lock, lock_params in locks:
-        await ex.rows(lock, lock_params, entity=_ENTITY)
+        if not await ex.rows(lock, lock_params, entity=_ENTITY):
+            # None blocked: the release would change nothing. A dependent
+            # added from now on waits for this transaction (as after the
+            # release), then sees its prerequisites as they end.
+            return
     readied = await ex.rows(statement, params, entity=_ENTITY)
     if readied:
         await ex.announce(signals.TASKS)

@@ -71,7 +71,14 @@ from orchestrator_db.models.task import (
 )
 from orchestrator_db.sql.claim import claim_statement as claim_statement_for
 from orchestrator_db.sql.graph import FACT_COLUMNS, unfinished
-from orchestrator_db.types import utc_now_plus, utc_now_sql, utc_plus, utc_statement_time
+from orchestrator_db.types import (
+    in_uuid_set,
+    json_for_uuid,
+    utc_now_plus,
+    utc_now_sql,
+    utc_plus,
+    utc_statement_time,
+)
 
 #: Key of the PostgreSQL advisory lock that serialises changes to the
 #: dependency graph, so that two concurrent additions cannot close a cycle.
@@ -209,10 +216,11 @@ def release_requests(
     return requests
 
 
-def _owned() -> list[ColumnElement[bool]]:
-    """``:task_key`` is running under ``:holder``'s live lease."""
+def _owned(which: ColumnElement[bool] | None = None) -> list[ColumnElement[bool]]:
+    """``:task_key`` (or the tasks ``which`` picks) is running under
+    ``:holder``'s live lease."""
     return [
-        _T.id == bindparam("task_key"),
+        _T.id == bindparam("task_key") if which is None else which,
         _status_is(TaskStatus.RUNNING),
         _T.worker_id == bindparam("holder"),
         _T.lease_expires_at > _now(),
@@ -223,6 +231,18 @@ def _owned() -> list[ColumnElement[bool]]:
 def heartbeat_statement() -> Update:
     """Extend the lease by ``:lease_seconds``, never past the end of the
     task's timeout (``started_at`` plus ``timeout_seconds``)."""
+    return update(_TASKS).where(*_owned()).values(**_extended()).returning(*TASK_COLUMNS)
+
+
+@functools.cache
+def heartbeat_many_statement() -> Update:
+    """``heartbeat_statement`` for those of the tasks ``:ids`` that
+    ``:holder`` holds; their ids."""
+    owned = _owned(in_uuid_set(_T.id, "ids"))
+    return update(_TASKS).where(*owned).values(**_extended()).returning(_T.id)
+
+
+def _extended() -> dict[str, Any]:
     extended = _now_plus("lease_seconds")
     timeout_ends = utc_plus(_T.started_at, _T.timeout_seconds)
     lease = case(
@@ -230,8 +250,7 @@ def heartbeat_statement() -> Update:
         (extended < timeout_ends, extended),
         else_=timeout_ends,
     )
-    values = {"lease_expires_at": lease, "updated_at": _now()}
-    return update(_TASKS).where(*_owned()).values(**values).returning(*TASK_COLUMNS)
+    return {"lease_expires_at": lease, "updated_at": _now()}
 
 
 @functools.cache
@@ -245,18 +264,30 @@ def complete_statement(dialect: str) -> Update:
     only the release's fresh snapshot sees it. (SQLite has one writer: no
     edge can appear during a write transaction.)
     """
+    return _completing(dialect, _owned(), bindparam("outcome", type_=_T.result.type))
+
+
+@functools.cache
+def complete_many_statement(dialect: str) -> Update:
+    """Complete those of the tasks ``:ids`` that ``:holder`` holds, each with
+    its result from ``:outcomes`` (a ``JSONByUUID``: task id to result), in
+    one statement; the rows as ``complete_statement`` returns them."""
+    return _completing(dialect, _owned(in_uuid_set(_T.id, "ids")), json_for_uuid("outcomes", _T.id))
+
+
+def _completing(dialect: str, owned: list[ColumnElement[bool]], outcome: Any) -> Update:
     values = {
         "status": TaskStatus.COMPLETED,
         "completed_at": _now(),
         "lease_expires_at": None,
-        "result": bindparam("outcome", type_=_T.result.type),
+        "result": outcome,
         "error": None,
         "updated_at": _now(),
     }
     returned: list[Any] = list(TASK_COLUMNS)
     if dialect != "postgresql":
         returned.append(exists().where(_EDGES.c.depends_on_id == _T.id).label("waited_on"))
-    return update(_TASKS).where(*_owned()).values(**values).returning(*returned)
+    return update(_TASKS).where(*owned).values(**values).returning(*returned)
 
 
 def must_release(dialect: str, completed: Any) -> bool:
