@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from orchestrator_db import Database, Task, TaskSource
 from orchestrator_db.errors import ValidationError
+from orchestrator_db.repositories import listing
 from orchestrator_db.values import encode_cursor
 from tests.helpers import task
 
@@ -197,3 +198,53 @@ async def test_tampered_float_cursors_and_json_orders_are_refused(db: Database) 
                 await uow.tasks.page(after=cursor, order_by="calculated_priority")
         following = await uow.tasks.page(after=page.next_cursor, order_by="calculated_priority")
         assert len(following.items) == 2
+
+
+async def test_listings_built_once_per_shape_agree_with_listings_built_per_call(
+    db: Database,
+) -> None:
+    """A listing on attribute values runs the statement built once for its
+    shape, its values bound; the same listing written as SQL criteria is
+    built per call. Both give the same rows, pages and cursors, whatever
+    the values (NULLs included), and a new value makes no new shape."""
+    await store(
+        db,
+        *[
+            task(
+                title=["b", "a", "é"][n % 3],
+                priority=n % 4,
+                deadline=None if n % 2 else BASE + timedelta(hours=n % 5),
+                parent_task_id=None,
+            )
+            for n in range(17)
+        ],
+    )
+    shapes = len(listing._built)
+    async with db.unit_of_work(read_only=True) as uow:
+        for title in ("a", "b", "é", "none such"):
+            for limit, offset in ((None, 0), (4, 0), (4, 3)):
+                shaped = await uow.tasks.list(
+                    title=title,
+                    parent_task_id=None,
+                    limit=limit,
+                    offset=offset,
+                    order_by=["deadline", "-priority"],
+                )
+                built = await uow.tasks.list(
+                    Task.title == title,
+                    Task.parent_task_id.is_(None),
+                    limit=limit,
+                    offset=offset,
+                    order_by=["deadline", "-priority"],
+                )
+                assert [t.id for t in shaped] == [t.id for t in built], (title, limit, offset)
+    for spec in (None, ["-deadline", "title"]):
+        walked = await all_pages(db, 3, order_by=spec, priority=1)
+        async with db.unit_of_work(read_only=True) as uow:
+            listed = await uow.tasks.list(Task.priority == 1, order_by=spec)
+        assert walked == [t.id for t in listed] and walked
+    grown = len(listing._built) - shapes
+    async with db.unit_of_work(read_only=True) as uow:
+        for title in ("x", "y", "z"):
+            await uow.tasks.list(title=title, parent_task_id=None, limit=2, order_by="deadline")
+    assert len(listing._built) - shapes <= grown + 1  # the values made no new shapes

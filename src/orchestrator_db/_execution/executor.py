@@ -780,9 +780,15 @@ class UnitExecutor:
             connection = await self._session.connection()
             await connection.execute(statement, list(params))
 
-    async def scalars(self, statement: Executable, *, entity: str | None = None) -> list[Any]:
+    async def scalars(
+        self,
+        statement: Executable,
+        params: Mapping[str, Any] | None = None,
+        *,
+        entity: str | None = None,
+    ) -> list[Any]:
         async with _Statement(self, entity, name=statement, connects=True):
-            return list((await self._session.execute(statement)).scalars().all())
+            return list((await self._session.execute(statement, params)).scalars().all())
 
     async def flush(
         self,

@@ -41,6 +41,7 @@ from orchestrator_db._execution.rows import (
 )
 from orchestrator_db.errors import NotFoundError, ValidationError
 from orchestrator_db.models.base import Base, check_bound_values, check_values
+from orchestrator_db.repositories import listing
 from orchestrator_db.repositories.ordering import Ordering, ordering
 from orchestrator_db.sql import IDS_PER_STATEMENT
 from orchestrator_db.types import JSONValue, UUIDString, canonical_uuid
@@ -186,14 +187,8 @@ class Repository(Generic[ModelT]):
                 if value is not None:
                     criteria.append(builder(value))
                 continue
-            attribute = self._attribute(name)
+            attribute = self._filtered(name)
             column = attribute.property.columns[0]
-            if isinstance(column.type, JSONValue):
-                raise ValidationError(
-                    f"{self.entity}.{name} holds JSON, which does not compare alike on both "
-                    "engines; filter on it with a SQL criterion of your own",
-                    field=name,
-                )
             if value is None:
                 criteria.append(attribute.is_(None))
             elif isinstance(value, list | tuple | set | frozenset):
@@ -208,6 +203,29 @@ class Repository(Generic[ModelT]):
             else:
                 criteria.append(attribute == values.column_value(column, value))
         return criteria
+
+    def _filtered(self, name: str) -> InstrumentedAttribute[Any]:
+        """The attribute a filter ``name`` compares, if it can be compared."""
+        attribute = self._attribute(name)
+        if isinstance(attribute.property.columns[0].type, JSONValue):
+            raise ValidationError(
+                f"{self.entity}.{name} holds JSON, which does not compare alike on both "
+                "engines; filter on it with a SQL criterion of your own",
+                field=name,
+            )
+        return attribute
+
+    def _plain_filters(self, filters: Mapping[str, Any]) -> dict[str, Any] | None:
+        """``filters`` as attribute: value checked (``None``: IS NULL) when
+        each is an attribute's value; ``None`` when one is a named filter or
+        a list (see :mod:`.listing`)."""
+        checked = {}
+        for name, value in filters.items():
+            if name in self.named_filters or isinstance(value, list | tuple | set | frozenset):
+                return None
+            column = self._filtered(name).property.columns[0]
+            checked[name] = None if value is None else values.column_value(column, value)
+        return checked
 
     def _primary_key_criteria(self, key: Any) -> builtins.list[Criterion]:
         columns = row_layout(self.model_type).key_columns
@@ -495,14 +513,8 @@ class Repository(Generic[ModelT]):
         if limit is not None:
             values.count(limit, "limit")
         values.count(offset, "offset")
-        statement = (
-            select(self.model_type)
-            .where(*self._criteria(where, filters))
-            .order_by(*self._ordering(order_by).clauses())
-            .offset(offset or None)
-            .limit(limit)
-        )
-        return await self._ex.scalars(statement, entity=self.entity)
+        order = self._ordering(order_by)
+        return await self._listed(where, filters, order, limit, offset, None)
 
     async def page(
         self,
@@ -521,20 +533,49 @@ class Repository(Generic[ModelT]):
         """
         values.count(limit, "limit", minimum=1, maximum=values.INT32_MAX - 1)
         order = self._ordering(order_by)
-        criteria = self._criteria(where, filters)
+        last = None
         if after is not None:
             last = values.decode_cursor(after, order.columns, order=order.spec)
-            criteria.append(order.after(last))
-        statement = (
-            select(self.model_type).where(*criteria).order_by(*order.clauses()).limit(limit + 1)
-        )
-        rows = await self._ex.scalars(statement, entity=self.entity)
+        rows = await self._listed(where, filters, order, limit + 1, 0, last)
         if len(rows) <= limit:
             return Page(rows, None)
         rows = rows[:limit]
         held = instance_state(rows[-1]).dict
         keys = [held[key.attribute.key] for key in order.keys]
         return Page(rows, values.encode_cursor(keys, order=order.spec))
+
+    async def _listed(
+        self,
+        where: Sequence[Criterion],
+        filters: Mapping[str, Any],
+        order: Ordering,
+        limit: int | None,
+        offset: int,
+        after: Sequence[Any] | None,
+    ) -> builtins.list[ModelT]:
+        """The objects of the rows ``where`` and ``filters`` select, in
+        ``order``, after the row whose keys were ``after``; the statement
+        built once for the listing's shape where it has one (see
+        :mod:`.listing`)."""
+        plain = None if where else self._plain_filters(filters)
+        if plain is not None:
+            request = listing.Request(
+                self.model_type, type(self), plain, order, limit, offset, after
+            )
+            shaped = listing.shaped(request, self._filtered)
+            if shaped is not None:
+                return await self._ex.scalars(*shaped, entity=self.entity)
+        criteria = self._criteria(where, filters)
+        if after is not None:
+            criteria.append(order.after(after))
+        statement = (
+            select(self.model_type)
+            .where(*criteria)
+            .order_by(*order.clauses())
+            .offset(offset or None)
+            .limit(limit)
+        )
+        return await self._ex.scalars(statement, entity=self.entity)
 
     def _ordering(self, order_by: Any) -> Ordering:
         mapper = self._mapper()

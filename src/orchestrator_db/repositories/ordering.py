@@ -43,16 +43,16 @@ class Key:
         ordered = self.expression.desc() if self.descending else self.expression.asc()
         return ordered.nulls_last() if self.nullable else ordered
 
-    def equal(self, value: Any) -> ColumnElement[bool]:
+    def equal(self, value: Any, bound: Any) -> ColumnElement[bool]:
+        """Rows whose value on this key is ``value``, bound as ``bound``."""
         if value is None:
             return self.attribute.is_(None)
-        return self.expression == literal(value, type_=self.attribute.type)  # type: ignore[no-any-return]
+        return self.expression == bound  # type: ignore[no-any-return]
 
-    def after(self, value: Any) -> ColumnElement[bool]:
-        """Rows strictly after ``value`` on this key alone."""
+    def after(self, value: Any, bound: Any) -> ColumnElement[bool]:
+        """Rows strictly after ``value`` (bound as ``bound``) on this key alone."""
         if value is None:
             return false()  # NULLs come last: nothing is after them
-        bound = literal(value, type_=self.attribute.type)
         beyond = self.expression < bound if self.descending else self.expression > bound
         return or_(beyond, self.attribute.is_(None)) if self.nullable else beyond
 
@@ -74,17 +74,22 @@ class Ordering:
             return [key.expression for key in self.keys]
         return [key.clause() for key in self.keys]
 
-    def after(self, last: Sequence[Any]) -> ColumnElement[bool]:
-        """Rows after the row whose keys were ``last``."""
+    def after(
+        self, last: Sequence[Any], *, bound: Callable[[int, Key], Any] | None = None
+    ) -> ColumnElement[bool]:
+        """Rows after the row whose keys were ``last``; ``bound(i, key)``
+        is the SQL the ``i``-th value is bound as (a ``bindparam`` for a
+        statement built once), the values themselves by default."""
+        binds = [
+            literal(v, type_=k.attribute.type) if bound is None else bound(i, k)
+            for i, (k, v) in enumerate(zip(self.keys, last, strict=True))
+        ]
         if self.spec is None:  # one row value: what the keyset's index serves
-            bound = [
-                literal(v, type_=k.attribute.type) for k, v in zip(self.keys, last, strict=True)
-            ]
-            return tuple_(*self.clauses()) > tuple_(*bound)
+            return tuple_(*self.clauses()) > tuple_(*binds)
         branches = []
         for index, key in enumerate(self.keys):
-            same = [k.equal(v) for k, v in zip(self.keys[:index], last, strict=False)]
-            branches.append(and_(*same, key.after(last[index])))
+            same = [k.equal(v, b) for k, v, b in zip(self.keys[:index], last, binds, strict=False)]
+            branches.append(and_(*same, key.after(last[index], binds[index])))
         return or_(*branches)
 
 
