@@ -88,18 +88,30 @@ async def test_a_pending_object_is_found_as_the_orm_would(db: Database) -> None:
         assert await uow.tasks.get(pending.id) is pending
 
 
-async def test_postgresql_goes_direct_only_once_no_begin_is_owed(
-    postgres_database_url: str,
+@pytest.mark.parametrize("commit", [True, False], ids=["commit", "rollback"])
+async def test_postgresql_write_units_go_direct_from_their_first_statement(
+    postgres_database_url: str, commit: bool
 ) -> None:
+    """A write unit's first statement goes straight to the driver too, once
+    SQLAlchemy's adapter has sent the BEGIN it owes: the transaction is the
+    adapter's, so the unit's commit and rollback end it as ever."""
     db = Database(postgres_database_url)
     try:
+        (added,) = await add_tasks(db, task(title="before"))
         async with db.unit_of_work(read_only=True) as uow:
             assert driver_for(await uow.session.connection()) is not None
         async with db.unit_of_work() as uow:
             connection = await uow.session.connection()
-            assert driver_for(connection) is None  # SQLAlchemy's adapter sends the BEGIN
-            await uow.session.execute(text("SELECT 1"))
+            raw = (await connection.get_raw_connection()).driver_connection
+            assert not raw.is_in_transaction()
             assert driver_for(connection) is not None
+            await uow.tasks.update(added.id, title="after")
+            assert raw.is_in_transaction()
+            if commit:
+                await uow.commit()
+        async with db.unit_of_work(read_only=True) as uow:
+            assert (await uow.tasks.get(added.id)).title == ("after" if commit else "before")
+        assert db.pool_status().checked_out == 0
     finally:
         await db.close()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -139,7 +139,15 @@ class PostgreSQLBackend(Backend):
             return None
         if adapted.autocommit or driver.is_in_transaction():
             return _fetch(driver)
-        return None  # BEGIN is owed, and only SQLAlchemy's adapter may send it
+        # A BEGIN is owed: SQLAlchemy's adapter sends it before its first
+        # statement, and keeps the transaction it then commits or rolls back.
+        # Asked to begin here (its own coroutine, no private state touched),
+        # the adapter sends the very same BEGIN, and the statement goes
+        # straight after it rather than through SQLAlchemy's execute path.
+        begin = getattr(adapted, "_start_transaction", None)
+        if begin is None:
+            return None
+        return _fetch(driver, begin)
 
     async def insert_many(
         self, connection: AsyncConnection, table: Table, sql: str, keys: Sequence[str], rows: Any
@@ -268,8 +276,10 @@ def _unnamed() -> str:
     return ""
 
 
-def _fetch(driver: Any) -> Fetch:
+def _fetch(driver: Any, begin: Callable[[], Awaitable[None]] | None = None) -> Fetch:
     async def fetch(sql: str, arguments: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        if begin is not None and not driver.is_in_transaction():
+            await begin()
         records: Sequence[Sequence[Any]] = await driver.fetch(sql, *arguments)
         return records
 
