@@ -169,19 +169,18 @@ class BulkInsertPlan:
                     field=name,
                 )
             return
+        missing = [index for index, value in enumerate(values) if value is None]
         factory = column.factory
-        for index, value in enumerate(values):
-            if value is not None:
-                continue
-            if column.batch_time:
-                value = now
-            elif factory is not None:
-                value = factory()
-            elif default.is_callable:
-                value = default.arg(DefaultContext(dicts[index]))
-            else:
-                value = default.arg
-            values[index] = dicts[index][name] = value
+        if column.batch_time or not (factory is not None or default.is_callable):
+            # One value for every row: the batch's clock, or a constant.
+            value = now if column.batch_time else default.arg
+            for index in missing:
+                values[index] = dicts[index][name] = value
+            return
+        for index in missing:
+            row = dicts[index]
+            value = factory() if factory is not None else default.arg(DefaultContext(row))
+            values[index] = row[name] = value
 
 
 _plans: dict[tuple[type[Base], str], BulkInsertPlan] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -79,13 +80,21 @@ def _assign_uuid_primary_key(target: Base, args: tuple[Any, ...], kwargs: dict[s
     Code can then wire objects together by id before they are stored (task
     dependencies in ``submit_many``, say), and errors can name them.
     """
-    mapper = inspect(type(target))
-    if len(mapper.primary_key) != 1:
-        return
-    column = mapper.primary_key[0]
-    key = mapper.get_property_by_column(column).key
-    if kwargs.get(key) is None and isinstance(column.type, UUIDString):
+    key = _uuid_key(type(target))
+    if key is not None and kwargs.get(key) is None:
         kwargs[key] = new_id()
+
+
+@functools.cache
+def _uuid_key(model: type[Base]) -> str | None:
+    """The attribute of ``model``'s primary key if it is one UUID column."""
+    mapper = inspect(model)
+    if len(mapper.primary_key) != 1:
+        return None
+    column = mapper.primary_key[0]
+    if not isinstance(column.type, UUIDString):
+        return None
+    return mapper.get_property_by_column(column).key
 
 
 def check_values(
