@@ -62,7 +62,11 @@ Op = Callable[[int], Awaitable[None]]  # (call number) -> one call
 
 
 def _rows(count: int) -> list[dict[str, Any]]:
-    return [dict(v, id=new_id()) for v in task_values(count)]
+    # One row in ten is a "review": the filtered list finds 50 rows for everyone.
+    return [
+        dict(v, id=new_id(), task_type="review" if i % 10 == 0 else v["task_type"])
+        for i, v in enumerate(task_values(count))
+    ]
 
 
 class Contender(abc.ABC):
