@@ -248,3 +248,21 @@ async def test_listings_built_once_per_shape_agree_with_listings_built_per_call(
         for title in ("x", "y", "z"):
             await uow.tasks.list(title=title, parent_task_id=None, limit=2, order_by="deadline")
     assert len(listing._built) - shapes <= grown + 1  # the values made no new shapes
+
+
+async def test_listing_shapes_are_bounded_and_sql_values_still_work(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_SHAPES the least recently used shape goes; a filter whose
+    value is a SQL expression is built per call, as before."""
+    await store(db, *[task(title=str(n % 3), priority=n % 4) for n in range(9)])
+    monkeypatch.setattr(listing, "MAX_SHAPES", 2)
+    listing._built.clear()
+    async with db.unit_of_work(read_only=True) as uow:
+        for spec in ("title", "-title", "priority", "title"):
+            listed = await uow.tasks.list(order_by=spec, title="1")
+            assert [t.title for t in listed] == ["1"] * 3, spec
+            assert len(listing._built) <= 2
+        # A column equal to itself (a float column: its check lets SQL through).
+        same = await uow.tasks.list(calculated_priority=Task.calculated_priority)
+        assert len(same) == 9

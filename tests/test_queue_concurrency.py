@@ -236,3 +236,39 @@ async def test_tasks_of_a_dead_worker_are_rescued_and_completed_exactly_once(
         assert await uow.tasks.count(status=TaskStatus.COMPLETED) == 200
         rescued = [await uow.tasks.get(t.id) for t in lost]
     assert all(t.retry_count == 1 and t.worker_id != "dead" for t in rescued)
+
+
+async def test_a_dependency_added_while_its_prerequisite_completes_is_released(
+    db: Database,
+) -> None:
+    """A completion that has run its release but not committed, and a unit
+    that meanwhile makes a ready task wait for that prerequisite: either
+    the new edge waits for the completion and sees it complete, or the
+    completion's release sees the edge. The task never stays blocked on a
+    completed prerequisite."""
+    async with db.unit_of_work() as uow:
+        prerequisite = await uow.tasks.submit(
+            Task(title="p", task_type="code", config={}, priority=9)
+        )
+        dependent = await uow.tasks.submit(Task(title="d", task_type="code", config={}, priority=1))
+        await uow.commit()
+    async with db.unit_of_work() as uow:
+        claimed = await uow.tasks.claim_next("w")
+        assert claimed is not None and claimed.id == prerequisite.id
+        await uow.commit()
+    completing = db.unit_of_work()
+    async with completing as uow:
+        await uow.tasks.complete(prerequisite.id, "w")  # released, not committed
+
+        async def add_edge() -> None:
+            async with db.unit_of_work() as other:
+                await other.tasks.add_dependency(dependent.id, prerequisite.id)
+                await other.commit()
+
+        adding = asyncio.ensure_future(add_edge())
+        await asyncio.sleep(0.3)  # SQLite: waits for the write lock; PostgreSQL: for the row
+        await uow.commit()
+    await asyncio.wait_for(adding, 10)
+    async with db.unit_of_work(read_only=True) as uow:
+        assert (await uow.tasks.get(prerequisite.id)).status is TaskStatus.COMPLETED
+        assert (await uow.tasks.get(dependent.id)).status is TaskStatus.READY

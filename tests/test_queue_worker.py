@@ -425,3 +425,25 @@ async def test_a_cancelled_run_settles_what_it_held(db: Database) -> None:
     assert [t.status for t in stored[2:]] == [TaskStatus.READY] * 2
     assert all(t.retry_count == 0 and t.worker_id is None for t in stored[2:])
     assert stored[1].status is TaskStatus.RUNNING  # cut short: its lease will tell
+
+
+async def test_complete_many_refuses_one_task_named_twice(db: Database) -> None:
+    (only,) = await submit(db, task())
+    async with db.queue_worker("w") as worker:
+        (claimed,) = await worker.claim_batch(1)
+        with pytest.raises(ValidationError, match="twice"):
+            await worker.complete_many({claimed.id: "a", claimed.id.upper(): "b"})
+        assert await worker.heartbeat_many([claimed.id]) == []  # still held, nothing written
+    assert await statuses(db, only) == [TaskStatus.RUNNING]
+
+
+def test_batch_results_reach_postgresql_as_one_jsonb_parameter() -> None:
+    """Bound as text and cast, the batch would be parsed again for every row
+    once PostgreSQL plans the prepared statement generically."""
+    from sqlalchemy.dialects.postgresql import asyncpg
+
+    from orchestrator_db.sql import queue as q
+
+    sql = str(q.complete_many_statement("postgresql").compile(dialect=asyncpg.dialect()))
+    assert "::JSONB ->> CAST(tasks.id AS TEXT)" in sql
+    assert "VARCHAR AS JSONB" not in sql

@@ -285,12 +285,20 @@ class JSONByUUID(TypeDecorator[Mapping[str, Any]]):
     impl = String()
     cache_ok = True
 
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        # JSONB on PostgreSQL: parsed once as the parameter arrives. Bound as
+        # text and cast, it would be parsed again for every row of a generic
+        # plan (which a prepared statement gets after a few executions).
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.JSONB())
+        return dialect.type_descriptor(String())
+
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         serialize = _json_text(dialect)
         texts = {
             canonical_uuid(key): serialize(item) for key, item in value.items() if item is not None
         }
-        return json.dumps(texts)
+        return texts if dialect.name == "postgresql" else json.dumps(texts)
 
 
 def _json_text(dialect: Dialect) -> Callable[[Any], str]:
@@ -327,7 +335,7 @@ def _json_for_uuid_sqlite(element: json_for_uuid, compiler: SQLCompiler, **kw: A
 @compiles(json_for_uuid, "postgresql")
 def _json_for_uuid_postgresql(element: json_for_uuid, compiler: SQLCompiler, **kw: Any) -> str:
     batch, column = (compiler.process(clause, **kw) for clause in element.clauses)
-    return f"CAST(CAST({batch} AS JSONB) ->> CAST({column} AS TEXT) AS JSONB)"
+    return f"CAST({batch} ->> CAST({column} AS TEXT) AS JSONB)"
 
 
 class JSONValue(TypeDecorator[Any]):

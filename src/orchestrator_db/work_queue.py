@@ -33,7 +33,7 @@ from orchestrator_db import task_graph, values
 from orchestrator_db._execution import signals
 from orchestrator_db._execution.executor import Executor
 from orchestrator_db._execution.rows import row_layout
-from orchestrator_db.errors import LeaseLostError, NotFoundError
+from orchestrator_db.errors import LeaseLostError, NotFoundError, ValidationError
 from orchestrator_db.models.task import (
     FINISHED_TASK_STATUSES,
     TIMED_OUT,
@@ -216,10 +216,12 @@ async def complete_many(
     """Complete the tasks of ``results`` (id: result) that ``worker_id``
     holds, then ready their dependents in one release; the completed rows,
     and the ids of those it does not hold (left as they are)."""
-    outcomes = {
-        _task_key(task_id): None if result is None else values.json_value(result, "result")
-        for task_id, result in results.items()
-    }
+    outcomes: dict[str, Any] = {}
+    for task_id, result in results.items():
+        key = _task_key(task_id)
+        if key in outcomes:
+            raise ValidationError(f"results name task {key} twice", field="results")
+        outcomes[key] = None if result is None else values.json_value(result, "result")
     if not outcomes:
         return [], []
     params = {"ids": list(outcomes), "holder": _worker(worker_id), "outcomes": outcomes}

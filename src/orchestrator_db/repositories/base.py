@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import (
+    ClauseElement,
     ColumnElement,
     Integer,
     delete,
@@ -217,11 +218,15 @@ class Repository(Generic[ModelT]):
 
     def _plain_filters(self, filters: Mapping[str, Any]) -> dict[str, Any] | None:
         """``filters`` as attribute: value checked (``None``: IS NULL) when
-        each is an attribute's value; ``None`` when one is a named filter or
-        a list (see :mod:`.listing`)."""
+        each is an attribute's value; ``None`` when one is a named filter, a
+        list or a SQL expression (see :mod:`.listing`)."""
         checked = {}
         for name, value in filters.items():
-            if name in self.named_filters or isinstance(value, list | tuple | set | frozenset):
+            if (
+                name in self.named_filters
+                or isinstance(value, list | tuple | set | frozenset | ClauseElement)
+                or hasattr(value, "__clause_element__")  # an attribute, say
+            ):
                 return None
             column = self._filtered(name).property.columns[0]
             checked[name] = None if value is None else values.column_value(column, value)
@@ -562,9 +567,8 @@ class Repository(Generic[ModelT]):
             request = listing.Request(
                 self.model_type, type(self), plain, order, limit, offset, after
             )
-            shaped = listing.shaped(request, self._filtered)
-            if shaped is not None:
-                return await self._ex.scalars(*shaped, entity=self.entity)
+            statement, params = listing.shaped(request, self._filtered)
+            return await self._ex.scalars(statement, params, entity=self.entity)
         criteria = self._criteria(where, filters)
         if after is not None:
             criteria.append(order.after(after))

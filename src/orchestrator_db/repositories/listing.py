@@ -14,6 +14,7 @@ with SQL criteria, named filters or lists of values are built per call.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from orchestrator_db.models.base import Base
 from orchestrator_db.repositories.ordering import Key, Ordering
 
-#: Shapes kept (per process); past this, a new shape is built per call.
+#: Shapes kept (per process), the least recently used dropped first.
 MAX_SHAPES = 1024
 
 
@@ -41,19 +42,21 @@ class Request:
     after: Sequence[Any] | None  # the cursor's values
 
 
-_built: dict[tuple[Any, ...], Select[Any]] = {}
+_built: collections.OrderedDict[tuple[Any, ...], Select[Any]] = collections.OrderedDict()
 
 
 def shaped(
     request: Request, attribute: Callable[[str], InstrumentedAttribute[Any]]
-) -> tuple[Select[Any], dict[str, Any]] | None:
+) -> tuple[Select[Any], dict[str, Any]]:
     """The statement of ``request``'s shape (a select of its model) and its
-    parameters; ``None`` when too many shapes are known already."""
+    parameters."""
     nulls = tuple(sorted((name, value is None) for name, value in request.filters.items()))
     after = None if request.after is None else tuple(v is None for v in request.after)
     key = (
         request.owner,
+        request.model,
         nulls,
+        tuple((k.attribute.key, k.descending) for k in request.order.keys),
         request.order.spec,
         request.offset > 0,
         request.limit is not None,
@@ -61,10 +64,11 @@ def shaped(
     )
     statement = _built.get(key)
     if statement is None:
-        if len(_built) >= MAX_SHAPES:
-            return None
-        statement = _build(request, nulls, attribute)
-        _built[key] = statement
+        statement = _built[key] = _build(request, nulls, attribute)
+        if len(_built) > MAX_SHAPES:
+            _built.popitem(last=False)  # the least recently used
+    else:
+        _built.move_to_end(key)
     params = {f"filter_{name}": value for name, value in request.filters.items()}
     if request.after is not None:
         params.update({f"after_{i}": value for i, value in enumerate(request.after)})

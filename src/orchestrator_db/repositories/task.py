@@ -274,10 +274,16 @@ class TaskRepository(Repository[Task]):
         if task_id == depends_on_id:
             raise DependencyCycleError(task_id, depends_on_id)
         await task_graph.lock(self._ex)
+        # The prerequisite read fresh and held (FOR SHARE): its completion
+        # then waits for this transaction, and its release sees the new
+        # edge; or this read waits for that completion and sees it. Held
+        # before the task: a completion locks the prerequisite, then its
+        # blocked dependents (this task among them if an edge exists).
+        statuses = await self._statuses([depends_on_id], share_lock=True)
+        prerequisite_status = statuses[depends_on_id][0]
         task = await self.get(task_id, for_update=True)
         if task.status is TaskStatus.RUNNING or task.status in FINISHED_TASK_STATUSES:
             raise InvalidTransitionError(self.entity, task_id, task.status.value, "blocked")
-        prerequisite = await self.get(depends_on_id)
         if await task_graph.closing_a_cycle(self._ex, task_id, [depends_on_id]):
             raise DependencyCycleError(task_id, depends_on_id)
         edge = {"task_id": task_id, "depends_on_id": depends_on_id}
@@ -288,7 +294,7 @@ class TaskRepository(Repository[Task]):
             await self._insert_edges([(task_id, depends_on_id)])
             if task.status in (TaskStatus.READY, TaskStatus.BLOCKED):
                 now = utc_now()
-                queued = self._queue_status(task, [prerequisite.status], now, [depends_on_id])
+                queued = self._queue_status(task, [prerequisite_status], now, [depends_on_id])
                 await self._flush_and_refresh(task, task_id)
         if queued is TaskStatus.CANCELLED:
             # The task and every unfinished task waiting on it left the counts
