@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect, text
 
-from orchestrator_db import Database, Task, TaskStatus
+from orchestrator_db import Database, Task, TaskStatus, queue_worker
 from orchestrator_db.errors import (
     DatabaseUnavailableError,
     LeaseLostError,
@@ -447,3 +447,24 @@ def test_batch_results_reach_postgresql_as_one_jsonb_parameter() -> None:
     sql = str(q.complete_many_statement("postgresql").compile(dialect=asyncpg.dialect()))
     assert "::JSONB ->> CAST(tasks.id AS TEXT)" in sql
     assert "VARCHAR AS JSONB" not in sql
+
+
+async def test_run_does_not_start_a_held_task_cancelled_meanwhile(db: Database) -> None:
+    """A task held past CONFIRM_SECONDS is confirmed still the worker's as it
+    starts: one cancelled meanwhile is reported lost, its handler never run."""
+    first, second = await submit(db, task(priority=9), task(priority=1))
+    started: list[str] = []
+
+    async def slow(item: Task) -> None:
+        started.append(item.id)
+        if item.id == first.id:
+            async with db.unit_of_work() as uow:  # taken away while held
+                await uow.tasks.cancel(second.id)
+                await uow.commit()
+            await asyncio.sleep(queue_worker.CONFIRM_SECONDS + 0.2)
+
+    async with db.queue_worker("w") as worker:
+        summary = await worker.run(slow, concurrency=1, prefetch=2)
+    assert started == [first.id]
+    assert summary.completed == 1 and summary.lost == {second.id}
+    assert await statuses(db, first, second) == [TaskStatus.COMPLETED, TaskStatus.CANCELLED]

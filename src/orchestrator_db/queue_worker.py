@@ -53,6 +53,9 @@ T = TypeVar("T")
 #: How long a finished task's result may wait for the rest of its batch
 #: before :meth:`QueueWorker.run` commits it on its own.
 SETTLE_SECONDS = 0.1
+#: How long :meth:`QueueWorker.run` holds a claimed task before it confirms,
+#: as it starts it, that the task is still its own (cancelled meanwhile, say).
+CONFIRM_SECONDS = 1.0
 #: The most of a handler's error that a failed attempt records.
 ERROR_CHARACTERS = 2_000
 
@@ -281,6 +284,7 @@ class QueueWorker:
         batch = max(batch, concurrency)
         summary = RunSummary()
         held: collections.deque[Task] = collections.deque()
+        confirmed_at = 0.0  # when the leases of what is held were last confirmed
         running: dict[asyncio.Future[Any], Task] = {}
         finished: dict[str, Any] = {}
         settle_by = beat_at = 0.0
@@ -289,8 +293,11 @@ class QueueWorker:
         async def take(claimed: list[Task]) -> None:
             # A task's timeout runs from its claim: one that cannot start
             # now is not held but given back.
+            nonlocal confirmed_at
             free = concurrency - len(running)
             late = [t.id for t in claimed[free:] if t.timeout_seconds is not None]
+            if not held:
+                confirmed_at = time.monotonic()
             held.extend(t for t in claimed if t.id not in late)
             if late:
                 await self.give_back(late)
@@ -299,6 +306,14 @@ class QueueWorker:
             await take(await self.claim_batch(batch))
             beat_at = time.monotonic() + every
             while held or running or finished:
+                starting = held and len(running) < concurrency
+                if starting and time.monotonic() - confirmed_at >= CONFIRM_SECONDS:
+                    # Held a while: what was cancelled or taken meanwhile is
+                    # not started (the others' leases are extended).
+                    gone = set(await self.heartbeat_many([t.id for t in held]))
+                    summary.lost |= gone
+                    held = collections.deque(t for t in held if t.id not in gone)
+                    confirmed_at = time.monotonic()
                 while held and len(running) < concurrency:
                     task = held.popleft()
                     running[asyncio.ensure_future(handler(task))] = task
@@ -323,7 +338,8 @@ class QueueWorker:
                     summary.lost |= gone
                     held = collections.deque(t for t in held if t.id not in gone)
                     finished = {k: v for k, v in finished.items() if k not in gone}
-                    beat_at = time.monotonic() + every
+                    confirmed_at = time.monotonic()
+                    beat_at = confirmed_at + every
                 batch_done = not held and (finished or not running)
                 if batch_done or (finished and time.monotonic() >= settle_by):
                     room = batch - len(running) - len(held) if batch_done else 0
