@@ -143,8 +143,10 @@ class Task(Timestamps, Base):
         CheckConstraint("dependency_depth >= 0", name="dependency_depth_not_negative"),
         CheckConstraint("blocking_count >= 0", name="blocking_count_not_negative"),
         CheckConstraint("estimated_duration_seconds > 0", name="estimated_duration_positive"),
-        Index("idx_tasks_status", "status"),
-        Index("idx_tasks_type", "task_type"),
+        # Equality on the status or the type, then keyset order: a filtered
+        # list() or page() is an index range scan, never a sort.
+        Index("idx_tasks_status", "status", "created_at", "id"),
+        Index("idx_tasks_type", "task_type", "created_at", "id"),
         Index("idx_tasks_created", "created_at", "id"),
         Index("idx_tasks_workspace", "workspace_path"),
         partial_index(
