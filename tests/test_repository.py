@@ -327,6 +327,20 @@ async def test_a_held_task_deleted_on_its_own_is_gone_from_the_unit(db: Database
         assert await uow.tool_executions.count() == 0
 
 
+async def test_a_pending_task_is_deleted_as_the_orm_would(db: Database) -> None:
+    """Deleting an added, unflushed task flushes it first, as the ORM's
+    delete would, then deletes it; the unit no longer holds it."""
+    async with db.unit_of_work() as uow:
+        pending = task(title="not flushed")
+        uow.session.add(pending)
+        assert await uow.tasks.delete(pending.id) is True
+        assert pending not in uow.session
+        assert await uow.tasks.get_or_none(pending.id) is None
+        await uow.commit()
+    async with db.unit_of_work(read_only=True) as uow:
+        assert await uow.tasks.count() == 0
+
+
 async def test_delete_reports_whether_a_row_went(db: Database) -> None:
     (added,) = await add_tasks(db, task())
     async with db.unit_of_work() as uow:

@@ -477,10 +477,9 @@ class TaskRepository(Repository[Task]):
         key = canonical_uuid(key, field="key")
         await task_graph.lock(self._ex)  # no edge can appear meanwhile
         params = {"task_key": key}
-        unlinked = await self._ex.execute(
-            q.delete_unlinked_statement(), params, entity=self.entity, key=key
-        )
-        if getattr(unlinked, "rowcount", 0):
+        await self._autoflush()  # a pending task is deleted too
+        if await self._ex.rows(q.delete_unlinked_statement(), params, entity=self.entity, key=key):
+            self._ex.discard(Task, key)  # as the ORM's delete would
             return True  # a task on its own: one statement
         rows = await self._ex.rows(q.waiting_statement(), params, entity=self.entity)
         waiting = [str(row[0]) for row in rows]

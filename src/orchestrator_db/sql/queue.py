@@ -41,7 +41,6 @@ from sqlalchemy import (
     BigInteger,
     BindParameter,
     ColumnElement,
-    Delete,
     Float,
     Insert,
     Select,
@@ -61,6 +60,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.sql.dml import ReturningDelete
 
 from orchestrator_db.models.task import (
     RETRY_MAX_DELAY,
@@ -559,15 +559,14 @@ def give_back_statement() -> Update:
 
 
 @functools.cache
-def delete_unlinked_statement() -> Delete:
+def delete_unlinked_statement() -> ReturningDelete[Any]:
     """Delete the task ``:task_key`` if no edge touches it (it waits for no
     task, and none waits for it): the one delete that changes no other
-    task's facts, so it needs nothing else. ORM-enabled, so that the unit's
-    session forgets the object it may hold."""
+    task's facts, so it needs nothing else. Returns its id if it went."""
     edges = _EDGES.c
-    key: BindParameter[str] = bindparam("task_key")
+    key: BindParameter[str] = bindparam("task_key", type_=_T.id.type)
     linked = select(edges.task_id).where(or_(edges.task_id == key, edges.depends_on_id == key))
-    return delete(Task).where(Task.id == key, ~linked.exists())
+    return delete(_TASKS).where(_T.id == key, ~linked.exists()).returning(_T.id)
 
 
 @functools.cache
