@@ -87,6 +87,11 @@ def parse_sqlite_timestamp(text: str) -> datetime:
     return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
+def instant_of(value: datetime) -> datetime:
+    """An aware datetime read back, in UTC."""
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetime, millisecond precision, identical on both engines."""
 
@@ -139,6 +144,26 @@ class UTCDateTime(TypeDecorator[datetime]):
             return parse_sqlite_timestamp(value)
         assert isinstance(value, datetime)
         return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        # process_result_value in one call per value (the decorator's own
+        # processor adds a second): every row read passes here, most of its
+        # instants NULL. Neither driver needs the impl's processor.
+        if dialect.name == "postgresql":
+
+            def instant(value: Any) -> Any:
+                if value is None or value.tzinfo is UTC:
+                    return value
+                return value.astimezone(UTC)
+
+            return instant
+
+        def parsed(value: Any) -> Any:
+            if value is None:
+                return None
+            return parse_sqlite_timestamp(value) if isinstance(value, str) else instant_of(value)
+
+        return parsed
 
     @property
     def python_type(self) -> type[datetime]:
@@ -225,6 +250,12 @@ class UUIDString(TypeDecorator[str]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
         return None if value is None else str(value)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        # Rows hold the canonical text already: SQLite's as stored, and
+        # PostgreSQL's as its UUID type gives it back (as_uuid=False); no
+        # second conversion per value.
+        return self.impl_instance.result_processor(dialect, coltype)
 
     @property
     def python_type(self) -> type[str]:
