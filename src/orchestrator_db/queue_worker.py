@@ -216,23 +216,23 @@ class QueueWorker:
 
     async def complete_many(
         self, results: Mapping[str, Any], *, claim: int = 0
-    ) -> tuple[list[Task], list[str], list[Task]]:
+    ) -> tuple[list[str], list[str], list[Task]]:
         """Complete every task of ``results`` (id: result) and ready their
         dependents, then claim up to ``claim`` more, all in one transaction:
         a batch costs one commit. A task this worker no longer holds (its
         lease ran out and it went to another, or it was cancelled) is left
-        as it is. Returns the completed tasks, the ids of those no longer
-        held, and the claimed ones."""
+        as it is. Returns the ids of the completed tasks and of those no
+        longer held (as ``results`` names them), and the claimed tasks."""
         if claim != 0:
             values.count(claim, "claim", minimum=1)
         if not isinstance(results, Mapping):
             raise ValidationError("results must map task ids to results", field="results")
         keys = {values.text(key, "task_id"): result for key, result in results.items()}
 
-        async def settle(ex: ConnectionExecutor) -> tuple[list[Task], list[str], list[Task]]:
-            rows, lost = await work_queue.complete_many(ex, self.worker_id, keys)
+        async def settle(ex: ConnectionExecutor) -> tuple[list[str], list[str], list[Task]]:
+            completed, lost = await work_queue.complete_many(ex, self.worker_id, keys)
             claimed = await self._claim_in(ex, claim) if claim else []
-            return [detached(Task, row) for row in rows], lost, claimed
+            return completed, lost, claimed
 
         return await self._transaction(settle)
 

@@ -212,10 +212,11 @@ async def complete(ex: Executor, task_id: str, worker_id: str, result: Any = Non
 
 async def complete_many(
     ex: Executor, worker_id: str, results: Mapping[str, Any]
-) -> tuple[list[Any], list[str]]:
+) -> tuple[list[str], list[str]]:
     """Complete the tasks of ``results`` (id: result) that ``worker_id``
-    holds, then ready their dependents in one release; the completed rows,
-    and the ids of those it does not hold (left as they are)."""
+    holds, then ready their dependents in one release; the ids of those
+    completed, and of those it does not hold (left as they are), as
+    ``results`` names them."""
     outcomes: dict[str, Any] = {}
     for task_id, result in results.items():
         key = _task_key(task_id)
@@ -227,10 +228,11 @@ async def complete_many(
     params = {"ids": list(outcomes), "holder": _worker(worker_id), "outcomes": outcomes}
     completed = await ex.rows(q.complete_many_statement(ex.backend.name), params, entity=_ENTITY)
     done = {str(row.id) for row in completed}
-    lost = [task_id for task_id in results if _task_key(task_id) not in done]
-    # What it did not change it leaves as it was: not held (any more), or gone.
     await release(ex, [str(row.id) for row in completed if q.must_release(ex.backend.name, row)])
-    return list(completed), lost
+    await ex.refresh_loaded(Task, done)  # objects a unit holds (a queue worker holds none)
+    # What it did not change it leaves as it was: not held (any more), or gone.
+    completed_ids = [task_id for task_id in results if _task_key(task_id) in done]
+    return completed_ids, [task_id for task_id in results if _task_key(task_id) not in done]
 
 
 async def give_back(ex: Executor, worker_id: str, task_ids: Sequence[str]) -> list[str]:

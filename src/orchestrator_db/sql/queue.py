@@ -264,18 +264,22 @@ def complete_statement(dialect: str) -> Update:
     only the release's fresh snapshot sees it. (SQLite has one writer: no
     edge can appear during a write transaction.)
     """
-    return _completing(dialect, _owned(), bindparam("outcome", type_=_T.result.type))
+    outcome = bindparam("outcome", type_=_T.result.type)
+    return _completing(dialect, _owned(), outcome, TASK_COLUMNS)
 
 
 @functools.cache
 def complete_many_statement(dialect: str) -> Update:
     """Complete those of the tasks ``:ids`` that ``:holder`` holds, each with
     its result from ``:outcomes`` (a ``JSONByUUID``: task id to result), in
-    one statement; the rows as ``complete_statement`` returns them."""
-    return _completing(dialect, _owned(in_uuid_set(_T.id, "ids")), json_for_uuid("outcomes", _T.id))
+    one statement; their ids (and ``waited_on``, as ``complete_statement``)."""
+    outcome = json_for_uuid("outcomes", _T.id)
+    return _completing(dialect, _owned(in_uuid_set(_T.id, "ids")), outcome, (_T.id,))
 
 
-def _completing(dialect: str, owned: list[ColumnElement[bool]], outcome: Any) -> Update:
+def _completing(
+    dialect: str, owned: list[ColumnElement[bool]], outcome: Any, returned: Sequence[Any]
+) -> Update:
     values = {
         "status": TaskStatus.COMPLETED,
         "completed_at": _now(),
@@ -284,9 +288,9 @@ def _completing(dialect: str, owned: list[ColumnElement[bool]], outcome: Any) ->
         "error": None,
         "updated_at": _now(),
     }
-    returned: list[Any] = list(TASK_COLUMNS)
     if dialect != "postgresql":
-        returned.append(exists().where(_EDGES.c.depends_on_id == _T.id).label("waited_on"))
+        waited_on = exists().where(_EDGES.c.depends_on_id == _T.id).label("waited_on")
+        returned = (*returned, waited_on)
     return update(_TASKS).where(*owned).values(**values).returning(*returned)
 
 
