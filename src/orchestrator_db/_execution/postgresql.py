@@ -111,6 +111,9 @@ class PostgreSQLBackend(Backend):
                 connect_args["target_session_attrs"] = "primary"
             server_settings["default_transaction_read_only"] = "on"
             enforced["isolation_level"] = "AUTOCOMMIT"
+            # In autocommit no transaction outlives its statement: nothing
+            # to roll back when a connection comes back to the pool.
+            defaults["pool_reset_on_return"] = None
         return defaults, enforced
 
     def configure(self, engine: AsyncEngine, settings: DatabaseSettings) -> None:
