@@ -103,7 +103,7 @@ async def test_postgresql_write_units_go_direct_from_their_first_statement(
         async with db.unit_of_work() as uow:
             connection = await uow.session.connection()
             raw = (await connection.get_raw_connection()).driver_connection
-            assert not raw.is_in_transaction()
+            assert raw is not None and not raw.is_in_transaction()
             assert driver_for(connection) is not None
             await uow.tasks.update(added.id, title="after")
             assert raw.is_in_transaction()

@@ -438,11 +438,12 @@ async def test_complete_many_refuses_one_task_named_twice(db: Database) -> None:
 def test_batch_results_reach_postgresql_as_one_jsonb_parameter() -> None:
     """Bound as text and cast, the batch would be parsed again for every row
     once PostgreSQL plans the prepared statement generically."""
-    from sqlalchemy.dialects.postgresql import asyncpg
+    from sqlalchemy.engine import make_url
 
     from orchestrator_db.sql import queue as q
 
-    sql = str(q.complete_many_statement("postgresql").compile(dialect=asyncpg.dialect()))
+    dialect = make_url("postgresql+asyncpg://").get_dialect()()
+    sql = str(q.complete_many_statement("postgresql").compile(dialect=dialect))
     assert "::JSONB ->> CAST(tasks.id AS TEXT)" in sql
     assert "VARCHAR AS JSONB" not in sql
 
