@@ -250,3 +250,45 @@ async def test_inline_units_of_work_back_to_back_still_let_the_loop_run(sqlite_u
         assert ticks >= 20
     finally:
         await db.close()
+
+
+async def test_a_unit_cancelled_as_its_begin_returns_leaves_no_transaction_behind(
+    postgres_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The BEGIN a write unit owes reaches the server, and the unit is
+    cancelled before anything records it: the connection must not go back
+    to the pool inside that transaction, where the next unit's commit would
+    end nothing. (The cancellation is injected at the driver: the BEGIN
+    itself is real.)"""
+    from asyncpg.connection import Connection as DriverConnection
+
+    db = Database(postgres_database_url, pool_size=1, max_overflow=0)
+    try:
+        (added,) = await add_tasks(db, task(title="before"))
+        execute = DriverConnection.execute
+        armed = [True]
+
+        async def begin_then_cancel(self: DriverConnection, query: str, *args: object) -> str:
+            done: str = await execute(self, query, *args)
+            if armed[0] and query.startswith("BEGIN"):
+                armed[0] = False
+                raise asyncio.CancelledError
+            return done
+
+        monkeypatch.setattr(DriverConnection, "execute", begin_then_cancel)
+        with pytest.raises(asyncio.CancelledError):
+            async with db.unit_of_work() as uow:
+                await uow.tasks.update(added.id, title="cancelled")
+                await uow.commit()
+        monkeypatch.undo()
+        async with db.unit_of_work() as uow:
+            await uow.tasks.update(added.id, title="after")
+            await uow.commit()
+        other = Database(postgres_database_url)
+        try:
+            async with other.unit_of_work(read_only=True) as uow:
+                assert (await uow.tasks.get(added.id)).title == "after"
+        finally:
+            await other.close()
+    finally:
+        await db.close()

@@ -215,6 +215,15 @@ async def fetch_rows(
         raise sa_exc.DBAPIError.instance(
             prepared.sql, None, error, Exception, connection_invalidated=lost
         ) from error
+    except BaseException as error:
+        # Cancelled (or interrupted) mid-statement, as SQLAlchemy treats an
+        # exit exception: the driver's state is unknown (a BEGIN may have
+        # reached the server unrecorded), so the connection is dropped
+        # rather than given back. Synchronously: no await may follow here.
+        sync = connection.sync_connection
+        if sync is not None and not sync.invalidated:
+            sync.invalidate(error)
+        raise
 
 
 # --------------------------------------------------------- a unit of work
