@@ -341,6 +341,21 @@ async def test_a_pending_task_is_deleted_as_the_orm_would(db: Database) -> None:
         assert await uow.tasks.count() == 0
 
 
+async def test_a_held_task_deleted_then_rolled_back_is_held_again(db: Database) -> None:
+    """As with the ORM's delete: the object is marked deleted, and a
+    rollback gives it back to the unit."""
+    (added,) = await add_tasks(db, task(title="kept"))
+    async with db.unit_of_work() as uow:
+        held = await uow.tasks.get(added.id)
+        held.title = "changed, not flushed"
+        assert await uow.tasks.delete(added.id) is True
+        assert inspect(held).deleted
+        await uow.rollback()
+        assert inspect(held).persistent and held in uow.session
+        assert await uow.tasks.get(added.id) is held
+        assert held.title == "kept"
+
+
 async def test_delete_reports_whether_a_row_went(db: Database) -> None:
     (added,) = await add_tasks(db, task())
     async with db.unit_of_work() as uow:

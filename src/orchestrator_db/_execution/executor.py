@@ -847,14 +847,17 @@ class UnitExecutor:
     def loaded(self, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT | None:
         return rows.loaded(self.session.sync_session, model, row, refresh=refresh)
 
-    def discard(self, model: type[Base], key: Any) -> None:
-        """Take the object the session holds for the row ``key``, which a
-        statement deleted, out of the session (as the ORM's delete does)."""
+    def holds(self, model: type[Base], key: Any) -> bool:
+        """Whether the session holds an object for the row ``key`` of
+        ``model``, stored or pending."""
         sync = self.session.sync_session
         mapper = rows.row_layout(model).mapper
-        held = sync.identity_map.get(mapper.identity_key_from_primary_key((key,)))
-        if held is not None:
-            sync.expunge(held)
+        if mapper.identity_key_from_primary_key((key,)) in sync.identity_map:
+            return True
+        return any(
+            isinstance(obj, model) and mapper.primary_key_from_instance(obj) == (key,)
+            for obj in sync.new
+        )
 
     async def refresh_loaded(self, model: type[Base], keys: Iterable[Any]) -> None:
         mapper = rows.row_layout(model).mapper

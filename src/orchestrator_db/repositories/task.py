@@ -477,10 +477,16 @@ class TaskRepository(Repository[Task]):
         key = canonical_uuid(key, field="key")
         await task_graph.lock(self._ex)  # no edge can appear meanwhile
         params = {"task_key": key}
-        await self._autoflush()  # a pending task is deleted too
-        if await self._ex.rows(q.delete_unlinked_statement(), params, entity=self.entity, key=key):
-            self._ex.discard(Task, key)  # as the ORM's delete would
-            return True  # a task on its own: one statement
+        if self._ex.holds(Task, key):
+            # The ORM's delete: the session marks its object deleted.
+            statement = q.delete_held_unlinked_statement()
+            unlinked = await self._ex.execute(statement, params, entity=self.entity, key=key)
+            if getattr(unlinked, "rowcount", 0):
+                return True  # a task on its own: one statement
+        elif await self._ex.rows(
+            q.delete_unlinked_statement(), params, entity=self.entity, key=key
+        ):
+            return True
         rows = await self._ex.rows(q.waiting_statement(), params, entity=self.entity)
         waiting = [str(row[0]) for row in rows]
         async with task_graph.changing(self._ex, [key], removed=[key]):

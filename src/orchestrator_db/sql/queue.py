@@ -41,6 +41,7 @@ from sqlalchemy import (
     BigInteger,
     BindParameter,
     ColumnElement,
+    Delete,
     Float,
     Insert,
     Select,
@@ -566,10 +567,22 @@ def delete_unlinked_statement() -> ReturningDelete[Any]:
     """Delete the task ``:task_key`` if no edge touches it (it waits for no
     task, and none waits for it): the one delete that changes no other
     task's facts, so it needs nothing else. Returns its id if it went."""
+    return delete(_TASKS).where(*_unlinked()).returning(_T.id)
+
+
+@functools.cache
+def delete_held_unlinked_statement() -> Delete:
+    """``delete_unlinked_statement`` as an ORM-enabled delete, for a unit
+    whose session holds the task: the session marks its object deleted (a
+    rollback gives it back)."""
+    return delete(Task).where(*_unlinked())
+
+
+def _unlinked() -> list[ColumnElement[bool]]:
     edges = _EDGES.c
     key: BindParameter[str] = bindparam("task_key", type_=_T.id.type)
     linked = select(edges.task_id).where(or_(edges.task_id == key, edges.depends_on_id == key))
-    return delete(_TASKS).where(_T.id == key, ~linked.exists()).returning(_T.id)
+    return [_T.id == key, ~linked.exists()]
 
 
 @functools.cache
