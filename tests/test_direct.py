@@ -353,3 +353,25 @@ async def test_a_read_only_unit_carries_on_after_losing_its_connection(
     finally:
         await db.close()
         await killer.close()
+
+
+async def test_a_read_only_unit_does_not_pass_on_a_transaction_begun_as_sql(
+    postgres_database_url: str,
+) -> None:
+    """A read-only PostgreSQL unit runs in autocommit; a BEGIN its caller
+    sends as SQL would otherwise go back to the pool open, and the next
+    unit on that connection would read that transaction's old snapshot."""
+    db = Database(postgres_database_url, pool_size=1, max_overflow=0)
+    try:
+        (added,) = await add_tasks(db, task(title="old"))
+        async with db.unit_of_work(read_only=True) as uow:
+            await uow.session.execute(text("BEGIN ISOLATION LEVEL REPEATABLE READ"))
+            assert (await uow.tasks.get(added.id)).title == "old"
+        async with db.unit_of_work() as uow:
+            await uow.tasks.update(added.id, title="new")
+            await uow.commit()
+        async with db.unit_of_work(read_only=True) as uow:
+            assert (await uow.tasks.get(added.id)).title == "new"
+        assert db.pool_status(read_only=True).checked_out == 0
+    finally:
+        await db.close()

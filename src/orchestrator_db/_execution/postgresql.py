@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.pool import PoolProxiedConnection, PoolResetState
 
 from orchestrator_db._execution.backend import Backend, Fetch, concealing
 from orchestrator_db._execution.signals import CHANNELS, CHECK_TIMEOUT, Listener
@@ -111,8 +111,9 @@ class PostgreSQLBackend(Backend):
                 connect_args["target_session_attrs"] = "primary"
             server_settings["default_transaction_read_only"] = "on"
             enforced["isolation_level"] = "AUTOCOMMIT"
-            # In autocommit no transaction outlives its statement: nothing
-            # to roll back when a connection comes back to the pool.
+            # In autocommit SQLAlchemy begins no transaction: its rollback
+            # as a connection comes back would do nothing. (One begun as
+            # SQL by the caller is ended by _end_stray_transaction.)
             defaults["pool_reset_on_return"] = None
         return defaults, enforced
 
@@ -126,6 +127,7 @@ class PostgreSQLBackend(Backend):
                 connection.execute(_STATEMENT_TIMEOUT, setting)
 
             event.listen(engine.sync_engine, "begin", set_timeout)
+        event.listen(engine.sync_engine.pool, "reset", _end_stray_transaction)
 
     def lock_migrations(self, connection: Connection) -> None:
         # Transaction-scoped: released as the migration commits.
@@ -187,6 +189,13 @@ class PostgreSQLBackend(Backend):
             await connection.close()
             raise
         return listener
+
+    def left_in_transaction(self, connection: AsyncConnection) -> bool:
+        sync = connection.sync_connection
+        if sync is None or sync.invalidated or sync.closed:
+            return False
+        driver = sync.connection.driver_connection
+        return driver is not None and bool(driver.is_in_transaction())
 
     def connection_lost(self, connection: AsyncConnection, error: BaseException) -> bool:
         # A backend killed mid-transaction can surface as an asyncpg protocol
@@ -277,6 +286,19 @@ def _unnamed() -> str:
     """The name of every statement SQLAlchemy prepares behind PgBouncer:
     the unnamed statement, which lives only until the next one is parsed."""
     return ""
+
+
+def _end_stray_transaction(dbapi_connection: Any, record: Any, state: PoolResetState) -> None:
+    """A connection in autocommit (read-only units) coming back to the pool
+    inside a transaction begun as SQL (``text("BEGIN ...")``), which
+    SQLAlchemy did not begin and so does not roll back: rolled back here,
+    or the next unit would run in it (an old snapshot, a commit that ends
+    nothing). A connection being dropped (not asyncio-safe) ends it anyway."""
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if not state.asyncio_safe or driver is None or not dbapi_connection.autocommit:
+        return
+    if driver.is_in_transaction():
+        dbapi_connection.cursor().execute("ROLLBACK")
 
 
 def _fetch(driver: Any, begin: Callable[[], Awaitable[None]] | None = None) -> Fetch:
