@@ -320,7 +320,10 @@ async def test_a_read_only_unit_carries_on_after_losing_its_connection(
     """With a statement listener set, reads go through SQLAlchemy; either
     way, a lost connection fails the unit until rollback(), and after it the
     unit carries on."""
-    name = f"odb-victim-{new_id()[:8]}"
+    # A UUIDv7's first eight digits are its time (they change every ~65 s):
+    # its random end keeps the two variants, run at once on two workers,
+    # from killing each other's connections.
+    name = f"odb-victim-{new_id()[-12:]}"
     db = Database(postgres_database_url, application_name=name)
     killer = Database(postgres_database_url)
 
