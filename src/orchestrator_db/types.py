@@ -324,12 +324,24 @@ class JSONByUUID(TypeDecorator[Mapping[str, Any]]):
             return dialect.type_descriptor(postgresql.JSONB())
         return dialect.type_descriptor(String())
 
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        # The serialisation found once per dialect, not per batch.
         serialize = _json_text(dialect)
-        texts = {
-            canonical_uuid(key): serialize(item) for key, item in value.items() if item is not None
-        }
-        return texts if dialect.name == "postgresql" else json.dumps(texts)
+        inner = self.impl_instance.bind_processor(dialect)  # JSONB's encoding
+        as_object = dialect.name == "postgresql"
+
+        def process(value: Any) -> Any:
+            if value is None:
+                return None
+            texts = {
+                canonical_uuid(key): serialize(item)
+                for key, item in value.items()
+                if item is not None
+            }
+            bound = texts if as_object else json.dumps(texts)
+            return bound if inner is None else inner(bound)
+
+        return process
 
 
 def _json_text(dialect: Dialect) -> Callable[[Any], str]:

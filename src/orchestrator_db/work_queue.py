@@ -218,11 +218,13 @@ async def complete_many(
     completed, and of those it does not hold (left as they are), as
     ``results`` names them."""
     outcomes: dict[str, Any] = {}
+    named: dict[str, str] = {}  # key: the id as results names it
     for task_id, result in results.items():
         key = _task_key(task_id)
         if key in outcomes:
             raise ValidationError(f"results name task {key} twice", field="results")
         outcomes[key] = None if result is None else values.json_value(result, "result")
+        named[key] = task_id
     if not outcomes:
         return [], []
     params = {"ids": list(outcomes), "holder": _worker(worker_id), "outcomes": outcomes}
@@ -231,8 +233,8 @@ async def complete_many(
     await release(ex, [str(row.id) for row in completed if q.must_release(ex.backend.name, row)])
     await ex.refresh_loaded(Task, done)  # objects a unit holds (a queue worker holds none)
     # What it did not change it leaves as it was: not held (any more), or gone.
-    completed_ids = [task_id for task_id in results if _task_key(task_id) in done]
-    return completed_ids, [task_id for task_id in results if _task_key(task_id) not in done]
+    completed_ids = [task_id for key, task_id in named.items() if key in done]
+    return completed_ids, [task_id for key, task_id in named.items() if key not in done]
 
 
 async def give_back(ex: Executor, worker_id: str, task_ids: Sequence[str]) -> list[str]:
