@@ -77,6 +77,22 @@ async def test_read_only_units_refuse_writes(db: Database) -> None:
         assert await uow.tasks.count() == 2
 
 
+async def test_a_read_only_units_first_statement_cannot_write(db: Database) -> None:
+    """A read-only unit's statements sent straight to the driver begin no
+    transaction: the connection is made read-only as the unit checks it
+    out, here one the pool last gave a write unit."""
+    (added,) = await add_tasks(db, task())
+    async with db.unit_of_work(read_only=True) as uow:
+        with pytest.raises(ReadOnlyError):
+            await uow.tasks.update(added.id, title="changed")
+    async with db.unit_of_work(read_only=True) as uow:
+        with pytest.raises(ReadOnlyError):
+            await uow.tasks.delete(added.id)
+    async with db.unit_of_work(read_only=True) as uow:
+        assert (await uow.tasks.get(added.id)).title == added.title
+        assert await uow.tasks.exists(title=added.title)
+
+
 async def test_readers_run_while_a_writer_holds_the_lock(db: Database) -> None:
     await add_tasks(db, task())
     async with db.unit_of_work() as writer:

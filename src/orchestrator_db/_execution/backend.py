@@ -72,11 +72,16 @@ class Backend:
         """Install what the engine needs on every connection (event listeners)."""
 
     def autocommit_reads(self, settings: DatabaseSettings) -> bool:
-        """Whether read-only units use an engine of their own, in autocommit
-        (each statement its own transaction, so a unit checks its connection
-        out itself: see :class:`~orchestrator_db._execution.executor.OwnConnection`),
-        rather than the write engine with :meth:`read_only_options`."""
+        """Whether each statement of a read-only unit stands alone (its own
+        transaction, or none), so that the unit checks its connection out
+        itself (see :class:`~orchestrator_db._execution.executor.OwnConnection`),
+        rather than through a read-only transaction of its session's."""
         return False
+
+    #: Whether read-only units share the write engine's pool (with
+    #: :meth:`read_only_options`) even when :meth:`autocommit_reads`, rather
+    #: than use an engine of their own.
+    reads_share_the_pool = False
 
     def read_only_options(self) -> dict[str, Any]:
         """Execution options that make the write engine's transactions read-only."""

@@ -70,7 +70,7 @@ def create_read_engine(
     autocommit, or a write engine (``write_engine``, else a new one) with
     read-only transactions (see :meth:`Backend.autocommit_reads`)."""
     backend = backend_for(url.get_backend_name())
-    if backend.autocommit_reads(settings):
+    if backend.autocommit_reads(settings) and not backend.reads_share_the_pool:
         return create_engine(url, settings, read_only=True)
     engine = write_engine if write_engine is not None else create_engine(url, settings)
     return engine.execution_options(**backend.read_only_options())

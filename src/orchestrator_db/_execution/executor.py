@@ -33,8 +33,9 @@ unit's connection, so a session's ``do_orm_execute`` hook does not see them
 (as it never sees ``connection.execute``), and on PostgreSQL asyncpg's own
 statement cache serves them rather than SQLAlchemy's.
 
-Units whose every statement commits on its own (PostgreSQL's read-only units
-run in autocommit) have no transaction for the session to keep: a session
+Units whose every statement commits on its own (read-only units: in
+autocommit on PostgreSQL, with no BEGIN on SQLite) have no transaction for
+the session to keep: a session
 hands out its connection through a transaction of its own, whose
 bookkeeping costs a large share of a primary-key read. Such a unit checks its
 connection out itself (:class:`OwnConnection`), when the first statement

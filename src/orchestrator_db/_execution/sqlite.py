@@ -126,13 +126,19 @@ class SQLiteBackend(Backend):
         sync_engine.dialect.statement_compiler = _SQLiteCompiler
         event.listen(sync_engine, "do_connect", _create_privately)
         event.listen(sync_engine, "connect", _configure_connection)
+        event.listen(sync_engine, "engine_connect", _match_read_only)
         event.listen(sync_engine, "begin", _begin)
 
+    #: One pool: readers run with query_only on and no BEGIN, each
+    #: statement its own snapshot, as PostgreSQL's read-only units in
+    #: autocommit: a one-statement unit is one hop to SQLite's thread, with
+    #: no ROLLBACK after it, on a connection it checks out itself.
+    reads_share_the_pool = True
+
+    def autocommit_reads(self, settings: DatabaseSettings) -> bool:
+        return True
+
     def read_only_options(self) -> dict[str, Any]:
-        # One pool: readers run with query_only on and no BEGIN, each
-        # statement its own snapshot, as PostgreSQL's read-only units in
-        # autocommit: a one-statement unit is one hop to SQLite's thread,
-        # with no ROLLBACK after it.
         return {BEGIN_MODE_OPTION: "NONE", READ_ONLY_OPTION: True}
 
     def recycle_seconds(self, settings: DatabaseSettings) -> int:
@@ -212,21 +218,33 @@ def _configure_connection(dbapi_connection: Any, record: ConnectionPoolEntry) ->
         cursor.close()
 
 
-def _begin(connection: Connection) -> None:
-    options = connection.get_execution_options()
-    read_only = bool(options.get(READ_ONLY_OPTION, False))
-    info = connection.connection.info
+def _match_read_only(connection: Connection) -> None:
+    """Turn ``PRAGMA query_only`` on for the read-only engine's connections
+    and off for the others as they are checked out: a read-only unit's
+    statements that go straight to the driver begin no transaction, so this
+    cannot wait for a ``begin``."""
+    read_only = bool(connection.get_execution_options().get(READ_ONLY_OPTION, False))
+    pooled = connection.connection
     # query_only is per connection: switch it only when it changes, so
     # units of work of one kind pay nothing for it.
-    if info.get(READ_ONLY_OPTION, False) is not read_only:
-        connection.exec_driver_sql(
-            "PRAGMA query_only = ON" if read_only else "PRAGMA query_only = OFF"
-        )
+    if pooled.info.get(READ_ONLY_OPTION, False) is read_only:
+        return
+    # On the driver's connection: through the Connection, the PRAGMAs would
+    # begin a transaction (where foreign_keys is ignored).
+    cursor = pooled.cursor()
+    try:
+        cursor.execute("PRAGMA query_only = ON" if read_only else "PRAGMA query_only = OFF")
         if not read_only:
             # A read-only unit runs without BEGIN, where a PRAGMA its caller
             # sent takes effect: the write units after it check foreign keys.
-            connection.exec_driver_sql("PRAGMA foreign_keys = ON")
-        info[READ_ONLY_OPTION] = read_only
+            cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+    pooled.info[READ_ONLY_OPTION] = read_only
+
+
+def _begin(connection: Connection) -> None:
+    options = connection.get_execution_options()
     statement = _BEGIN_STATEMENTS[options.get(BEGIN_MODE_OPTION, "IMMEDIATE")]
     if statement is None:
         return
