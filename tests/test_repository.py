@@ -184,6 +184,26 @@ async def test_list_filters(db: Database) -> None:
         assert not await uow.tasks.exists(title="z")
 
 
+async def test_count_and_exists_see_what_the_unit_holds_unflushed(db: Database) -> None:
+    """count() and exists() with attribute filters run a statement built
+    once per shape of filters: it sees, as the ORM's queries do, rows the
+    unit added or changed and has not flushed, and NULL filters are IS NULL."""
+    await add_tasks(db, task(title="stored", workspace_path=None))
+    async with db.unit_of_work() as uow:
+        uow.session.add(task(title="pending", workspace_path="/w"))
+        assert await uow.tasks.count() == 2
+        assert await uow.tasks.count(workspace_path=None) == 1
+        assert await uow.tasks.count(workspace_path="/w") == 1
+        assert await uow.tasks.exists(title="pending", workspace_path="/w")
+        (stored,) = await uow.tasks.list(title="stored")
+        stored.title = "renamed"
+        assert not await uow.tasks.exists(title="stored")
+        assert await uow.tasks.count(title="renamed", workspace_path=None) == 1
+        with pytest.raises(ValidationError):
+            await uow.tasks.count(title="nul\x00")
+        assert await uow.tasks.count(title=None) == 0
+
+
 async def test_unknown_filters_and_bad_paging_are_validation_errors(db: Database) -> None:
     async with db.unit_of_work() as uow:
         with pytest.raises(ValidationError, match="no attribute or filter 'stauts'") as raised:

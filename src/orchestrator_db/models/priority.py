@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import functools
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orchestrator_db.types import utc_now
@@ -186,15 +186,21 @@ def initial_priority(context: Any) -> float:
     """Column default of ``calculated_priority``: the score of the row being
     inserted, from its own values (or their defaults)."""
     row = context.get_current_parameters()
+    deadline = row.get("deadline")
     return calculated_priority(
         priority=_given(row, "priority", 5),
         depth=_given(row, "dependency_depth", 0),
         blocking=_given(row, "blocking_count", 0),
         source=_given(row, "source", "human"),
-        deadline=row.get("deadline"),
+        deadline=deadline,
         estimated_seconds=row.get("estimated_duration_seconds"),
-        now=utc_now(),
+        # The clock is read only where it counts (a bulk insert asks per row).
+        now=utc_now() if deadline is not None else _NO_CLOCK,
     )
+
+
+#: ``now`` for a score without a deadline, which does not depend on it.
+_NO_CLOCK = datetime.min.replace(tzinfo=UTC)
 
 
 def initial_reprioritize_at(context: Any) -> datetime | None:

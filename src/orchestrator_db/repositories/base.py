@@ -601,12 +601,18 @@ class Repository(Generic[ModelT]):
         return self._attribute(name)
 
     async def count(self, *where: Criterion, **filters: Any) -> int:
+        tally = await self._tally(where, filters, exists=False)
+        if tally is not None:
+            return int(tally[0][0])
         statement = (
             select(func.count()).select_from(self.model_type).where(*self._criteria(where, filters))
         )
         return int((await self._ex.execute(statement, entity=self.entity)).scalar_one())
 
     async def exists(self, *where: Criterion, **filters: Any) -> bool:
+        tally = await self._tally(where, filters, exists=True)
+        if tally is not None:
+            return bool(tally)
         statement = (
             select(literal(1))
             .select_from(self.model_type)
@@ -614,6 +620,21 @@ class Repository(Generic[ModelT]):
             .limit(1)
         )
         return (await self._ex.execute(statement, entity=self.entity)).first() is not None
+
+    async def _tally(
+        self, where: Sequence[Criterion], filters: Mapping[str, Any], *, exists: bool
+    ) -> builtins.list[Any] | None:
+        """The rows of the statement of ``count()`` (or ``exists()``) built
+        once for the filters' shape (see :mod:`.listing`); ``None`` when they
+        have none."""
+        plain = None if where else self._plain_filters(filters)
+        if plain is None:
+            return None
+        statement, params = listing.tallied(
+            self.model_type, type(self), plain, self._filtered, exists=exists
+        )
+        await self._autoflush()  # what the unit holds unflushed is counted
+        return await self._ex.rows(statement, params, entity=self.entity)
 
     async def _objects(
         self, statement: Any, params: Mapping[str, Any] | None = None, *, refresh: bool

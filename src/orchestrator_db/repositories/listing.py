@@ -10,6 +10,10 @@ shape is built once, with every value a bound parameter, and run by the
 ORM as any query (its loader makes objects faster than rows made objects
 one by one, and keeps the session's identity map and autoflush). Listings
 with SQL criteria, named filters or lists of values are built per call.
+
+``count()`` and ``exists()`` with such filters have shapes too
+(:func:`tallied`): Core statements returning one value, which the executor
+sends straight to the driver.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, Select, bindparam, select
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, literal, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from orchestrator_db.models.base import Base
@@ -79,16 +83,51 @@ def shaped(
     return statement, params
 
 
-def _build(
-    request: Request,
-    nulls: tuple[tuple[str, bool], ...],
+def tallied(
+    model: type[Base],
+    owner: type[Any],
+    filters: Mapping[str, Any],
     attribute: Callable[[str], InstrumentedAttribute[Any]],
-) -> Select[Any]:
+    *,
+    exists: bool,
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The statement counting the rows of ``model`` that ``filters`` (checked
+    values, ``None``: IS NULL) select, or with ``exists`` returning 1 for the
+    first of them; and its parameters."""
+    nulls = tuple(sorted((name, value is None) for name, value in filters.items()))
+    key = ("exists" if exists else "count", owner, model, nulls)
+    statement = _built.get(key)
+    if statement is None:
+        criteria = _filtering(nulls, attribute)
+        if exists:
+            statement = select(literal(1)).select_from(model).where(*criteria).limit(1)
+        else:
+            statement = select(func.count()).select_from(model).where(*criteria)
+        _built[key] = statement
+        if len(_built) > MAX_SHAPES:
+            _built.popitem(last=False)
+    else:
+        _built.move_to_end(key)
+    return statement, {f"filter_{name}": value for name, value in filters.items()}
+
+
+def _filtering(
+    nulls: tuple[tuple[str, bool], ...], attribute: Callable[[str], InstrumentedAttribute[Any]]
+) -> list[ColumnElement[bool]]:
     criteria = []
     for name, is_null in nulls:
         column = attribute(name)
         wanted = bindparam(f"filter_{name}", type_=column.type)
         criteria.append(column.is_(None) if is_null else column == wanted)
+    return criteria
+
+
+def _build(
+    request: Request,
+    nulls: tuple[tuple[str, bool], ...],
+    attribute: Callable[[str], InstrumentedAttribute[Any]],
+) -> Select[Any]:
+    criteria = _filtering(nulls, attribute)
     if request.after is not None:
         criteria.append(request.order.after(request.after, bound=_after))
     statement = select(request.model).where(*criteria).order_by(*request.order.clauses())
