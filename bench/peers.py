@@ -3,8 +3,9 @@ table, in the same run (``python -m bench peers``; the peers come from the
 ``bench`` extra, which ``make bench`` installs).
 
 Every contender works on our migrated ``tasks`` table: its indexes and its
-``updated_at`` trigger are there for all (the peers map the columns they
-write; the others take the table's defaults); then again on that table
+``updated_at`` trigger are there for all (the peers' models map every
+column, as ours does: see ``peer_models``; a bulk insert sets four and
+leaves the rest to the defaults); then again on that table
 without its secondary indexes and trigger, for all, ours included. SQLite runs in WAL with
 ``synchronous=NORMAL`` for everyone; on PostgreSQL the loaded tables are
 analyzed, as autovacuum would soon do. Each operation is run in its own unit
@@ -390,7 +391,7 @@ def _named(*ops: Op) -> dict[str, Op]:
 
 
 def _mapped(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in ("id", "title", "task_type", "config")}
+    return {k: row[k] for k in ("id", "title", "task_type", "config")}  # the rest: defaults
 
 
 def _sqlite_pragmas(connection: Any, record: Any) -> None:
