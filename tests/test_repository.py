@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, inspect, select
+from sqlalchemy.orm import with_loader_criteria
 
 from orchestrator_db import Database, Task, TaskStatus
 from orchestrator_db.errors import NotFoundError, ValidationError
@@ -202,6 +203,23 @@ async def test_count_and_exists_see_what_the_unit_holds_unflushed(db: Database) 
         with pytest.raises(ValidationError):
             await uow.tasks.count(title="nul\x00")
         assert await uow.tasks.count(title=None) == 0
+
+
+async def test_count_and_exists_keep_to_the_sessions_query_hooks(db: Database) -> None:
+    """A do_orm_execute hook (a soft-delete rule, say) sees count() and
+    exists() as it sees list(): they go through the session when one is set."""
+    await add_tasks(db, task(title="secret"), task(title="public"))
+
+    def hide(state: Any) -> None:
+        if state.is_select:
+            rule = with_loader_criteria(Task, Task.title != "secret")
+            state.statement = state.statement.options(rule)
+
+    async with db.unit_of_work(read_only=True) as uow:
+        event.listen(uow.session.sync_session, "do_orm_execute", hide)
+        assert [t.title for t in await uow.tasks.list()] == ["public"]
+        assert await uow.tasks.count() == 1
+        assert not await uow.tasks.exists(title="secret")
 
 
 async def test_unknown_filters_and_bad_paging_are_validation_errors(db: Database) -> None:

@@ -66,28 +66,33 @@ class DirectStatement:
         return rows
 
 
-_compiled: weakref.WeakKeyDictionary[Dialect, dict[Executable, DirectStatement | None]] = (
-    weakref.WeakKeyDictionary()
-)
+_compiled: weakref.WeakKeyDictionary[
+    Dialect, collections.OrderedDict[Executable, DirectStatement | None]
+] = weakref.WeakKeyDictionary()
 
 
-#: Statements are cached by identity: the repositories build theirs once. A
-#: caller building a new statement per call gets it compiled per call instead
-#: of an ever-growing cache.
-CACHE_SIZE = 256
+#: Statements are cached by identity: the repositories build theirs once, and
+#: the shapes of listings and counts once per shape (which callers choose). A
+#: caller building a new statement per call gets it compiled per call; the
+#: least recently used are dropped first, so the hot ones stay.
+CACHE_SIZE = 1024
 
 
 def compiled(statement: Executable, dialect: Dialect) -> DirectStatement | None:
     """``statement`` compiled for ``dialect`` (once per engine), or ``None``
     if it must go through SQLAlchemy."""
-    per_dialect = _compiled.setdefault(dialect, {})
+    per_dialect = _compiled.get(dialect)
+    if per_dialect is None:
+        per_dialect = _compiled[dialect] = collections.OrderedDict()
     try:
-        return per_dialect[statement]
+        direct = per_dialect[statement]
     except KeyError:
-        direct = _compile(statement, dialect)
-        if len(per_dialect) < CACHE_SIZE:
-            per_dialect[statement] = direct
+        direct = per_dialect[statement] = _compile(statement, dialect)
+        if len(per_dialect) > CACHE_SIZE:
+            per_dialect.popitem(last=False)
         return direct
+    per_dialect.move_to_end(statement)
+    return direct
 
 
 def _then(first: Processor, second: Processor) -> Processor:

@@ -231,19 +231,28 @@ def _match_read_only(connection: Connection) -> None:
         return
     # On the driver's connection: through the Connection, the PRAGMAs would
     # begin a transaction (where foreign_keys is ignored).
-    cursor = pooled.cursor()
     try:
-        cursor.execute("PRAGMA query_only = ON" if read_only else "PRAGMA query_only = OFF")
-        if not read_only:
-            # A read-only unit runs without BEGIN, where a PRAGMA its caller
-            # sent takes effect: the write units after it check foreign keys.
-            cursor.execute("PRAGMA foreign_keys = ON")
-    finally:
-        cursor.close()
+        cursor = pooled.cursor()
+        try:
+            cursor.execute("PRAGMA query_only = ON" if read_only else "PRAGMA query_only = OFF")
+            if not read_only:
+                # A read-only unit runs without BEGIN, where a PRAGMA its caller
+                # sent takes effect: the write units after it check foreign keys.
+                cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+    except BaseException as error:
+        # Raised in Connection.__init__: nobody would give the connection
+        # back; its state is unknown (cancelled mid-PRAGMA).
+        pooled.invalidate(error)
+        raise
     pooled.info[READ_ONLY_OPTION] = read_only
 
 
 def _begin(connection: Connection) -> None:
+    # A connection SQLAlchemy reconnected after an invalidation is a new
+    # one that no engine_connect saw.
+    _match_read_only(connection)
     options = connection.get_execution_options()
     statement = _BEGIN_STATEMENTS[options.get(BEGIN_MODE_OPTION, "IMMEDIATE")]
     if statement is None:

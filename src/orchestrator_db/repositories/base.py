@@ -628,7 +628,9 @@ class Repository(Generic[ModelT]):
         once for the filters' shape (see :mod:`.listing`); ``None`` when they
         have none."""
         plain = None if where else self._plain_filters(filters)
-        if plain is None:
+        if plain is None or self.session.sync_session.dispatch.do_orm_execute:
+            # A do_orm_execute hook (with_loader_criteria, say) would not see
+            # a direct statement: count as list() does, through the session.
             return None
         statement, params = listing.tallied(
             self.model_type, type(self), plain, self._filtered, exists=exists
