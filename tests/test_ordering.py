@@ -256,7 +256,7 @@ async def test_listing_shapes_are_bounded_and_sql_values_still_work(
     """Past MAX_SHAPES the least recently used shape goes; a filter whose
     value is a SQL expression is built per call, as before."""
     await store(db, *[task(title=str(n % 3), priority=n % 4) for n in range(9)])
-    monkeypatch.setattr(listing, "MAX_SHAPES", 2)
+    monkeypatch.setattr(listing._built, "size", 2)
     listing._built.clear()
     async with db.unit_of_work(read_only=True) as uow:
         for spec in ("title", "-title", "priority", "title"):

@@ -20,7 +20,7 @@ import collections
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Float
 from sqlalchemy.engine import Dialect
@@ -32,6 +32,39 @@ from orchestrator_db._execution.errors import VALUE_ERRORS
 from orchestrator_db.errors import DataLayerError, ValidationError
 
 Processor = Callable[[Any], Any]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class LRU(Generic[K, V]):
+    """A cache of at most ``size`` entries, the least recently used dropped
+    first: what is built once per statement or per shape of a call."""
+
+    __slots__ = ("_entries", "size")
+
+    def __init__(self, size: int) -> None:
+        self._entries: collections.OrderedDict[K, V] = collections.OrderedDict()
+        self.size = size
+
+    def get(self, key: K, build: Callable[[], V]) -> V:
+        """The entry of ``key``, built by ``build()`` if it is not kept."""
+        entries = self._entries
+        try:
+            value = entries[key]
+        except KeyError:
+            value = entries[key] = build()
+            if len(entries) > self.size:
+                entries.popitem(last=False)
+            return value
+        entries.move_to_end(key)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 @dataclass(frozen=True)
@@ -66,9 +99,9 @@ class DirectStatement:
         return rows
 
 
-_compiled: weakref.WeakKeyDictionary[
-    Dialect, collections.OrderedDict[Executable, DirectStatement | None]
-] = weakref.WeakKeyDictionary()
+_compiled: weakref.WeakKeyDictionary[Dialect, LRU[Executable, DirectStatement | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 #: Statements are cached by identity: the repositories build theirs once, and
@@ -83,16 +116,8 @@ def compiled(statement: Executable, dialect: Dialect) -> DirectStatement | None:
     if it must go through SQLAlchemy."""
     per_dialect = _compiled.get(dialect)
     if per_dialect is None:
-        per_dialect = _compiled[dialect] = collections.OrderedDict()
-    try:
-        direct = per_dialect[statement]
-    except KeyError:
-        direct = per_dialect[statement] = _compile(statement, dialect)
-        if len(per_dialect) > CACHE_SIZE:
-            per_dialect.popitem(last=False)
-        return direct
-    per_dialect.move_to_end(statement)
-    return direct
+        per_dialect = _compiled[dialect] = LRU(CACHE_SIZE)
+    return per_dialect.get(statement, lambda: _compile(statement, dialect))
 
 
 def _then(first: Processor, second: Processor) -> Processor:

@@ -18,7 +18,6 @@ sends straight to the driver.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, literal, select
 from sqlalchemy.orm import InstrumentedAttribute
 
+from orchestrator_db._execution.compiled import LRU
 from orchestrator_db.models.base import Base
 from orchestrator_db.repositories.ordering import Key, Ordering
 
@@ -46,7 +46,7 @@ class Request:
     after: Sequence[Any] | None  # the cursor's values
 
 
-_built: collections.OrderedDict[tuple[Any, ...], Select[Any]] = collections.OrderedDict()
+_built: LRU[tuple[Any, ...], Select[Any]] = LRU(MAX_SHAPES)
 
 
 def shaped(
@@ -66,13 +66,7 @@ def shaped(
         request.limit is not None,
         after,
     )
-    statement = _built.get(key)
-    if statement is None:
-        statement = _built[key] = _build(request, nulls, attribute)
-        if len(_built) > MAX_SHAPES:
-            _built.popitem(last=False)  # the least recently used
-    else:
-        _built.move_to_end(key)
+    statement = _built.get(key, lambda: _build(request, nulls, attribute))
     params = {f"filter_{name}": value for name, value in request.filters.items()}
     if request.after is not None:
         params.update({f"after_{i}": value for i, value in enumerate(request.after)})
@@ -95,19 +89,14 @@ def tallied(
     values, ``None``: IS NULL) select, or with ``exists`` returning 1 for the
     first of them; and its parameters."""
     nulls = tuple(sorted((name, value is None) for name, value in filters.items()))
-    key = ("exists" if exists else "count", owner, model, nulls)
-    statement = _built.get(key)
-    if statement is None:
+
+    def build() -> Select[Any]:
         criteria = _filtering(nulls, attribute)
         if exists:
-            statement = select(literal(1)).select_from(model).where(*criteria).limit(1)
-        else:
-            statement = select(func.count()).select_from(model).where(*criteria)
-        _built[key] = statement
-        if len(_built) > MAX_SHAPES:
-            _built.popitem(last=False)
-    else:
-        _built.move_to_end(key)
+            return select(literal(1)).select_from(model).where(*criteria).limit(1)
+        return select(func.count()).select_from(model).where(*criteria)
+
+    statement = _built.get(("exists" if exists else "count", owner, model, nulls), build)
     return statement, {f"filter_{name}": value for name, value in filters.items()}
 
 
