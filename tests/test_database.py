@@ -196,10 +196,12 @@ async def test_a_sqlite_read_only_unit_holds_no_transaction(sqlite_url: str, inl
 
 
 async def test_a_pragma_in_a_read_only_unit_does_not_outlive_it(sqlite_db: Database) -> None:
-    """Without BEGIN, a read-only unit's PRAGMA takes effect on its pooled
-    connection; the next write unit checks foreign keys all the same."""
+    """Without BEGIN, a read-only unit's PRAGMA would take effect on its
+    pooled connection: it is refused, and the next write unit checks
+    foreign keys all the same."""
     async with sqlite_db.unit_of_work(read_only=True) as uow:
-        await uow.session.execute(text("PRAGMA foreign_keys = OFF"))
+        with pytest.raises(ReadOnlyError):
+            await uow.session.execute(text("PRAGMA foreign_keys = OFF"))
     with pytest.raises(ForeignKeyViolationError):
         async with sqlite_db.unit_of_work() as uow:
             await uow.tool_executions.start(new_id(), "shell", {"cmd": "ls"})

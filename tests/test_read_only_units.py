@@ -1,6 +1,8 @@
 """Read-only SQLite units that check their connection out themselves stay
 read-only when SQLAlchemy reconnects it, and give it back when cancelled
-while it is made read-only."""
+while it is made read-only. SQL of the caller's that would make a read-only
+unit writable is refused, on every engine, and leaves no writable connection
+behind for the units after it."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from orchestrator_db import Database
-from orchestrator_db.errors import ReadOnlyError
+from orchestrator_db.errors import DataLayerError, ReadOnlyError
 from tests.helpers import add_tasks, task
 
 SLOW = (
@@ -61,3 +63,74 @@ async def test_cancelled_checkout_gives_the_connection_back(db: Database) -> Non
             with contextlib.suppress(asyncio.CancelledError):
                 await job
         assert db.pool_status().checked_out == 0, k
+
+
+#: SQL that would make a read-only unit, or its pooled connection, writable.
+UNLOCKS = {
+    "sqlite": [
+        ["PRAGMA query_only = OFF"],
+        ["PRAGMA main.query_only(0)"],
+        ["PRAGMA foreign_keys = OFF"],  # would outlive the unit
+    ],
+    "postgresql": [
+        ["SET default_transaction_read_only = off"],
+        ["SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE"],
+        ["SELECT set_config('default_transaction_read_only', 'off', false)"],
+        ["BEGIN", "SET TRANSACTION READ WRITE"],
+        ["BEGIN ISOLATION LEVEL SERIALIZABLE", "SET TRANSACTION READ WRITE"],
+    ],
+}
+
+
+@pytest.mark.parametrize("attempt", range(6))
+@pytest.mark.parametrize("through", ["session", "connection"])
+async def test_sql_that_would_unlock_a_read_only_unit_leaves_it_read_only(
+    db: Database, attempt: int, through: str
+) -> None:
+    unlocks = UNLOCKS["sqlite" if db.dialect == "sqlite" else "postgresql"]
+    if db.settings.pgbouncer:
+        # Every read-only unit is a BEGIN READ ONLY transaction there.
+        unlocks = [["SET TRANSACTION READ WRITE"], *unlocks]
+    if attempt >= len(unlocks):
+        pytest.skip(f"{len(unlocks)} ways on this engine")
+    (added,) = await add_tasks(db, task(title="orig"))
+    for round_ in range(3):  # the pool hands the same connection out again
+        async with db.unit_of_work(read_only=True) as uow:
+            run = (
+                uow.session.execute
+                if through == "session"
+                else (await uow.session.connection()).execute
+            )
+            with contextlib.suppress(DataLayerError):
+                # Refused as it runs, or undone after it: either way ...
+                for sql in unlocks[attempt]:
+                    await run(text(sql))
+                # ... the unit cannot write, by the repository or by SQL.
+                with pytest.raises(DataLayerError):
+                    await uow.tasks.update(added.id, title=f"written {round_}")
+            await uow.rollback()
+            with pytest.raises(DataLayerError):
+                await run(
+                    text("UPDATE tasks SET title = 'by sql' WHERE id = :id"),
+                    {"id": str(added.id)},
+                )
+        async with db.unit_of_work(read_only=True) as uow:
+            with pytest.raises(ReadOnlyError):
+                await uow.tasks.update(added.id, title="later")
+    async with db.unit_of_work() as uow:
+        assert (await uow.tasks.get(added.id)).title == "orig"
+        await uow.tasks.update(added.id, title="a write unit writes")
+        await uow.commit()
+
+
+async def test_a_read_only_unit_reads_what_pragmas_describe(db: Database) -> None:
+    if db.dialect != "sqlite":
+        pytest.skip("SQLite")
+    async with db.unit_of_work(read_only=True) as uow:
+        columns = (await uow.session.execute(text("PRAGMA table_info(tasks)"))).all()
+        assert "title" in {row[1] for row in columns}
+        (query_only,) = (await uow.session.execute(text("PRAGMA query_only"))).one()
+        assert query_only == 1
+    async with db.unit_of_work() as uow:
+        (query_only,) = (await uow.session.execute(text("PRAGMA query_only"))).one()
+        assert query_only == 0

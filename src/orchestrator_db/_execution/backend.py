@@ -87,6 +87,15 @@ class Backend:
         """Execution options that make the write engine's transactions read-only."""
         return {}
 
+    #: Whether :meth:`keep_read_only` has anything to do (SQLite refuses
+    #: such statements as it prepares them: see ``sqlite._Guard``).
+    keeps_read_only = False
+
+    async def keep_read_only(self, connection: AsyncConnection, *, text: bool) -> None:
+        """Run after each statement a read-only unit's caller sends through
+        its session or connection (``text``: written as SQL): refuse, or undo,
+        what the statement did to make the unit or its connection writable."""
+
     def recycle_seconds(self, settings: DatabaseSettings) -> int:
         """Seconds after which a pooled connection is replaced (-1: never)."""
         raise NotImplementedError

@@ -56,7 +56,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import ClauseElement, Table, event, literal, select
+from sqlalchemy import ClauseElement, Table, TextClause, event, literal, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect, Result
 from sqlalchemy.ext.asyncio import (
@@ -72,7 +72,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.dml import UpdateBase
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.expression import Executable, TextualSelect
 
 from orchestrator_db import values
 from orchestrator_db._execution import bulk, rows
@@ -301,6 +301,10 @@ def _guarded(
         name = args[0] if statement and args else Label(f"session {method.__name__}")
         async with _Statement(executor, name=name, connects=statement and bool(args)):
             result = await method(self, *args, **kwargs)
+            if statement and args and executor.keeps_read_only:
+                await executor.backend.keep_read_only(
+                    await executor.connection(), text=_is_text(args[0])
+                )
         return _Guarded.around(result, executor) if wraps_result else result
 
     return guarded
@@ -358,6 +362,17 @@ def _ending(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     return ending
 
 
+#: The methods of a connection that run SQL of the caller's.
+_RUNS_SQL = frozenset(
+    {"execute", "exec_driver_sql", "scalar", "scalars", "stream", "stream_scalars"}
+)
+
+
+def _is_text(statement: Any) -> bool:
+    """Whether ``statement`` is SQL written by hand (which may say anything)."""
+    return isinstance(statement, str | TextClause | TextualSelect)
+
+
 class _Guarded:
     """What the unit's session hands out (a streamed result, its connection,
     a transaction of that connection), kept to the unit's boundary: every
@@ -390,10 +405,20 @@ class _Guarded:
             return attribute
         executor = self._executor
         if inspect_module.iscoroutinefunction(attribute):
+            target = self._target
+            keep = (
+                executor.keeps_read_only
+                and isinstance(target, AsyncConnection)
+                and name in _RUNS_SQL
+            )
 
             async def call(*args: Any, **kwargs: Any) -> Any:
                 async with _Statement(executor):
-                    return _Guarded.around(await attribute(*args, **kwargs), executor)
+                    result = await attribute(*args, **kwargs)
+                    if keep:
+                        text = _is_text(args[0] if args else kwargs.get("statement"))
+                        await executor.backend.keep_read_only(target, text=text)
+                    return _Guarded.around(result, executor)
 
             return call
 
@@ -666,6 +691,16 @@ class UnitExecutor:
         #: (one connection, one session; asyncpg refuses overlapping calls).
         self.turn = Turn()
         self._own = OwnConnection(autocommit_engine, session) if autocommit_engine else None
+        #: A read-only unit (in autocommit, or with the backend's read-only
+        #: transactions) whose callers' statements the backend checks (see
+        #: :meth:`Backend.keep_read_only`).
+        self.keeps_read_only = False
+        if backend.keeps_read_only:
+            read_only = backend.read_only_options()
+            options = bind.get_execution_options()
+            self.keeps_read_only = autocommit_engine is not None or (
+                bool(read_only) and all(options.get(k) == v for k, v in read_only.items())
+            )
         self._given: tuple[Any, AsyncConnection] | None = None
         # The session's own methods, around the boundary its public ones add:
         # the executor's methods are that boundary, with more to say.

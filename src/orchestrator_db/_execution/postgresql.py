@@ -129,6 +129,32 @@ class PostgreSQLBackend(Backend):
             event.listen(engine.sync_engine, "begin", set_timeout)
         event.listen(engine.sync_engine.pool, "reset", _end_stray_transaction)
 
+    keeps_read_only = True
+
+    async def keep_read_only(self, connection: AsyncConnection, *, text: bool) -> None:
+        sync = connection.sync_connection
+        if sync is None or sync.invalidated or sync.closed:
+            return
+        driver = sync.connection.driver_connection
+        if driver is None:
+            return
+        if sync.connection.dbapi_connection.autocommit:  # type: ignore[union-attr]
+            # PostgreSQL 14 and later report the setting as it changes
+            # (SET, set_config(), SET SESSION CHARACTERISTICS): no round trip.
+            reported = getattr(driver.get_settings(), "default_transaction_read_only", "on")
+            if reported != "on":
+                # The session is no longer read-only: nothing else may use it.
+                await connection.invalidate()
+                raise ReadOnlyError(
+                    "a read-only unit of work turned default_transaction_read_only off: "
+                    "its connection was closed"
+                )
+        if text and driver.is_in_transaction():
+            # A transaction begun as SQL, or BEGIN READ ONLY behind PgBouncer:
+            # SET TRANSACTION READ WRITE is allowed until its first query,
+            # and going back to read-only always is.
+            await driver.execute("SET TRANSACTION READ ONLY")
+
     def lock_migrations(self, connection: Connection) -> None:
         # Transaction-scoped: released as the migration commits.
         connection.execute(_MIGRATION_LOCK, {"key": MIGRATION_LOCK_KEY})

@@ -25,6 +25,7 @@ from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.util.concurrency import await_
 
 from orchestrator_db._execution import aiosqlite_adapter
 from orchestrator_db._execution.backend import Backend, Fetch
@@ -207,6 +208,43 @@ def _set_foreign_keys(connection: Connection, *, enabled: bool) -> None:
         connection.execution_options(**{BEGIN_MODE_OPTION: "IMMEDIATE"})
 
 
+#: PRAGMAs whose argument names what to read, not a value to set.
+_READING_PRAGMAS = frozenset(
+    {
+        "collation_list", "compile_options", "database_list", "foreign_key_check",
+        "foreign_key_list", "function_list", "index_info", "index_list", "index_xinfo",
+        "integrity_check", "module_list", "pragma_list", "quick_check", "table_info",
+        "table_list", "table_xinfo",
+    }
+)  # fmt: skip
+
+
+class _Guard:
+    """Refuses, while its connection serves read-only units, any PRAGMA that
+    sets a value: ``query_only = OFF`` would let the unit write, and with it
+    every later read-only unit the pooled connection serves; other settings
+    would outlive the unit too. SQLite asks it as it prepares a statement
+    (cached statements are not asked again), in the connection's thread."""
+
+    __slots__ = ("read_only",)
+
+    def __init__(self) -> None:
+        self.read_only = False
+
+    def __call__(self, action: int, name: str | None, value: str | None, *_: Any) -> int:
+        if (
+            action == sqlite3.SQLITE_PRAGMA
+            and value is not None
+            and self.read_only
+            and (name or "").lower() not in _READING_PRAGMAS
+        ):
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+
+_GUARD = "orchestrator_db_guard"
+
+
 def _configure_connection(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     # The driver must not issue its own (DEFERRED) BEGIN: _begin does.
     dbapi_connection.isolation_level = None
@@ -216,6 +254,8 @@ def _configure_connection(dbapi_connection: Any, record: ConnectionPoolEntry) ->
             cursor.execute(pragma)
     finally:
         cursor.close()
+    guard = record.info[_GUARD] = _Guard()
+    await_(dbapi_connection._connection.set_authorizer(guard))
 
 
 def _match_read_only(connection: Connection) -> None:
@@ -229,9 +269,11 @@ def _match_read_only(connection: Connection) -> None:
     # units of work of one kind pay nothing for it.
     if pooled.info.get(READ_ONLY_OPTION, False) is read_only:
         return
+    guard: _Guard = pooled.info[_GUARD]
     # On the driver's connection: through the Connection, the PRAGMAs would
     # begin a transaction (where foreign_keys is ignored).
     try:
+        guard.read_only = False
         cursor = pooled.cursor()
         try:
             cursor.execute("PRAGMA query_only = ON" if read_only else "PRAGMA query_only = OFF")
@@ -246,6 +288,7 @@ def _match_read_only(connection: Connection) -> None:
         # back; its state is unknown (cancelled mid-PRAGMA).
         pooled.invalidate(error)
         raise
+    guard.read_only = read_only
     pooled.info[READ_ONLY_OPTION] = read_only
 
 
@@ -279,7 +322,7 @@ _CONSTRAINTS: dict[str, type[ConstraintViolationError]] = {
 # An I/O error may pass (a network file system); a full disk is a
 # DatabaseError: the database answered.
 _UNAVAILABLE = ("SQLITE_IOERR",)
-_CONFIGURATION = ("SQLITE_CANTOPEN", "SQLITE_NOTADB", "SQLITE_PERM", "SQLITE_AUTH")
+_CONFIGURATION = ("SQLITE_CANTOPEN", "SQLITE_NOTADB", "SQLITE_PERM")
 _CONFLICT = ("SQLITE_BUSY", "SQLITE_LOCKED")
 _VALUES = ("SQLITE_TOOBIG", "SQLITE_MISMATCH", "SQLITE_RANGE")
 
@@ -303,6 +346,9 @@ def _translate(error: sqlite3.Error, entity: str | None, key: Any) -> DataLayerE
         return kind(entity, key, None)
     if code.startswith("SQLITE_READONLY"):
         return ReadOnlyError(f"{message}: this unit of work is read-only")
+    if code == "SQLITE_AUTH":
+        # Only the read-only guard (_Guard) refuses statements as they are prepared.
+        return ReadOnlyError(f"{message}: a read-only unit of work cannot set a PRAGMA")
     if code.startswith(_CONFLICT):
         return TransactionConflictError(
             f"{message}: another connection held the write lock for longer than "
