@@ -104,8 +104,13 @@ class Database:
                 f"extra_engine_options refused: {type(error).__name__}: {error}",
                 field="extra_engine_options",
             ) from error
+        # A write unit's session joins the transaction of the connection the
+        # unit checked out itself, and ends it (see OwnConnection).
         self._write_sessions = async_sessionmaker(
-            self.engine, class_=UnitSession, expire_on_commit=False
+            self.engine,
+            class_=UnitSession,
+            expire_on_commit=False,
+            join_transaction_mode="control_fully",
         )
         self._read_sessions = async_sessionmaker(
             self._read_engine, class_=UnitSession, expire_on_commit=False
@@ -168,6 +173,7 @@ class Database:
                 before_start=check,
                 signals=self._signals,
                 observer=self._observer,
+                writes=True,
             )
         primary = self._primary_reads
         return UnitOfWork(

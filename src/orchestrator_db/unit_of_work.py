@@ -154,9 +154,12 @@ class UnitOfWork(AbstractUnitOfWork):
         route: Callable[[], Awaitable[Route]] | None = None,
         signals: Signals | None = None,
         observer: Observer | None = None,
+        writes: bool = False,
     ) -> None:
         """``autocommit_engine``: the engine, in autocommit, of a unit whose
-        statements each commit on their own (see
+        statements each commit on their own; ``writes``: a write unit, which
+        begins its transaction on a connection it checks out from its
+        sessions' engine (both: see
         :class:`~orchestrator_db._execution.executor.OwnConnection`).
         ``before_start`` runs as the unit starts (the schema check);
         ``route``, then, may send the unit elsewhere (a read replica).
@@ -167,6 +170,7 @@ class UnitOfWork(AbstractUnitOfWork):
         self._route = route
         self._signals = signals
         self._observer = observer
+        self._writes = writes
         self._ended: Callable[[BaseException | None], None] | None = None
         self._executor: UnitExecutor | None = None
         self._open = False
@@ -188,7 +192,12 @@ class UnitOfWork(AbstractUnitOfWork):
         self._ended = route.ended
         self.session = session = route.sessions()
         self._executor = UnitExecutor(
-            session, self._backend, route.autocommit_engine, self._signals, self._observer
+            session,
+            self._backend,
+            route.autocommit_engine,
+            self._signals,
+            self._observer,
+            checks_out=self._writes,
         )
         if self._observer is not None:
             self._observer.unit_opened()

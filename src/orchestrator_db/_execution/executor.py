@@ -54,9 +54,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
-from sqlalchemy import ClauseElement, Table, TextClause, event, literal, select
+from sqlalchemy import (
+    ClauseElement,
+    Connection,
+    Engine,
+    Table,
+    TextClause,
+    event,
+    literal,
+    select,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect, Result
 from sqlalchemy.ext.asyncio import (
@@ -73,6 +82,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.expression import Executable, TextualSelect
+from sqlalchemy.util import greenlet_spawn
 
 from orchestrator_db import values
 from orchestrator_db._execution import bulk, rows
@@ -240,6 +250,7 @@ class UnitSyncSession(Session):
 
 @event.listens_for(UnitSyncSession, "after_commit")
 def _committed(session: Session) -> None:
+    session.info.pop(_JOINED, None)
     notices = session.info.get("notices")
     if notices is not None:
         notices.committed()
@@ -247,9 +258,17 @@ def _committed(session: Session) -> None:
 
 @event.listens_for(UnitSyncSession, "after_rollback")
 def _rolled_back(session: Session) -> None:
+    session.info.pop(_JOINED, None)
     notices = session.info.get("notices")
     if notices is not None:
         notices.forget()
+
+
+@event.listens_for(UnitSyncSession, "after_begin")
+def _began(session: Session, transaction: Any, connection: Connection) -> None:
+    # The session runs something on a connection: a unit's own connection
+    # (OwnConnection) then has its transaction ended by the session.
+    session.info[_JOINED] = connection
 
 
 @event.listens_for(UnitSyncSession, "before_flush")
@@ -352,6 +371,7 @@ def _ending(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         executor = self.executor
         async with executor.turn:  # after a statement in flight
             try:
+                await executor.end_own(_ENDINGS[method.__name__])
                 result = await method(self, *args, **kwargs)
             except Exception as error:
                 translated = translate(error, executor.backend)
@@ -455,7 +475,6 @@ class _Guarded:
 
 
 for _name in (
-    "commit",
     "delete",
     "delete_all",
     "flush",
@@ -472,11 +491,25 @@ for _name in ("execute", "scalar", "scalars"):
 for _name in ("stream", "stream_scalars"):
     _method = getattr(AsyncSession, _name)
     setattr(UnitSession, _name, _guarded(_method, statement=True, wraps_result=True))
+
+
+async def commit(self: UnitSession) -> None:
+    """Commit the unit's transaction (its own connection's too)."""
+    await self.executor.commit()
+
+
+setattr(UnitSession, "commit", _guarded(commit))  # noqa: B010 - mypy: no method assignment
 _connection = _guarded(AsyncSession.connection, wraps_result=True)
 setattr(UnitSession, "connection", _connection)  # noqa: B010 - mypy: no method assignment
 for _name in ("add", "add_all", "expunge", "expunge_all", "expire", "expire_all"):
     setattr(UnitSession, _name, _translating(getattr(AsyncSession, _name)))
-for _name in ("rollback", "close", "reset", "invalidate"):
+_ENDINGS: dict[str, Ending] = {
+    "rollback": "rollback",
+    "close": "close",
+    "reset": "close",
+    "invalidate": "invalidate",
+}
+for _name in _ENDINGS:
     setattr(UnitSession, _name, _ending(getattr(AsyncSession, _name)))
 
 
@@ -592,21 +625,33 @@ def _fails_unit(error: Exception, session: AsyncSession) -> bool:
 
 
 class OwnConnection:
-    """The connection a unit of work in autocommit checks out for itself.
+    """The connection a unit of work checks out for itself, rather than
+    through its session (whose transaction costs more than many of the
+    statements it would hold).
 
-    Nothing is checked out until a statement needs it, and :meth:`release`
-    returns it to the pool.
+    Nothing is checked out until a statement needs it. A read-only unit's
+    connection is in autocommit (or sends no BEGIN); a write unit's
+    (``begins``) begins its transaction as it is checked out, and the session,
+    bound to it from then on, joins that transaction when it runs anything
+    itself (``join_transaction_mode="control_fully"``: a flush, an ORM
+    query, the caller's statements). :meth:`end` commits or rolls back what
+    ran on it, whichever of the two ran it, and gives it back.
     """
 
-    def __init__(self, engine: AsyncEngine, session: AsyncSession) -> None:
+    def __init__(self, engine: AsyncEngine, session: AsyncSession, *, begins: bool) -> None:
         self._engine = engine
         self._session = session
         self._session_bind = session.sync_session.bind
+        self.begins = begins
         self.connection: AsyncConnection | None = None
 
     async def checkout(self) -> AsyncConnection:
         if self.connection is None:
-            connection = await self._engine.connect()
+            if self.begins:
+                sync = await greenlet_spawn(_connect_and_begin, self._engine.sync_engine)
+                connection = AsyncConnection(self._engine, sync)
+            else:
+                connection = await self._engine.connect()
             if self.connection is not None:
                 # Another statement of this unit checked one out meanwhile
                 # (statements awaited together): keep to one connection.
@@ -617,6 +662,42 @@ class OwnConnection:
                 self._session.sync_session.bind = connection.sync_connection
         return self.connection
 
+    def end(self, how: Ending, notices: Notices) -> None:
+        """End a write unit's transaction as ``how`` says and give its
+        connection back, in one greenlet. The session ends it when it joined
+        it; else the connection does, then the session (whose commit tells
+        the notices: nobody is told of work before it is committed).
+        ``close`` rolls back as the session's ``close()`` does, leaving its
+        objects loaded; ``invalidate`` drops the connection."""
+        connection = self.connection
+        assert connection is not None
+        sync = connection.sync_connection
+        assert sync is not None
+        session = self._session.sync_session
+        try:
+            if how == "commit" and (session.new or session.dirty or session.deleted):
+                session.flush()  # into the connection's transaction
+            joined = session.info.get(_JOINED) is sync
+            if how == "commit":
+                if not joined and sync.in_transaction():
+                    sync.commit()
+                if joined or session.in_transaction():
+                    session.commit()  # the connection's too, when joined
+                else:
+                    notices.committed()
+                return
+            notices.forget()
+            if how == "invalidate":
+                sync.invalidate()
+            elif not joined and sync.in_transaction():
+                sync.rollback()
+            if joined or session.in_transaction():
+                {"rollback": session.rollback, "close": session.close}.get(how, session.close)()
+        finally:
+            self.connection = None
+            session.bind = self._session_bind
+            sync.close()
+
     async def release(self) -> None:
         """Give the connection back; the session, reset before this, is bound
         as it was made (it may be used again)."""
@@ -624,6 +705,23 @@ class OwnConnection:
         self._session.sync_session.bind = self._session_bind
         if connection is not None:
             await connection.close()
+
+
+def _connect_and_begin(engine: Engine) -> Connection:
+    connection = engine.connect()
+    try:
+        connection.begin()
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+#: How :meth:`OwnConnection.end` ends a transaction.
+Ending = Literal["commit", "rollback", "close", "invalidate"]
+
+#: ``session.info`` key: the connection whose transaction the session joined.
+_JOINED = "orchestrator_db_joined"
 
 
 class Notices:
@@ -670,9 +768,13 @@ class UnitExecutor:
         autocommit_engine: AsyncEngine | None,
         signals: Signals | None = None,
         observer: Observer | None = None,
+        *,
+        checks_out: bool = False,
     ) -> None:
         """``autocommit_engine``: the engine, in autocommit, of a unit whose
-        statements each commit on their own; it checks its connection out
+        statements each commit on their own; ``checks_out``: a write unit,
+        which checks its connection out from its session's engine and begins
+        its transaction on it; either way the unit checks its connection out
         itself (see :class:`OwnConnection`)."""
         self.session = session
         self.backend = backend
@@ -690,7 +792,12 @@ class UnitExecutor:
         #: One statement at a time: coroutines sharing the unit take turns
         #: (one connection, one session; asyncpg refuses overlapping calls).
         self.turn = Turn()
-        self._own = OwnConnection(autocommit_engine, session) if autocommit_engine else None
+        self._own: OwnConnection | None = None
+        if autocommit_engine is not None:
+            self._own = OwnConnection(autocommit_engine, session, begins=False)
+        elif checks_out:
+            assert isinstance(session.bind, AsyncEngine)
+            self._own = OwnConnection(session.bind, session, begins=True)
         #: A read-only unit (in autocommit, or with the backend's read-only
         #: transactions) whose callers' statements the backend checks (see
         #: :meth:`Backend.keep_read_only`).
@@ -711,9 +818,9 @@ class UnitExecutor:
         await self.notices.announce(channel)
 
     def takes_connection(self) -> bool:
-        """Whether :meth:`connection` is the session's own (not a unit in
-        autocommit's, which the session's statements do not use)."""
-        return self._own is None
+        """Whether the session's statements run on :meth:`connection` (not
+        on a unit in autocommit's, which they do not use)."""
+        return self._own is None or self._own.begins
 
     def begun(self) -> bool:
         """Whether the unit has a transaction going or holds objects (which
@@ -728,10 +835,28 @@ class UnitExecutor:
         """Roll back the unit's transaction, which did nothing worth keeping
         (a claim that found nothing): locks are released while it waits."""
         async with self.turn:
+            if await self.end_own("rollback"):
+                return
             await self._session.rollback()
             self._given = None
             if self._own is not None:
                 await self._own.release()
+
+    async def commit(self) -> None:
+        """Commit the unit's transaction (``uow.commit()``,
+        ``uow.session.commit()``), inside the caller's boundary."""
+        if not await self.end_own("commit"):
+            await self._session.commit()
+
+    async def end_own(self, how: Ending) -> bool:
+        """End the transaction of the write unit's own connection and give
+        it back (see :meth:`OwnConnection.end`); ``False`` if it has none."""
+        own = self._own
+        if own is None or not own.begins or own.connection is None:
+            return False
+        self._given = None
+        await greenlet_spawn(own.end, how, self.notices)
+        return True
 
     # ------------------------------------------------------------ running
 
@@ -966,6 +1091,8 @@ class UnitExecutor:
         self.notices.forget()
         # The connection may be gone: the caller's rollback() resets the session.
         with contextlib.suppress(Exception):
+            await self.end_own("rollback")
+        with contextlib.suppress(Exception):
             await self._session.rollback()
 
     async def _missing_parent(self, model: type[Base], row: Mapping[str, Any]) -> str | None:
@@ -1000,7 +1127,9 @@ class UnitExecutor:
     async def _close(self) -> None:
         session = self.session
         try:
-            if self._holds_no_connection():
+            if await self.end_own("close"):
+                session.sync_session.close()  # nothing left to roll back
+            elif self._holds_no_connection():
                 # Nothing to roll back or give back: detaching the objects
                 # needs no I/O and no greenlet hop.
                 session.sync_session.close()
@@ -1018,9 +1147,11 @@ class UnitExecutor:
         that adding an object begins, on no connection but the unit's own
         one, which it has not used."""
         session = self.session
+        own = self._own
+        if own is not None and own.begins and own.connection is not None:
+            return False  # a write unit's own connection begins its transaction
         if not session.in_transaction():
             return True
-        own = self._own
         return (
             own is not None and own.connection is not None and not own.connection.in_transaction()
         )
