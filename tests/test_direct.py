@@ -15,8 +15,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from orchestrator_db import Database, Task, TaskStatus
 from orchestrator_db._execution.compiled import compiled
+from orchestrator_db._execution.direct import direct_fetch
 from orchestrator_db._execution.engines import backend_for
-from orchestrator_db._execution.executor import direct_fetch
 from orchestrator_db.errors import (
     DatabaseUnavailableError,
     DuplicateKeyError,

@@ -107,7 +107,7 @@ class AbstractUnitOfWork(Protocol):
 @dataclass(frozen=True)
 class Route:
     """Where a unit's statements go: the sessions it opens, the engine of
-    units in autocommit (see :class:`~orchestrator_db._execution.executor.OwnConnection`),
+    units in autocommit (see :class:`~orchestrator_db._execution.transaction.OwnConnection`),
     and who is told how the unit ended (a replica's bookkeeping)."""
 
     sessions: async_sessionmaker[UnitSession]
@@ -160,7 +160,7 @@ class UnitOfWork(AbstractUnitOfWork):
         statements each commit on their own; ``writes``: a write unit, which
         begins its transaction on a connection it checks out from its
         sessions' engine (both: see
-        :class:`~orchestrator_db._execution.executor.OwnConnection`).
+        :class:`~orchestrator_db._execution.transaction.OwnConnection`).
         ``before_start`` runs as the unit starts (the schema check);
         ``route``, then, may send the unit elsewhere (a read replica).
         ``signals``: the waiters that work this unit commits wakes."""

@@ -74,7 +74,7 @@ class Backend:
     def autocommit_reads(self, settings: DatabaseSettings) -> bool:
         """Whether each statement of a read-only unit stands alone (its own
         transaction, or none), so that the unit checks its connection out
-        itself (see :class:`~orchestrator_db._execution.executor.OwnConnection`),
+        itself (see :class:`~orchestrator_db._execution.transaction.OwnConnection`),
         rather than through a read-only transaction of its session's."""
         return False
 

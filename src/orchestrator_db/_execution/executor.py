@@ -4,7 +4,7 @@ An executor runs statements on one connection and turns their rows into
 objects. It is the seam every statement of the package passes through:
 
 * :meth:`Executor.rows` runs a Core statement. Where nothing would be lost by
-  going around SQLAlchemy's execute path (see :func:`direct_fetch`), the SQL
+  going around SQLAlchemy's execute path (see :func:`.direct.direct_fetch`), the SQL
   compiled once for the dialect (:mod:`.compiled`) goes straight to the
   driver, through the backend; otherwise SQLAlchemy runs it.
 * :class:`UnitExecutor` serves a unit of work: ORM statements run through its
@@ -16,50 +16,24 @@ objects. It is the seam every statement of the package passes through:
 * :class:`ConnectionExecutor` serves a queue worker: one connection, its
   transactions begun and ended by the worker, objects built detached.
 
-Going around SQLAlchemy is done only where nothing is lost by it:
-
-- nobody observes statements: ``echo`` and the ``sqlalchemy.engine`` INFO log
-  are off, no execute, cursor-execute or ``handle_error`` listener is set and
-  no ``schema_translate_map`` applies, so logging and instrumentation still
-  see every statement they ask to see;
-- the statement needs no per-execution rewriting (expanding ``IN`` lists);
-- the transaction needs nothing from SQLAlchemy: on SQLite the package's own
-  adapter runs the statement, with the unit of work's pending BEGIN and its
-  lock waits; on PostgreSQL the connection is in autocommit (read-only units)
-  or its transaction has already begun, and the statement joins it.
-
-Two differences remain, by design: these are Core statements run on the
-unit's connection, so a session's ``do_orm_execute`` hook does not see them
-(as it never sees ``connection.execute``), and on PostgreSQL asyncpg's own
-statement cache serves them rather than SQLAlchemy's.
-
-Units whose every statement commits on its own (read-only units: in
-autocommit on PostgreSQL, with no BEGIN on SQLite) have no transaction for
-the session to keep: a session
-hands out its connection through a transaction of its own, whose
-bookkeeping costs a large share of a primary-key read. Such a unit checks its
-connection out itself (:class:`OwnConnection`), when the first statement
-needs it, and binds its session to it: statements sent straight to the
-driver then cost no session bookkeeping, while anything the session runs
-uses the same connection. One unit of work, one pooled connection, either way.
+A unit checks its connection out itself, and its session joins that
+connection's transaction (:mod:`.transaction`); the statements that go
+straight to the driver are chosen and run by :mod:`.direct`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import inspect as inspect_module
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
     ClauseElement,
     Connection,
-    Engine,
     Table,
     TextClause,
     event,
@@ -86,12 +60,19 @@ from sqlalchemy.util import greenlet_spawn
 
 from orchestrator_db import values
 from orchestrator_db._execution import bulk, rows
-from orchestrator_db._execution.backend import Backend, Fetch, cause_of
-from orchestrator_db._execution.compiled import compiled
+from orchestrator_db._execution.backend import Backend, cause_of
+from orchestrator_db._execution.direct import fetch_rows
 from orchestrator_db._execution.engines import backend_for
 from orchestrator_db._execution.errors import USAGE_ERRORS, VALUE_ERRORS, Boundary, translate
 from orchestrator_db._execution.observe import Label, Observer
 from orchestrator_db._execution.signals import Signals
+from orchestrator_db._execution.transaction import (
+    JOINED,
+    Ending,
+    Notices,
+    OwnConnection,
+    Turn,
+)
 from orchestrator_db.errors import (
     DatabaseError,
     DataLayerError,
@@ -102,10 +83,6 @@ from orchestrator_db.models.base import Base, check_bound_values, check_values
 
 ModelT = TypeVar("ModelT", bound=Base)
 T = TypeVar("T")
-
-#: Engine events that see statements; with any listener on (or one for the
-#: dialect's ``handle_error``), statements go through SQLAlchemy.
-_OBSERVERS = ("before_execute", "after_execute", "before_cursor_execute", "after_cursor_execute")
 
 
 class Executor(Protocol):
@@ -159,84 +136,6 @@ class Executor(Protocol):
         ...
 
 
-# ------------------------------------------------------------- direct path
-
-
-def direct_fetch(connection: AsyncConnection, backend: Backend) -> Fetch | None:
-    """How to run statements on ``connection`` straight through its driver,
-    or ``None`` when they must go through SQLAlchemy (see the module)."""
-    engine = connection.sync_engine
-    # The engine's own logger: echo, or INFO on sqlalchemy.engine (with any
-    # logging_name the engine was given).
-    if engine.logger.isEnabledFor(logging.INFO):
-        return None
-    sync = connection.sync_connection
-    if sync is None or sync.invalidated or sync.closed:
-        return None  # SQLAlchemy reconnects or raises; the statement goes its way
-    # A connection's own dispatch joins the engine's; reading it builds a
-    # listener view per event on every new connection, so it is read only
-    # when listeners were set on the connection itself.
-    dispatches = (engine.dispatch, sync.dispatch) if sync._has_events else (engine.dispatch,)
-    for dispatch in dispatches:
-        if any(getattr(dispatch, name) for name in _OBSERVERS):
-            return None
-    if engine.dialect.dispatch.handle_error:  # custom error or disconnect handling
-        return None
-    if "schema_translate_map" in sync.get_execution_options():
-        return None
-    # Checked out already: reading it does no I/O (AsyncConnection's
-    # get_raw_connection would cost a greenlet hop).
-    return backend.fetcher(sync.connection)
-
-
-async def fetch_rows(
-    connection: AsyncConnection,
-    backend: Backend,
-    statement: Executable,
-    params: Mapping[str, Any] | None = None,
-    *,
-    session_connection: Callable[[], Awaitable[AsyncConnection]] | None = None,
-) -> list[Any]:
-    """The rows of a Core statement run on ``connection``: straight through
-    the driver where the module allows, else by SQLAlchemy. Errors are the
-    driver's or SQLAlchemy's, untranslated; a connection found dead is
-    invalidated, and its error marked so, as SQLAlchemy would have.
-
-    ``session_connection`` gives the connection of the session's transaction,
-    for a statement that goes through SQLAlchemy while ``connection`` is in
-    no transaction (a unit's :class:`OwnConnection`): run there, it would
-    begin a transaction the session knows nothing of and so cannot roll back.
-    """
-    fetch = direct_fetch(connection, backend)
-    prepared = compiled(statement, connection.dialect) if fetch else None
-    if fetch is None or prepared is None:
-        if session_connection is not None and not connection.in_transaction():
-            connection = await session_connection()
-        return list((await connection.execute(statement, params)).all())
-    try:
-        return await prepared.rows(fetch, params)
-    except DataLayerError:
-        raise
-    except Exception as error:
-        # SQLAlchemy invalidates a connection it sees die; this statement
-        # went around it, so the pool is told here.
-        lost = backend.connection_lost(connection, error)
-        if lost:
-            await connection.invalidate(error)
-        raise sa_exc.DBAPIError.instance(
-            prepared.sql, None, error, Exception, connection_invalidated=lost
-        ) from error
-    except BaseException as error:
-        # Cancelled (or interrupted) mid-statement, as SQLAlchemy treats an
-        # exit exception: the driver's state is unknown (a BEGIN may have
-        # reached the server unrecorded), so the connection is dropped
-        # rather than given back. Synchronously: no await may follow here.
-        sync = connection.sync_connection
-        if sync is not None and not sync.invalidated:
-            sync.invalidate(error)
-        raise
-
-
 # --------------------------------------------------------- a unit of work
 
 
@@ -250,7 +149,7 @@ class UnitSyncSession(Session):
 
 @event.listens_for(UnitSyncSession, "after_commit")
 def _committed(session: Session) -> None:
-    session.info.pop(_JOINED, None)
+    session.info.pop(JOINED, None)
     notices = session.info.get("notices")
     if notices is not None:
         notices.committed()
@@ -258,7 +157,7 @@ def _committed(session: Session) -> None:
 
 @event.listens_for(UnitSyncSession, "after_rollback")
 def _rolled_back(session: Session) -> None:
-    session.info.pop(_JOINED, None)
+    session.info.pop(JOINED, None)
     notices = session.info.get("notices")
     if notices is not None:
         notices.forget()
@@ -268,7 +167,7 @@ def _rolled_back(session: Session) -> None:
 def _began(session: Session, transaction: Any, connection: Connection) -> None:
     # The session runs something on a connection: a unit's own connection
     # (OwnConnection) then has its transaction ended by the session.
-    session.info[_JOINED] = connection
+    session.info[JOINED] = connection
 
 
 @event.listens_for(UnitSyncSession, "before_flush")
@@ -513,38 +412,6 @@ for _name in _ENDINGS:
     setattr(UnitSession, _name, _ending(getattr(AsyncSession, _name)))
 
 
-class Turn:
-    """A lock its holder may take again (the session's own methods call one
-    another): statements of one unit, awaited together, run one at a time."""
-
-    __slots__ = ("_depth", "_lock", "_owner")
-
-    def __init__(self) -> None:
-        self._lock = asyncio.Lock()
-        self._owner: asyncio.Task[Any] | None = None
-        self._depth = 0
-
-    async def acquire(self) -> None:
-        task = asyncio.current_task()
-        if self._owner is task and task is not None:
-            self._depth += 1
-            return
-        await self._lock.acquire()
-        self._owner, self._depth = task, 1
-
-    def release(self) -> None:
-        self._depth -= 1
-        if not self._depth:
-            self._owner = None
-            self._lock.release()
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.release()
-
-
 class _Statement:
     """The unit's error boundary around statements (see :class:`UnitExecutor`)."""
 
@@ -622,139 +489,6 @@ def _fails_unit(error: Exception, session: AsyncSession) -> bool:
         transaction = session.sync_session.get_transaction()
         return transaction is not None and not transaction.is_active
     return True
-
-
-class OwnConnection:
-    """The connection a unit of work checks out for itself, rather than
-    through its session (whose transaction costs more than many of the
-    statements it would hold).
-
-    Nothing is checked out until a statement needs it. A read-only unit's
-    connection is in autocommit (or sends no BEGIN); a write unit's
-    (``begins``) begins its transaction as it is checked out, and the session,
-    bound to it from then on, joins that transaction when it runs anything
-    itself (``join_transaction_mode="control_fully"``: a flush, an ORM
-    query, the caller's statements). :meth:`end` commits or rolls back what
-    ran on it, whichever of the two ran it, and gives it back.
-    """
-
-    def __init__(self, engine: AsyncEngine, session: AsyncSession, *, begins: bool) -> None:
-        self._engine = engine
-        self._session = session
-        self._session_bind = session.sync_session.bind
-        self.begins = begins
-        self.connection: AsyncConnection | None = None
-
-    async def checkout(self) -> AsyncConnection:
-        if self.connection is None:
-            if self.begins:
-                sync = await greenlet_spawn(_connect_and_begin, self._engine.sync_engine)
-                connection = AsyncConnection(self._engine, sync)
-            else:
-                connection = await self._engine.connect()
-            if self.connection is not None:
-                # Another statement of this unit checked one out meanwhile
-                # (statements awaited together): keep to one connection.
-                await connection.close()
-            else:
-                self.connection = connection
-                # Whatever the session runs from now on runs on it.
-                self._session.sync_session.bind = connection.sync_connection
-        return self.connection
-
-    def end(self, how: Ending, notices: Notices) -> None:
-        """End a write unit's transaction as ``how`` says and give its
-        connection back, in one greenlet. The session ends it when it joined
-        it; else the connection does, then the session (whose commit tells
-        the notices: nobody is told of work before it is committed).
-        ``close`` rolls back as the session's ``close()`` does, leaving its
-        objects loaded; ``invalidate`` drops the connection."""
-        connection = self.connection
-        assert connection is not None
-        sync = connection.sync_connection
-        assert sync is not None
-        session = self._session.sync_session
-        try:
-            if how == "commit" and (session.new or session.dirty or session.deleted):
-                session.flush()  # into the connection's transaction
-            joined = session.info.get(_JOINED) is sync
-            if how == "commit":
-                if not joined and sync.in_transaction():
-                    sync.commit()
-                if joined or session.in_transaction():
-                    session.commit()  # the connection's too, when joined
-                else:
-                    notices.committed()
-                return
-            notices.forget()
-            if how == "invalidate":
-                sync.invalidate()
-            elif not joined and sync.in_transaction():
-                sync.rollback()
-            if joined or session.in_transaction():
-                {"rollback": session.rollback, "close": session.close}.get(how, session.close)()
-        finally:
-            self.connection = None
-            session.bind = self._session_bind
-            sync.close()
-
-    async def release(self) -> None:
-        """Give the connection back; the session, reset before this, is bound
-        as it was made (it may be used again)."""
-        connection, self.connection = self.connection, None
-        self._session.sync_session.bind = self._session_bind
-        if connection is not None:
-            await connection.close()
-
-
-def _connect_and_begin(engine: Engine) -> Connection:
-    connection = engine.connect()
-    try:
-        connection.begin()
-    except BaseException:
-        connection.close()
-        raise
-    return connection
-
-
-#: How :meth:`OwnConnection.end` ends a transaction.
-Ending = Literal["commit", "rollback", "close", "invalidate"]
-
-#: ``session.info`` key: the connection whose transaction the session joined.
-_JOINED = "orchestrator_db_joined"
-
-
-class Notices:
-    """The channels a transaction announced work on, told to this process's
-    waiters once it commits (:meth:`committed`); forgotten if it does not."""
-
-    def __init__(self, executor: Executor) -> None:
-        self._executor = executor
-        self._channels: set[str] = set()
-        #: Tasks rescued from expired leases, counted once committed.
-        self.rescued = 0
-
-    async def announce(self, channel: str) -> None:
-        if channel in self._channels:
-            return
-        statement = self._executor.backend.notify_statement()
-        if statement is not None:
-            await self._executor.rows(statement, {"channel": channel})
-        self._channels.add(channel)
-
-    def committed(self) -> None:
-        channels, self._channels = self._channels, set()
-        rescued, self.rescued = self.rescued, 0
-        signals = self._executor.signals
-        if channels and signals is not None:
-            signals.wake(channels)
-        observer = self._executor.observer
-        if rescued and observer is not None:
-            observer.rescued(rescued)
-
-    def forget(self) -> None:
-        self._channels.clear()
-        self.rescued = 0
 
 
 class UnitExecutor:
