@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import DDL, text
 
 from orchestrator_db import Database
 from orchestrator_db.errors import DataLayerError, ReadOnlyError
@@ -71,6 +72,7 @@ UNLOCKS = {
         ["PRAGMA query_only = OFF"],
         ["PRAGMA main.query_only(0)"],
         ["PRAGMA foreign_keys = OFF"],  # would outlive the unit
+        ["ATTACH DATABASE ':memory:' AS other"],  # so would this
     ],
     "postgresql": [
         ["SET default_transaction_read_only = off"],
@@ -78,12 +80,13 @@ UNLOCKS = {
         ["SELECT set_config('default_transaction_read_only', 'off', false)"],
         ["BEGIN", "SET TRANSACTION READ WRITE"],
         ["BEGIN ISOLATION LEVEL SERIALIZABLE", "SET TRANSACTION READ WRITE"],
+        ["COMMIT"],  # behind PgBouncer: ends the unit's BEGIN READ ONLY
     ],
 }
 
 
-@pytest.mark.parametrize("attempt", range(6))
-@pytest.mark.parametrize("through", ["session", "connection"])
+@pytest.mark.parametrize("attempt", range(7))
+@pytest.mark.parametrize("through", ["session", "connection", "keyword", "ddl"])
 async def test_sql_that_would_unlock_a_read_only_unit_leaves_it_read_only(
     db: Database, attempt: int, through: str
 ) -> None:
@@ -96,15 +99,15 @@ async def test_sql_that_would_unlock_a_read_only_unit_leaves_it_read_only(
     (added,) = await add_tasks(db, task(title="orig"))
     for round_ in range(3):  # the pool hands the same connection out again
         async with db.unit_of_work(read_only=True) as uow:
-            run = (
-                uow.session.execute
-                if through == "session"
-                else (await uow.session.connection()).execute
-            )
+            connection = await uow.session.connection()
+            run: Any = connection.execute if through == "connection" else uow.session.execute
             with contextlib.suppress(DataLayerError):
                 # Refused as it runs, or undone after it: either way ...
                 for sql in unlocks[attempt]:
-                    await run(text(sql))
+                    if through == "keyword":
+                        await uow.session.execute(statement=text(sql))
+                    else:
+                        await run(DDL(sql) if through == "ddl" else text(sql))  # type: ignore[no-untyped-call]
                 # ... the unit cannot write, by the repository or by SQL.
                 with pytest.raises(DataLayerError):
                     await uow.tasks.update(added.id, title=f"written {round_}")
@@ -134,3 +137,25 @@ async def test_a_read_only_unit_reads_what_pragmas_describe(db: Database) -> Non
     async with db.unit_of_work() as uow:
         (query_only,) = (await uow.session.execute(text("PRAGMA query_only"))).one()
         assert query_only == 0
+
+
+async def test_a_connection_made_writable_around_the_unit_is_not_used_again(
+    db: Database,
+) -> None:
+    """``run_sync`` goes around the checks of the caller's statements: the
+    unit's own statements are refused, and the pool drops the connection."""
+    if db.dialect != "postgresql" or db.settings.pgbouncer:
+        pytest.skip("PostgreSQL's read-only pool")
+    (added,) = await add_tasks(db, task(title="orig"))
+    async with db.unit_of_work(read_only=True) as uow:
+        await uow.session.run_sync(
+            lambda session: session.execute(text("SET default_transaction_read_only = off"))
+        )
+        with pytest.raises(ReadOnlyError):
+            await uow.tasks.update(added.id, title="written")
+    for _ in range(3):
+        async with db.unit_of_work(read_only=True) as uow:
+            with pytest.raises(ReadOnlyError):
+                await uow.tasks.update(added.id, title="later")
+    async with db.unit_of_work(read_only=True) as uow:
+        assert (await uow.tasks.get(added.id)).title == "orig"

@@ -5,13 +5,14 @@ every way of ending the unit ends both together."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 from sqlalchemy import event, text
 
 from orchestrator_db import Database
-from orchestrator_db.errors import TransactionAbortedError
+from orchestrator_db.errors import TransactionAbortedError, ValidationError
 from tests.helpers import add_tasks, task
 
 
@@ -116,3 +117,70 @@ async def test_the_callers_connection_is_the_units(db: Database) -> None:
         assert found.scalar_one() == "direct"  # the same transaction sees it
         await uow.commit()
     assert await titles(db) == {str(added.id): "direct"}
+
+
+@pytest.mark.parametrize("how", ["rollback", "failure"])
+async def test_a_rollback_reads_held_objects_again(db: Database, how: str) -> None:
+    """An object the unit held from before its transaction, refreshed by a
+    statement sent straight to the driver, is read again after a rollback."""
+    (added,) = await add_tasks(db, task(title="one"))
+    async with db.unit_of_work() as uow:
+        held = await uow.tasks.get(added.id)
+        await uow.commit()
+        await uow.tasks.update(added.id, title="rolled back")
+        assert held.title == "rolled back"
+        if how == "failure":
+            with pytest.raises(Exception):  # noqa: B017, PT011 - the kind differs by engine
+                await uow.session.execute(text("SELECT * FROM no_such_table"))
+        await uow.rollback()
+        again = await uow.tasks.get(added.id)
+        assert again is held
+        assert held.title == "one"
+
+
+async def test_session_begin_after_a_direct_statement_is_refused(db: Database) -> None:
+    (added,) = await add_tasks(db, task(title="one"))
+    async with db.unit_of_work() as uow:
+        assert not uow.session.in_transaction()
+        await uow.tasks.count()
+        assert uow.session.in_transaction()
+        with pytest.raises(ValidationError, match="already begun"):
+            async with uow.session.begin():
+                await uow.tasks.update(added.id, title="lost")
+        await uow.tasks.update(added.id, title="kept")
+        await uow.commit()
+        assert not uow.session.in_transaction()
+    assert await titles(db) == {str(added.id): "kept"}
+
+
+async def test_a_savepoint_holds_statements_sent_straight_to_the_driver(db: Database) -> None:
+    first, second = await add_tasks(db, task(title="one"), task(title="two"))
+    woken: list[Iterable[str]] = []
+    db._signals.wake = woken.append  # type: ignore[method-assign,assignment]
+    async with db.unit_of_work() as uow:
+        await uow.tasks.update(first.id, title="outer")
+        with pytest.raises(RuntimeError):
+            async with uow.session.begin_nested():
+                await uow.tasks.update(second.id, title="inner")
+                raise RuntimeError("back to the savepoint")
+        async with uow.session.begin_nested():
+            await uow.tasks.submit(task(title="submitted"))  # wakes, once committed
+        assert woken == []  # a released savepoint commits nothing
+        await uow.commit()
+    assert len(woken) == 1
+    assert sorted((await titles(db)).values()) == ["outer", "submitted", "two"]
+
+
+async def test_session_factory_sessions_join_an_outer_transaction_as_sqlalchemy_does(
+    db: Database,
+) -> None:
+    """The recipe for tests that roll back everything: a session bound to a
+    connection whose transaction the test began does not commit it."""
+    (added,) = await add_tasks(db, task(title="one"))
+    async with db.engine.connect() as connection:
+        outer = await connection.begin()
+        async with db.session_factory()(bind=connection) as session:
+            session.add(task(title="inside"))
+            await session.commit()
+        await outer.rollback()
+    assert await titles(db) == {str(added.id): "one"}

@@ -104,13 +104,8 @@ class Database:
                 f"extra_engine_options refused: {type(error).__name__}: {error}",
                 field="extra_engine_options",
             ) from error
-        # A write unit's session joins the transaction of the connection the
-        # unit checked out itself, and ends it (see OwnConnection).
         self._write_sessions = async_sessionmaker(
-            self.engine,
-            class_=UnitSession,
-            expire_on_commit=False,
-            join_transaction_mode="control_fully",
+            self.engine, class_=UnitSession, expire_on_commit=False
         )
         self._read_sessions = async_sessionmaker(
             self._read_engine, class_=UnitSession, expire_on_commit=False

@@ -190,7 +190,14 @@ class UnitOfWork(AbstractUnitOfWork):
             for name in _REPOSITORIES:
                 self.__dict__.pop(name, None)
         self._ended = route.ended
-        self.session = session = route.sessions()
+        # A write unit's session joins the transaction of the connection the
+        # unit checks out itself, and ends it (see OwnConnection); sessions
+        # handed out by Database.session_factory() keep SQLAlchemy's default.
+        self.session = session = (
+            route.sessions(join_transaction_mode="control_fully")
+            if self._writes
+            else route.sessions()
+        )
         self._executor = UnitExecutor(
             session,
             self._backend,

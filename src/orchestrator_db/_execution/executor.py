@@ -49,11 +49,13 @@ from sqlalchemy.ext.asyncio import (
     AsyncResult,
     AsyncScalarResult,
     AsyncSession,
+    AsyncSessionTransaction,
     AsyncTransaction,
     AsyncTupleResult,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.sql.ddl import ExecutableDDLElement
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.expression import Executable, TextualSelect
 from sqlalchemy.util import greenlet_spawn
@@ -149,7 +151,8 @@ class UnitSyncSession(Session):
 
 @event.listens_for(UnitSyncSession, "after_commit")
 def _committed(session: Session) -> None:
-    session.info.pop(JOINED, None)
+    if session.in_nested_transaction():
+        return  # a SAVEPOINT released: nothing is committed yet
     notices = session.info.get("notices")
     if notices is not None:
         notices.committed()
@@ -157,10 +160,17 @@ def _committed(session: Session) -> None:
 
 @event.listens_for(UnitSyncSession, "after_rollback")
 def _rolled_back(session: Session) -> None:
-    session.info.pop(JOINED, None)
+    if session.in_nested_transaction():
+        return  # back to a SAVEPOINT: the transaction goes on
     notices = session.info.get("notices")
     if notices is not None:
         notices.forget()
+
+
+@event.listens_for(UnitSyncSession, "after_transaction_end")
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(JOINED, None)
 
 
 @event.listens_for(UnitSyncSession, "after_begin")
@@ -201,6 +211,33 @@ class UnitSession(AsyncSession):
             assert self._executor is not None
         return self._executor
 
+    def in_transaction(self) -> bool:
+        """Whether a transaction is going: the session's, or the one the
+        unit began on the connection it checked out itself."""
+        return super().in_transaction() or self.executor.owns_transaction()
+
+    def begin(self) -> AsyncSessionTransaction:
+        if self.executor.owns_transaction():
+            # As SQLAlchemy refuses a second begin(): the unit's transaction
+            # is going (statements sent straight to the driver began it).
+            with Boundary(self.executor.backend):
+                raise sa_exc.InvalidRequestError("A transaction is already begun on this Session.")
+        return super().begin()
+
+    def begin_nested(self) -> AsyncSessionTransaction:
+        return _Savepoint(self, nested=True)
+
+
+class _Savepoint(AsyncSessionTransaction):
+    """``uow.session.begin_nested()``: the SAVEPOINT is sent as it begins,
+    not when the session next runs something itself, so that statements
+    sent straight to the driver meanwhile are inside it too."""
+
+    async def start(self, is_ctxmanager: bool = False) -> AsyncSessionTransaction:
+        started = await super().start(is_ctxmanager)
+        await self.session.connection()
+        return started
+
 
 def _guarded(
     method: Callable[..., Awaitable[T]], *, statement: bool = False, wraps_result: bool = False
@@ -213,15 +250,16 @@ def _guarded(
     @functools.wraps(method)
     async def guarded(self: UnitSession, *args: Any, **kwargs: Any) -> T:
         executor = self.executor
-        if statement and args:
+        sql = (args[0] if args else kwargs.get("statement")) if statement else None
+        if sql is not None:
             params = args[1] if len(args) > 1 else kwargs.get("params")
-            check_statement(args[0], params, executor.dialect)
-        name = args[0] if statement and args else Label(f"session {method.__name__}")
-        async with _Statement(executor, name=name, connects=statement and bool(args)):
+            check_statement(sql, params, executor.dialect)
+        name = sql if sql is not None else Label(f"session {method.__name__}")
+        async with _Statement(executor, name=name, connects=sql is not None):
             result = await method(self, *args, **kwargs)
-            if statement and args and executor.keeps_read_only:
+            if sql is not None and executor.keeps_read_only:
                 await executor.backend.keep_read_only(
-                    await executor.connection(), text=_is_text(args[0])
+                    await executor.connection(), text=_is_text(sql)
                 )
         return _Guarded.around(result, executor) if wraps_result else result
 
@@ -289,7 +327,7 @@ _RUNS_SQL = frozenset(
 
 def _is_text(statement: Any) -> bool:
     """Whether ``statement`` is SQL written by hand (which may say anything)."""
-    return isinstance(statement, str | TextClause | TextualSelect)
+    return isinstance(statement, str | TextClause | TextualSelect | ExecutableDDLElement)
 
 
 class _Guarded:
@@ -551,6 +589,11 @@ class UnitExecutor:
     async def announce(self, channel: str) -> None:
         await self.notices.announce(channel)
 
+    def owns_transaction(self) -> bool:
+        """Whether the unit's own connection has a transaction going."""
+        own = self._own
+        return own is not None and own.begins and own.connection is not None
+
     def takes_connection(self) -> bool:
         """Whether the session's statements run on :meth:`connection` (not
         on a unit in autocommit's, which they do not use)."""
@@ -586,7 +629,7 @@ class UnitExecutor:
         """End the transaction of the write unit's own connection and give
         it back (see :meth:`OwnConnection.end`); ``False`` if it has none."""
         own = self._own
-        if own is None or not own.begins or own.connection is None:
+        if own is None or not self.owns_transaction():
             return False
         self._given = None
         await greenlet_spawn(own.end, how, self.notices)
@@ -882,7 +925,7 @@ class UnitExecutor:
         one, which it has not used."""
         session = self.session
         own = self._own
-        if own is not None and own.begins and own.connection is not None:
+        if self.owns_transaction():
             return False  # a write unit's own connection begins its transaction
         if not session.in_transaction():
             return True

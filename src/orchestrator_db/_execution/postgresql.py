@@ -128,6 +128,7 @@ class PostgreSQLBackend(Backend):
 
             event.listen(engine.sync_engine, "begin", set_timeout)
         event.listen(engine.sync_engine.pool, "reset", _end_stray_transaction)
+        event.listen(engine.sync_engine, "connect", _note_read_only)
 
     keeps_read_only = True
 
@@ -139,16 +140,22 @@ class PostgreSQLBackend(Backend):
         if driver is None:
             return
         if sync.connection.dbapi_connection.autocommit:  # type: ignore[union-attr]
-            # PostgreSQL 14 and later report the setting as it changes
-            # (SET, set_config(), SET SESSION CHARACTERISTICS): no round trip.
-            reported = getattr(driver.get_settings(), "default_transaction_read_only", "on")
-            if reported != "on":
+            if sync.connection.info.get(_READ_ONLY) and not _still_read_only(driver):
                 # The session is no longer read-only: nothing else may use it.
                 await connection.invalidate()
                 raise ReadOnlyError(
                     "a read-only unit of work turned default_transaction_read_only off: "
                     "its connection was closed"
                 )
+        elif text and not driver.is_in_transaction():
+            # Behind PgBouncer the unit is a BEGIN READ ONLY transaction,
+            # which SQL of the caller's ended (COMMIT, ROLLBACK): what follows
+            # would run in the server's autocommit, read-write.
+            await connection.invalidate()
+            raise ReadOnlyError(
+                "SQL of the caller's ended a read-only unit of work's transaction: "
+                "its connection was closed"
+            )
         if text and driver.is_in_transaction():
             # A transaction begun as SQL, or BEGIN READ ONLY behind PgBouncer:
             # SET TRANSACTION READ WRITE is allowed until its first query,
@@ -168,7 +175,12 @@ class PostgreSQLBackend(Backend):
         driver = raw.driver_connection
         if driver is None or adapted is None:
             return None
-        if adapted.autocommit or driver.is_in_transaction():
+        if adapted.autocommit:
+            if raw.info.get(_READ_ONLY) and not _still_read_only(driver):
+                # Turned writable in a way keep_read_only does not see.
+                raise ReadOnlyError("a read-only unit's connection is no longer read-only")
+            return _fetch(driver)
+        if driver.is_in_transaction():
             return _fetch(driver)
         # A BEGIN is owed: SQLAlchemy's adapter sends it before its first
         # statement, and keeps the transaction it then commits or rolls back.
@@ -319,12 +331,37 @@ def _end_stray_transaction(dbapi_connection: Any, record: Any, state: PoolResetS
     inside a transaction begun as SQL (``text("BEGIN ...")``), which
     SQLAlchemy did not begin and so does not roll back: rolled back here,
     or the next unit would run in it (an old snapshot, a commit that ends
-    nothing). A connection being dropped (not asyncio-safe) ends it anyway."""
+    nothing). A connection being dropped (not asyncio-safe) ends it anyway.
+    One no longer read-only (the driver's own connection, ``run_sync``:
+    ways around :meth:`PostgreSQLBackend.keep_read_only`) is dropped."""
     driver = getattr(dbapi_connection, "driver_connection", None)
     if not state.asyncio_safe or driver is None or not dbapi_connection.autocommit:
         return
+    if record.info.get(_READ_ONLY) and not _still_read_only(driver):
+        record.invalidate()
+        return
     if driver.is_in_transaction():
         dbapi_connection.cursor().execute("ROLLBACK")
+
+
+#: Pool record info: the connection was made read-only by its startup
+#: parameters (the read-only units' pool).
+_READ_ONLY = "orchestrator_db_read_only"
+
+
+def _note_read_only(dbapi_connection: Any, record: Any) -> None:
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    record.info[_READ_ONLY] = (
+        driver is not None
+        and getattr(driver.get_settings(), "default_transaction_read_only", None) == "on"
+    )
+
+
+def _still_read_only(driver: Any) -> bool:
+    """Whether a read-only pool's connection still makes its transactions
+    read-only: PostgreSQL 14 and later report the setting as it changes
+    (SET, set_config(), SET SESSION CHARACTERISTICS), so no round trip."""
+    return getattr(driver.get_settings(), "default_transaction_read_only", "on") == "on"
 
 
 def _fetch(driver: Any, begin: Callable[[], Awaitable[None]] | None = None) -> Fetch:

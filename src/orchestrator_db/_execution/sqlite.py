@@ -220,8 +220,8 @@ _READING_PRAGMAS = frozenset(
 
 
 class _Guard:
-    """Refuses, while its connection serves read-only units, any PRAGMA that
-    sets a value: ``query_only = OFF`` would let the unit write, and with it
+    """Refuses, while its connection serves read-only units, ATTACH, DETACH
+    and any PRAGMA that sets a value: ``query_only = OFF`` would let the unit write, and with it
     every later read-only unit the pooled connection serves; other settings
     would outlive the unit too. SQLite asks it as it prepares a statement
     (cached statements are not asked again), in the connection's thread."""
@@ -232,12 +232,13 @@ class _Guard:
         self.read_only = False
 
     def __call__(self, action: int, name: str | None, value: str | None, *_: Any) -> int:
-        if (
-            action == sqlite3.SQLITE_PRAGMA
-            and value is not None
-            and self.read_only
-            and (name or "").lower() not in _READING_PRAGMAS
-        ):
+        if not self.read_only:
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_PRAGMA:
+            reads = value is None or (name or "").lower() in _READING_PRAGMAS
+            return sqlite3.SQLITE_OK if reads else sqlite3.SQLITE_DENY
+        # An attached database would stay attached to the pooled connection.
+        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
@@ -348,7 +349,9 @@ def _translate(error: sqlite3.Error, entity: str | None, key: Any) -> DataLayerE
         return ReadOnlyError(f"{message}: this unit of work is read-only")
     if code == "SQLITE_AUTH":
         # Only the read-only guard (_Guard) refuses statements as they are prepared.
-        return ReadOnlyError(f"{message}: a read-only unit of work cannot set a PRAGMA")
+        return ReadOnlyError(
+            f"{message}: a read-only unit of work cannot set a PRAGMA, nor attach a database"
+        )
     if code.startswith(_CONFLICT):
         return TransactionConflictError(
             f"{message}: another connection held the write lock for longer than "

@@ -136,6 +136,11 @@ class OwnConnection:
                 sync.rollback()
             if joined or session.in_transaction():
                 {"rollback": session.rollback, "close": session.close}.get(how, session.close)()
+            elif how == "rollback":
+                # Objects the session held from before (refreshed by direct
+                # statements since) are read again, as a rollback of the
+                # session's own would have them.
+                session.expire_all()
         finally:
             self.connection = None
             session.bind = self._session_bind
