@@ -11,9 +11,9 @@ import contextlib
 from typing import Any
 
 import pytest
-from sqlalchemy import DDL, text
+from sqlalchemy import DDL, select, text
 
-from orchestrator_db import Database
+from orchestrator_db import Database, Task
 from orchestrator_db.errors import DataLayerError, ReadOnlyError
 from tests.helpers import add_tasks, task
 
@@ -159,3 +159,28 @@ async def test_a_connection_made_writable_around_the_unit_is_not_used_again(
                 await uow.tasks.update(added.id, title="later")
     async with db.unit_of_work(read_only=True) as uow:
         assert (await uow.tasks.get(added.id)).title == "orig"
+
+
+@pytest.mark.parametrize("through", ["session", "connection", "async with"])
+async def test_a_read_only_unit_streams_rows(db: Database, through: str) -> None:
+    """A server-side cursor needs a transaction, which a read-only unit in
+    autocommit does not have: it gets a read-only one, ended with the unit."""
+    await add_tasks(db, task(title="first"))
+    for expected in (["first"], ["first", "second"]):
+        async with db.unit_of_work(read_only=True) as uow:
+            connection = await uow.session.connection()
+            if through == "session":
+                streamed = await uow.session.stream_scalars(select(Task).order_by(Task.title))
+                titles = [item.title async for item in streamed]
+            elif through == "connection":
+                scalars = await connection.stream_scalars(select(Task.title).order_by(Task.title))
+                titles = [item async for item in scalars]
+            else:
+                async with connection.stream(select(Task.title).order_by(Task.title)) as rows:
+                    titles = [row.title async for row in rows]
+            assert titles == expected
+            assert await uow.tasks.count() == len(expected)
+            with pytest.raises(ReadOnlyError):
+                await uow.tasks.update((await uow.tasks.list())[0].id, title="written")
+        assert db.pool_status(read_only=True).checked_out == 0
+        await add_tasks(db, task(title="second"))  # seen by the next unit

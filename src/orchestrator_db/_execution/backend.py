@@ -87,6 +87,10 @@ class Backend:
         """Execution options that make the write engine's transactions read-only."""
         return {}
 
+    async def before_stream(self, connection: AsyncConnection) -> None:
+        """Run before a statement of the caller's is streamed (a server-side
+        cursor) on ``connection``, a read-only unit's in autocommit."""
+
     #: Whether :meth:`keep_read_only` has anything to do (SQLite refuses
     #: such statements as it prepares them: see ``sqlite._Guard``).
     keeps_read_only = False

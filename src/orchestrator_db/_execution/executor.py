@@ -240,7 +240,11 @@ class _Savepoint(AsyncSessionTransaction):
 
 
 def _guarded(
-    method: Callable[..., Awaitable[T]], *, statement: bool = False, wraps_result: bool = False
+    method: Callable[..., Awaitable[T]],
+    *,
+    statement: bool = False,
+    wraps_result: bool = False,
+    streams: bool = False,
 ) -> Callable[..., Awaitable[T]]:
     """``method`` of the session inside the unit's boundary. ``statement``: it
     takes a statement first, whose values are checked as the package's own
@@ -256,6 +260,8 @@ def _guarded(
             check_statement(sql, params, executor.dialect)
         name = sql if sql is not None else Label(f"session {method.__name__}")
         async with _Statement(executor, name=name, connects=sql is not None):
+            if streams and executor.in_autocommit():
+                await executor.backend.before_stream(await executor.connection())
             result = await method(self, *args, **kwargs)
             if sql is not None and executor.keeps_read_only:
                 await executor.backend.keep_read_only(
@@ -379,6 +385,15 @@ class _Guarded:
 
             return call
 
+        if isinstance(self._target, AsyncConnection) and name in ("stream", "stream_scalars"):
+            connection = self._target
+
+            def stream(*args: Any, **kwargs: Any) -> _Stream:
+                sql = args[0] if args else kwargs.get("statement")
+                return _Stream(attribute(*args, **kwargs), executor, connection, sql)
+
+            return stream
+
         def plain(*args: Any, **kwargs: Any) -> Any:
             with Boundary(executor.backend):
                 return _Guarded.around(attribute(*args, **kwargs), executor)
@@ -411,6 +426,37 @@ class _Guarded:
         return f"<guarded {self._target!r}>"
 
 
+class _Stream(_Guarded):
+    """A connection's ``stream()`` (a server-side cursor), awaited or entered
+    inside the unit's boundary; in a read-only unit in autocommit, inside the
+    transaction a cursor needs (see :meth:`Backend.before_stream`)."""
+
+    __slots__ = ("_connection", "_sql")
+
+    def __init__(
+        self, target: Any, executor: UnitExecutor, connection: AsyncConnection, sql: Any
+    ) -> None:
+        super().__init__(target, executor)
+        self._connection = connection
+        self._sql = sql
+
+    async def _start(self, start: Callable[[], Awaitable[Any]]) -> Any:
+        executor = self._executor
+        async with _Statement(executor):
+            if executor.in_autocommit():
+                await executor.backend.before_stream(self._connection)
+            result = await start()
+            if executor.keeps_read_only:
+                await executor.backend.keep_read_only(self._connection, text=_is_text(self._sql))
+            return _Guarded.around(result, executor)
+
+    async def _awaited(self) -> Any:
+        return await self._start(lambda: self._target)
+
+    async def __aenter__(self) -> Any:
+        return await self._start(self._target.__aenter__)
+
+
 for _name in (
     "delete",
     "delete_all",
@@ -427,7 +473,7 @@ for _name in ("execute", "scalar", "scalars"):
     setattr(UnitSession, _name, _guarded(getattr(AsyncSession, _name), statement=True))
 for _name in ("stream", "stream_scalars"):
     _method = getattr(AsyncSession, _name)
-    setattr(UnitSession, _name, _guarded(_method, statement=True, wraps_result=True))
+    setattr(UnitSession, _name, _guarded(_method, statement=True, wraps_result=True, streams=True))
 
 
 async def commit(self: UnitSession) -> None:
@@ -588,6 +634,11 @@ class UnitExecutor:
 
     async def announce(self, channel: str) -> None:
         await self.notices.announce(channel)
+
+    def in_autocommit(self) -> bool:
+        """Whether the unit's statements each commit on their own (a
+        read-only unit on its own connection)."""
+        return self._own is not None and not self._own.begins
 
     def owns_transaction(self) -> bool:
         """Whether the unit's own connection has a transaction going."""

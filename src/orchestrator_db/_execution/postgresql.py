@@ -132,6 +132,15 @@ class PostgreSQLBackend(Backend):
 
     keeps_read_only = True
 
+    async def before_stream(self, connection: AsyncConnection) -> None:
+        sync = connection.sync_connection
+        driver = None if sync is None or sync.invalidated else sync.connection.driver_connection
+        if driver is not None and not driver.is_in_transaction():
+            # A server-side cursor lives in a transaction: a read-only one,
+            # which the pool rolls back as the unit gives the connection back
+            # (see _end_stray_transaction).
+            await driver.execute("BEGIN READ ONLY")
+
     async def keep_read_only(self, connection: AsyncConnection, *, text: bool) -> None:
         sync = connection.sync_connection
         if sync is None or sync.invalidated or sync.closed:
