@@ -159,7 +159,7 @@ class UnitOfWork(AbstractUnitOfWork):
         """``autocommit_engine``: the engine, in autocommit, of a unit whose
         statements each commit on their own; ``writes``: a write unit, which
         begins its transaction on a connection it checks out from its
-        sessions' engine (both: see
+        sessions' engine, else a read-only one (both: see
         :class:`~orchestrator_db._execution.transaction.OwnConnection`).
         ``before_start`` runs as the unit starts (the schema check);
         ``route``, then, may send the unit elsewhere (a read replica).
@@ -205,6 +205,7 @@ class UnitOfWork(AbstractUnitOfWork):
             self._signals,
             self._observer,
             checks_out=self._writes,
+            read_only=not self._writes,
         )
         if self._observer is not None:
             self._observer.unit_opened()

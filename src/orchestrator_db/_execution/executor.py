@@ -254,19 +254,17 @@ def _guarded(
     @functools.wraps(method)
     async def guarded(self: UnitSession, *args: Any, **kwargs: Any) -> T:
         executor = self.executor
-        sql = (args[0] if args else kwargs.get("statement")) if statement else None
+        sql = _callers_sql(args, kwargs) if statement else None
         if sql is not None:
             params = args[1] if len(args) > 1 else kwargs.get("params")
             check_statement(sql, params, executor.dialect)
         name = sql if sql is not None else Label(f"session {method.__name__}")
         async with _Statement(executor, name=name, connects=sql is not None):
-            if streams and executor.in_autocommit():
-                await executor.backend.before_stream(await executor.connection())
+            if streams:
+                await executor.before_stream(None)
             result = await method(self, *args, **kwargs)
-            if sql is not None and executor.keeps_read_only:
-                await executor.backend.keep_read_only(
-                    await executor.connection(), text=_is_text(sql)
-                )
+            if sql is not None:
+                await executor.keep_read_only(None, sql)
         return _Guarded.around(result, executor) if wraps_result else result
 
     return guarded
@@ -325,10 +323,15 @@ def _ending(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     return ending
 
 
-#: The methods of a connection that run SQL of the caller's.
-_RUNS_SQL = frozenset(
-    {"execute", "exec_driver_sql", "scalar", "scalars", "stream", "stream_scalars"}
-)
+#: The methods of a connection that run SQL of the caller's (coroutines;
+#: its streams are started by :class:`_Stream`).
+_RUNS_SQL = frozenset({"execute", "exec_driver_sql", "scalar", "scalars"})
+_STREAMS = frozenset({"stream", "stream_scalars"})
+
+
+def _callers_sql(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+    """The statement a session's or connection's method was called with."""
+    return args[0] if args else kwargs.get("statement")
 
 
 def _is_text(statement: Any) -> bool:
@@ -367,30 +370,24 @@ class _Guarded:
         if not callable(attribute):
             return attribute
         executor = self._executor
+        target = self._target
+        runs_sql = isinstance(target, AsyncConnection) and name in _RUNS_SQL
         if inspect_module.iscoroutinefunction(attribute):
-            target = self._target
-            keep = (
-                executor.keeps_read_only
-                and isinstance(target, AsyncConnection)
-                and name in _RUNS_SQL
-            )
 
             async def call(*args: Any, **kwargs: Any) -> Any:
                 async with _Statement(executor):
                     result = await attribute(*args, **kwargs)
-                    if keep:
-                        text = _is_text(args[0] if args else kwargs.get("statement"))
-                        await executor.backend.keep_read_only(target, text=text)
+                    if runs_sql:
+                        await executor.keep_read_only(target, _callers_sql(args, kwargs))
                     return _Guarded.around(result, executor)
 
             return call
 
-        if isinstance(self._target, AsyncConnection) and name in ("stream", "stream_scalars"):
-            connection = self._target
+        if isinstance(target, AsyncConnection) and name in _STREAMS:
 
             def stream(*args: Any, **kwargs: Any) -> _Stream:
-                sql = args[0] if args else kwargs.get("statement")
-                return _Stream(attribute(*args, **kwargs), executor, connection, sql)
+                sql = _callers_sql(args, kwargs)
+                return _Stream(attribute(*args, **kwargs), executor, target, sql)
 
             return stream
 
@@ -443,11 +440,9 @@ class _Stream(_Guarded):
     async def _start(self, start: Callable[[], Awaitable[Any]]) -> Any:
         executor = self._executor
         async with _Statement(executor):
-            if executor.in_autocommit():
-                await executor.backend.before_stream(self._connection)
+            await executor.before_stream(self._connection)
             result = await start()
-            if executor.keeps_read_only:
-                await executor.backend.keep_read_only(self._connection, text=_is_text(self._sql))
+            await executor.keep_read_only(self._connection, self._sql)
             return _Guarded.around(result, executor)
 
     async def _awaited(self) -> Any:
@@ -588,12 +583,15 @@ class UnitExecutor:
         observer: Observer | None = None,
         *,
         checks_out: bool = False,
+        read_only: bool = False,
     ) -> None:
         """``autocommit_engine``: the engine, in autocommit, of a unit whose
         statements each commit on their own; ``checks_out``: a write unit,
         which checks its connection out from its session's engine and begins
         its transaction on it; either way the unit checks its connection out
-        itself (see :class:`OwnConnection`)."""
+        itself (see :class:`OwnConnection`). ``read_only``: a read-only unit,
+        whose callers' statements the backend checks (see
+        :meth:`Backend.keep_read_only`)."""
         self.session = session
         self.backend = backend
         self.signals = signals
@@ -616,16 +614,7 @@ class UnitExecutor:
         elif checks_out:
             assert isinstance(session.bind, AsyncEngine)
             self._own = OwnConnection(session.bind, session, begins=True)
-        #: A read-only unit (in autocommit, or with the backend's read-only
-        #: transactions) whose callers' statements the backend checks (see
-        #: :meth:`Backend.keep_read_only`).
-        self.keeps_read_only = False
-        if backend.keeps_read_only:
-            read_only = backend.read_only_options()
-            options = bind.get_execution_options()
-            self.keeps_read_only = autocommit_engine is not None or (
-                bool(read_only) and all(options.get(k) == v for k, v in read_only.items())
-            )
+        self._keeps_read_only = read_only and backend.keeps_read_only
         self._given: tuple[Any, AsyncConnection] | None = None
         # The session's own methods, around the boundary its public ones add:
         # the executor's methods are that boundary, with more to say.
@@ -639,6 +628,20 @@ class UnitExecutor:
         """Whether the unit's statements each commit on their own (a
         read-only unit on its own connection)."""
         return self._own is not None and not self._own.begins
+
+    async def before_stream(self, connection: AsyncConnection | None) -> None:
+        """Before a statement of the caller's is streamed on ``connection``
+        (``None``: the unit's): see :meth:`Backend.before_stream`."""
+        if self.in_autocommit():
+            await self.backend.before_stream(connection or await self.connection())
+
+    async def keep_read_only(self, connection: AsyncConnection | None, sql: Any) -> None:
+        """After the caller's ``sql`` ran on ``connection`` (``None``: the
+        unit's), in a read-only unit: see :meth:`Backend.keep_read_only`."""
+        if self._keeps_read_only:
+            await self.backend.keep_read_only(
+                connection or await self.connection(), text=_is_text(sql)
+            )
 
     def owns_transaction(self) -> bool:
         """Whether the unit's own connection has a transaction going."""

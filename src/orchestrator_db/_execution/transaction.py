@@ -135,7 +135,7 @@ class OwnConnection:
             elif not joined and sync.in_transaction():
                 sync.rollback()
             if joined or session.in_transaction():
-                {"rollback": session.rollback, "close": session.close}.get(how, session.close)()
+                (session.rollback if how == "rollback" else session.close)()
             elif how == "rollback":
                 # Objects the session held from before (refreshed by direct
                 # statements since) are read again, as a rollback of the
