@@ -9,8 +9,9 @@ leaves the rest to the defaults); then again on that table
 without its secondary indexes and trigger, for all, ours included. SQLite runs in WAL with
 ``synchronous=NORMAL`` for everyone; on PostgreSQL the loaded tables are
 analyzed, as autovacuum would soon do. Each operation is run in its own unit
-(a transaction, or autocommit where that is the peer's way), as a request
-handler would: bulk insert into an empty table and into one of 100,000
+(a transaction, or autocommit where that is the library's way: ours are
+calls on the ``Database``, ``db.tasks.update(...)``), as a request handler
+would: bulk insert into an empty table and into one of 100,000
 rows, get by id, a filtered list of 50, the first page and a page 90,000
 rows deep (ours: keyset; the peers: OFFSET, ordered by their primary key),
 a one-row update, a delete, a count. Rounds are interleaved; each figure is
@@ -119,35 +120,28 @@ class Ours(Contender):
                 await uow.tasks.add_many([Task(**row) for row in _rows(BULK)])
                 await uow.commit()
 
+        # Each call a unit of its own (see orchestrator_db.calls): a read in a
+        # read-only unit, update and delete one statement each.
         async def get(i: int) -> None:
-            async with db.unit_of_work(read_only=True) as uow:
-                await uow.tasks.get(self.ids[i])
+            await db.tasks.get(self.ids[i])
 
         async def listed(i: int) -> None:
-            async with db.unit_of_work(read_only=True) as uow:
-                await uow.tasks.list(task_type="review", limit=50)
+            await db.tasks.list(task_type="review", limit=50)
 
         async def first(i: int) -> None:
-            async with db.unit_of_work(read_only=True) as uow:
-                await uow.tasks.page(limit=50)
+            await db.tasks.page(limit=50)
 
         async def deep(i: int) -> None:
-            async with db.unit_of_work(read_only=True) as uow:
-                await uow.tasks.page(limit=50, after=self.deep_cursor)
+            await db.tasks.page(limit=50, after=self.deep_cursor)
 
         async def updated(i: int) -> None:
-            async with db.unit_of_work() as uow:
-                await uow.tasks.update(self.ids[i], title=f"ours {i}")
-                await uow.commit()
+            await db.tasks.update(self.ids[i], title=f"ours {i}")
 
         async def deleted(i: int) -> None:
-            async with db.unit_of_work() as uow:
-                await uow.tasks.delete(self.doomed.pop())
-                await uow.commit()
+            await db.tasks.delete(self.doomed.pop())
 
         async def counted(i: int) -> None:
-            async with db.unit_of_work(read_only=True) as uow:
-                await uow.tasks.count(task_type="code")
+            await db.tasks.count(task_type="code")
 
         return _named(
             lambda i: bulk_into(self.bulk_db),

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("migrations",),
     ("work_queue", "task_graph"),
     ("repositories",),
-    ("unit_of_work", "queue_worker", "retention", "retrying", "health"),
+    ("unit_of_work", "calls", "queue_worker", "retention", "retrying", "health"),
     ("database",),
     ("cli", "seed", "demo", "testing", "__init__"),
 ]

@@ -6,7 +6,9 @@ draws arguments that mix sensible values with hostile ones (NUL bytes, lone
 surrogates, huge and negative numbers, floats where integers go, years 1 and
 9999 in far time zones, naive datetimes, deep and odd JSON, tampered cursors,
 wrong types, unknown ids). Each example runs on every selected engine, in one
-unit of work each, from the same state. The contract:
+unit of work each or as calls on the ``Database`` (``db.tasks.update(...)``,
+each call a unit of its own: see :mod:`orchestrator_db.calls`), from the
+same state. The contract:
 
 * every outcome is a success or a ``DataLayerError`` (nothing else escapes);
 * the outcome is the same on every engine (the same error class);
@@ -322,18 +324,26 @@ async def fingerprint(db: Database) -> dict[str, list[Any]]:
     return found
 
 
-Call = Callable[[UnitOfWork], Awaitable[Any]]
+#: Runs on a unit of work's repositories, or on the Database's calls
+#: (``db.tasks``: each call a unit of its own), which have the same names.
+Call = Callable[[Any], Awaitable[Any]]
+#: Where a call runs: in a unit of work, or as calls on the Database.
+VIA = st.sampled_from(["unit", "database"])
 Check = Callable[[UnitOfWork, Any], Awaitable[None]]
 
 
-async def attempt(db: Database, call: Call, check: Check | None) -> str:
-    """Run ``call`` in a unit; the outcome's name ("ok" or the error class)."""
+async def attempt(db: Database, call: Call, check: Check | None, via: str) -> str:
+    """Run ``call`` in a unit, or ``via`` the Database's calls; the
+    outcome's name ("ok" or the error class)."""
     before = await fingerprint(db)
     refused: DataLayerError | None = None
     try:
-        async with db.unit_of_work() as uow:
-            result = await call(uow)
-            await uow.commit()
+        if via == "database":
+            result = await call(db)
+        else:
+            async with db.unit_of_work() as uow:
+                result = await call(uow)
+                await uow.commit()
     except DataLayerError as error:
         refused = error
     except Exception as error:  # pragma: no cover - the failure this test is for
@@ -347,9 +357,12 @@ async def attempt(db: Database, call: Call, check: Check | None) -> str:
     return "ok"
 
 
-def same_everywhere(engines: Engines, call: Call, check: Check | None = None) -> None:
+def same_everywhere(
+    engines: Engines, call: Call, check: Check | None = None, *, via: str = "unit"
+) -> None:
     outcomes = {
-        engine: engines.run(attempt(db, call, check)) for engine, db in engines.databases.items()
+        engine: engines.run(attempt(db, call, check, via))
+        for engine, db in engines.databases.items()
     }
     assert len(set(outcomes.values())) == 1, f"engines disagree: {outcomes}"
 
@@ -458,13 +471,14 @@ def test_add_and_update_with_hostile_values(
         values = {**valid(), name: value}
         return await getattr(uow, repository).add(model(**values))
 
-    same_everywhere(engines, add, read_back(repository, name, value))
+    via = data.draw(VIA, label="via")
+    same_everywhere(engines, add, read_back(repository, name, value), via=via)
     key = data.draw(st.sampled_from(KEYS[repository]), label="key")
 
     async def update(uow: UnitOfWork) -> Any:
         return await getattr(uow, repository).update(key, **{name: value})
 
-    same_everywhere(engines, update, read_back(repository, name, value))
+    same_everywhere(engines, update, read_back(repository, name, value), via=via)
 
 
 @pytest.mark.parametrize("repository", sorted(MODELS))
@@ -508,7 +522,7 @@ def test_reads_and_deletes_with_hostile_arguments(
             return await repo.page(limit=limit, after=after, order_by=order, **{name: value})
         return await getattr(repo, method)(**{name: value})
 
-    same_everywhere(engines, call)
+    same_everywhere(engines, call, via=data.draw(VIA, label="via"))
 
 
 @pytest.mark.parametrize("repository", sorted(MODELS))
@@ -526,8 +540,9 @@ def test_add_many_with_hostile_values(
     async def hostile(uow: UnitOfWork) -> Any:
         return await getattr(uow, repository).add_many([model(**{**valid(), name: value})])
 
-    same_everywhere(engines, call)
-    same_everywhere(engines, hostile)
+    via = data.draw(VIA, label="via")
+    same_everywhere(engines, call, via=via)
+    same_everywhere(engines, hostile, via=via)
 
 
 # ------------------------------------------------------ domain methods
@@ -760,7 +775,8 @@ def pipeline_case(data: st.DataObject) -> Call:
 def test_domain_methods_with_hostile_arguments(
     engines: Engines, case: DomainCase, data: st.DataObject
 ) -> None:
-    same_everywhere(engines, case(data))
+    call = case(data)
+    same_everywhere(engines, call, via=data.draw(VIA, label="via"))
 
 
 # ---------------------------------------------------------- queue worker

@@ -54,6 +54,7 @@ def test_readme_quickstart_runs_as_written(tmp_path: Path) -> None:
 
 EXPECTED_OUTPUT = {
     "class CodeTasks": ["['Build docs']"],
+    "def retitle": ["Build docs", "['Build the docs']", "True"],
     'task_types={"code"}, lease': ["True"],
     "async def run(task": ["3"],
     "claim_unprocessed": ["['ticket_stage_completed']"],

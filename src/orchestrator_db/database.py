@@ -8,7 +8,7 @@ import functools
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Self, TypedDict, TypeVar, Unpack
+from typing import Any, Self, TypedDict, TypeVar, Unpack, cast
 
 from alembic import command
 from alembic.config import Config
@@ -29,11 +29,14 @@ from orchestrator_db._execution.executor import UnitSession
 from orchestrator_db._execution.observe import Observer
 from orchestrator_db._execution.replicas import ReplicaSet, ReplicaStatus
 from orchestrator_db._execution.signals import Listener, Signals
+from orchestrator_db.calls import Kind, RepositoryCalls
 from orchestrator_db.errors import DataLayerError, ValidationError
 from orchestrator_db.health import HEALTH_TIMEOUT, HealthReport, Metrics, PoolStatus
 from orchestrator_db.migrations import runner as migrations
 from orchestrator_db.migrations.runner import current_revision
 from orchestrator_db.queue_worker import QueueWorker
+from orchestrator_db.repositories.attributes import Repositories
+from orchestrator_db.repositories.base import Repository
 from orchestrator_db.settings import (
     DatabaseSettings,
     SQLiteExecution,
@@ -65,6 +68,7 @@ class DatabaseOptions(TypedDict, total=False):
 
 
 T = TypeVar("T")
+RepositoryT = TypeVar("RepositoryT", bound="Repository[Any]")
 
 
 def _seconds(value: Any, field: str) -> float:
@@ -78,7 +82,7 @@ def _seconds(value: Any, field: str) -> float:
     return float(value)
 
 
-class Database:
+class Database(Repositories):
     """A database the orchestrator keeps its state in.
 
     ``url`` is ``sqlite+aiosqlite:///path.db`` (``sqlite+aiosqlite://`` for an
@@ -110,6 +114,14 @@ class Database:
         self._read_sessions = async_sessionmaker(
             self._read_engine, class_=UnitSession, expire_on_commit=False
         )
+        # One-statement writes (see orchestrator_db.calls): the write pool's
+        # connections, each statement committing on its own.
+        self._alone = None
+        if self._backend.autocommit_writes(self.settings):
+            alone = self.engine.execution_options(**self._backend.autocommit_options())
+            self._alone = Route(
+                async_sessionmaker(alone, class_=UnitSession, expire_on_commit=False), alone
+            )
         autocommit = self._backend.autocommit_reads(self.settings)
         self._primary_reads = Route(self._read_sessions, self._read_engine if autocommit else None)
         self._replicas = ReplicaSet(replica_engines, self.settings.max_replica_lag)
@@ -160,8 +172,23 @@ class Database:
             values.boolean(read_only, "read_only")
         if fresh is not True and fresh is not False:
             values.boolean(fresh, "fresh")
+        return self._unit("read" if read_only else "write", fresh=fresh)
+
+    def _unit(self, kind: Kind, *, fresh: bool = False) -> UnitOfWork:
+        """A unit of work of ``kind`` (see :mod:`orchestrator_db.calls`)."""
         check = None if self._schema_known else self._check_schema
-        if not read_only:
+        if kind == "write alone" and self._alone is not None:
+            return UnitOfWork(
+                self._alone.sessions,
+                self._backend,
+                autocommit_engine=self._alone.autocommit_engine,
+                before_start=check,
+                signals=self._signals,
+                observer=self._observer,
+                writes=True,
+                alone=True,
+            )
+        if kind in ("write", "write alone"):
             return UnitOfWork(
                 self._write_sessions,
                 self._backend,
@@ -178,7 +205,17 @@ class Database:
             before_start=check,
             route=None if fresh or not self._replica_routes else self._replica_route,
             observer=self._observer,
+            alone=kind == "read alone",
         )
+
+    def repository(self, repository: type[RepositoryT]) -> RepositoryT:
+        """The methods of ``repository`` (one of your own, say), each call a
+        unit of work of its own, as ``db.tasks`` (see :mod:`orchestrator_db.calls`)."""
+        if not (isinstance(repository, type) and issubclass(repository, Repository)):
+            raise ValidationError(
+                f"expected a Repository subclass, got {repository!r}", field="repository"
+            )
+        return cast(RepositoryT, RepositoryCalls(self._unit, repository, self.dialect))
 
     async def _listen(self, wake: Callable[[str], None]) -> Listener:
         """The connection waiters listen on: of an engine of its own, which

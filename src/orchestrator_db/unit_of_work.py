@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar, overload
+from typing import Any, Protocol, Self, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -25,7 +25,9 @@ from orchestrator_db._execution.errors import Boundary, translate
 from orchestrator_db._execution.executor import UnitExecutor, UnitSession
 from orchestrator_db._execution.observe import Observer
 from orchestrator_db._execution.signals import Signals
+from orchestrator_db._execution.transaction import NeedsTransaction
 from orchestrator_db.errors import DataLayerError, TransactionAbortedError, ValidationError
+from orchestrator_db.repositories.attributes import NAMES, Repositories
 from orchestrator_db.repositories.base import Repository
 from orchestrator_db.repositories.configuration import ConfigurationRepository
 from orchestrator_db.repositories.event import EventRepository
@@ -38,29 +40,6 @@ from orchestrator_db.repositories.worker import WorkerRepository
 from orchestrator_db.repositories.workflow import WorkflowRepository
 
 RepositoryT = TypeVar("RepositoryT", bound="Repository[Any]")
-
-
-class _Repository(Generic[RepositoryT]):
-    """A repository attribute of :class:`UnitOfWork`, made on first access."""
-
-    def __init__(self, repository: type[RepositoryT]) -> None:
-        self.repository = repository
-        self.name = ""
-
-    def __set_name__(self, owner: type[Any], name: str) -> None:
-        self.name = name
-
-    @overload
-    def __get__(self, unit: None, owner: type[Any]) -> Self: ...
-
-    @overload
-    def __get__(self, unit: UnitOfWork, owner: type[Any]) -> RepositoryT: ...
-
-    def __get__(self, unit: UnitOfWork | None, owner: type[Any]) -> Self | RepositoryT:
-        if unit is None:
-            return self
-        made = unit.__dict__[self.name] = self.repository(unit._running())
-        return made
 
 
 class AbstractUnitOfWork(Protocol):
@@ -115,7 +94,7 @@ class Route:
     ended: Callable[[BaseException | None], None] | None = None
 
 
-class UnitOfWork(AbstractUnitOfWork):
+class UnitOfWork(Repositories, AbstractUnitOfWork):
     """A transaction with typed repositories.
 
     Obtain one from :meth:`orchestrator_db.Database.unit_of_work`::
@@ -131,19 +110,6 @@ class UnitOfWork(AbstractUnitOfWork):
 
     session: UnitSession
 
-    # Built on first use: most units use one or two of them.
-    tasks = _Repository(TaskRepository)
-    workflows = _Repository(WorkflowRepository)
-    tool_executions = _Repository(ToolExecutionRepository)
-    sessions = _Repository(SessionRepository)
-    configurations = _Repository(ConfigurationRepository)
-    projects = _Repository(ProjectRepository)
-    worker_types = _Repository(WorkerTypeRepository)
-    tickets = _Repository(TicketRepository)
-    comments = _Repository(CommentRepository)
-    workers = _Repository(WorkerRepository)
-    events = _Repository(EventRepository)
-
     def __init__(
         self,
         session_factory: async_sessionmaker[UnitSession],
@@ -155,6 +121,7 @@ class UnitOfWork(AbstractUnitOfWork):
         signals: Signals | None = None,
         observer: Observer | None = None,
         writes: bool = False,
+        alone: bool = False,
     ) -> None:
         """``autocommit_engine``: the engine, in autocommit, of a unit whose
         statements each commit on their own; ``writes``: a write unit, which
@@ -163,7 +130,10 @@ class UnitOfWork(AbstractUnitOfWork):
         :class:`~orchestrator_db._execution.transaction.OwnConnection`).
         ``before_start`` runs as the unit starts (the schema check);
         ``route``, then, may send the unit elsewhere (a read replica).
-        ``signals``: the waiters that work this unit commits wakes."""
+        ``signals``: the waiters that work this unit commits wakes.
+        ``alone``: a unit of one call on the ``Database`` (see
+        :mod:`orchestrator_db.calls`), whose objects are built detached; a
+        write one sends one statement, in autocommit on ``autocommit_engine``."""
         self._default = Route(session_factory, autocommit_engine)
         self._backend = backend
         self._before_start = before_start
@@ -171,6 +141,7 @@ class UnitOfWork(AbstractUnitOfWork):
         self._signals = signals
         self._observer = observer
         self._writes = writes
+        self._alone = alone
         self._ended: Callable[[BaseException | None], None] | None = None
         self._executor: UnitExecutor | None = None
         self._open = False
@@ -187,15 +158,16 @@ class UnitOfWork(AbstractUnitOfWork):
                 route = await self._route()
         self._open = True
         if self._executor is not None:  # a unit entered again starts afresh
-            for name in _REPOSITORIES:
+            for name in NAMES:
                 self.__dict__.pop(name, None)
         self._ended = route.ended
         # A write unit's session joins the transaction of the connection the
         # unit checks out itself, and ends it (see OwnConnection); sessions
         # handed out by Database.session_factory() keep SQLAlchemy's default.
+        checks_out = self._writes and not self._alone
         self.session = session = (
             route.sessions(join_transaction_mode="control_fully")
-            if self._writes
+            if checks_out
             else route.sessions()
         )
         self._executor = UnitExecutor(
@@ -204,8 +176,10 @@ class UnitOfWork(AbstractUnitOfWork):
             route.autocommit_engine,
             self._signals,
             self._observer,
-            checks_out=self._writes,
+            checks_out=checks_out,
             read_only=not self._writes,
+            detaches=self._alone,
+            one_statement=self._alone and self._writes,
         )
         if self._observer is not None:
             self._observer.unit_opened()
@@ -219,7 +193,7 @@ class UnitOfWork(AbstractUnitOfWork):
     ) -> None:
         executor = self._executor
         self._open = False
-        if exc is not None and self._observer is not None:
+        if exc is not None and self._observer is not None and not isinstance(exc, NeedsTransaction):
             self._observer.unit_failed()
         try:
             if executor is not None:
@@ -272,8 +246,3 @@ class UnitOfWork(AbstractUnitOfWork):
         if self._executor is None:
             raise ValidationError("use the unit of work as `async with db.unit_of_work() as uow`")
         return self._executor
-
-
-_REPOSITORIES = tuple(
-    name for name, value in vars(UnitOfWork).items() if isinstance(value, _Repository)
-)

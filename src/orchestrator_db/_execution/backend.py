@@ -83,6 +83,17 @@ class Backend:
     #: than use an engine of their own.
     reads_share_the_pool = False
 
+    def autocommit_writes(self, settings: DatabaseSettings) -> bool:
+        """Whether a write of one statement may run in autocommit
+        (:meth:`autocommit_options`), rather than in a write unit."""
+        return True
+
+    def autocommit_options(self) -> dict[str, Any]:
+        """Execution options under which each statement of the write
+        engine commits on its own (a one-statement unit's: see
+        :class:`~orchestrator_db.repositories.base.Plan`)."""
+        raise NotImplementedError
+
     def read_only_options(self) -> dict[str, Any]:
         """Execution options that make the write engine's transactions read-only."""
         return {}

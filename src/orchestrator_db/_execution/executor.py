@@ -71,6 +71,7 @@ from orchestrator_db._execution.signals import Signals
 from orchestrator_db._execution.transaction import (
     JOINED,
     Ending,
+    NeedsTransaction,
     Notices,
     OwnConnection,
     Turn,
@@ -79,6 +80,7 @@ from orchestrator_db.errors import (
     DatabaseError,
     DataLayerError,
     ForeignKeyViolationError,
+    InternalError,
     TransactionAbortedError,
 )
 from orchestrator_db.models.base import Base, check_bound_values, check_values
@@ -494,7 +496,9 @@ for _name in _ENDINGS:
 class _Statement:
     """The unit's error boundary around statements (see :class:`UnitExecutor`)."""
 
-    __slots__ = ("connects", "entity", "executor", "key", "model", "name", "row", "started")
+    __slots__ = (
+        "connects", "entity", "executor", "key", "model", "name", "row", "sends", "started"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -506,8 +510,11 @@ class _Statement:
         *,
         name: Any = None,
         connects: bool = False,
+        sends: bool = True,
     ) -> None:
         self.executor = executor
+        #: It may send a statement (a flush with nothing to write sends none).
+        self.sends = sends
         #: It runs SQL: the unit's connection is taken first (a wait for
         #: the pool is then a wait, not a slow statement).
         self.connects = connects
@@ -526,6 +533,12 @@ class _Statement:
         if failure is not None:
             executor.turn.release()
             raise TransactionAbortedError(failure)
+        if self.sends and executor.one_statement:
+            try:
+                executor.sending()
+            except BaseException:
+                executor.turn.release()
+                raise
         if self.connects and executor.observer is not None and executor.takes_connection():
             try:
                 await executor.connection()
@@ -584,6 +597,8 @@ class UnitExecutor:
         *,
         checks_out: bool = False,
         read_only: bool = False,
+        detaches: bool = False,
+        one_statement: bool = False,
     ) -> None:
         """``autocommit_engine``: the engine, in autocommit, of a unit whose
         statements each commit on their own; ``checks_out``: a write unit,
@@ -591,7 +606,11 @@ class UnitExecutor:
         its transaction on it; either way the unit checks its connection out
         itself (see :class:`OwnConnection`). ``read_only``: a read-only unit,
         whose callers' statements the backend checks (see
-        :meth:`Backend.keep_read_only`)."""
+        :meth:`Backend.keep_read_only`). ``detaches``: the unit's objects are
+        built detached, without the session's bookkeeping (a unit that only
+        returns them); ``one_statement``: the unit sends one statement, and
+        refuses a second (see
+        :class:`~orchestrator_db.repositories.base.Plan`)."""
         self.session = session
         self.backend = backend
         self.signals = signals
@@ -615,6 +634,9 @@ class UnitExecutor:
             assert isinstance(session.bind, AsyncEngine)
             self._own = OwnConnection(session.bind, session, begins=True)
         self._keeps_read_only = read_only and backend.keeps_read_only
+        self._detaches = detaches
+        self.one_statement = one_statement
+        self._sent = 0
         self._given: tuple[Any, AsyncConnection] | None = None
         # The session's own methods, around the boundary its public ones add:
         # the executor's methods are that boundary, with more to say.
@@ -623,6 +645,24 @@ class UnitExecutor:
 
     async def announce(self, channel: str) -> None:
         await self.notices.announce(channel)
+
+    def sending(self) -> None:
+        """Count a statement of a one-statement unit; refuse a second one."""
+        self._sent += 1
+        if self._sent > 1:
+            raise InternalError(
+                "an operation declared one statement sent a second one (its first "
+                "committed on its own): declare it a write, or make it call "
+                "needs_transaction() before it"
+            )
+
+    def needs_transaction(self) -> None:
+        """Said by an operation of a one-statement unit that needs more than
+        its statement, having written nothing: the call runs again in a write
+        unit (see :class:`~orchestrator_db.repositories.base.Plan`). In any
+        other unit, nothing."""
+        if self.one_statement:
+            raise NeedsTransaction
 
     def in_autocommit(self) -> bool:
         """Whether the unit's statements each commit on their own (a
@@ -738,6 +778,8 @@ class UnitExecutor:
         async with self.turn:
             if self.failure is not None:
                 raise TransactionAbortedError(self.failure)
+            if self.one_statement:
+                self.sending()
             started: float | None = None
             try:
                 connection = await self.connection()  # a wait for the pool is not the statement's
@@ -801,7 +843,7 @@ class UnitExecutor:
     ) -> None:
         sync = self.session.sync_session
         changes = bool(sync.new or sync.dirty or sync.deleted)
-        async with _Statement(self, entity, key, model, row, connects=changes):
+        async with _Statement(self, entity, key, model, row, connects=changes, sends=changes):
             await self._session.flush()
 
     async def get(self, model: type[ModelT], key: Any, *, for_update: bool) -> ModelT | None:
@@ -834,6 +876,8 @@ class UnitExecutor:
     # ------------------------------------------------------------ objects
 
     def adopt(self, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT:
+        if self._detaches:
+            return rows.detached(model, row)
         return rows.adopt(self.session.sync_session, model, row, refresh=refresh)
 
     def loaded(self, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT | None:

@@ -69,6 +69,16 @@ class PostgreSQLBackend(Backend):
         # nothing else makes it refuse writes without a startup parameter.
         return not settings.pgbouncer
 
+    def autocommit_writes(self, settings: DatabaseSettings) -> bool:
+        # Behind PgBouncer the statement timeout is each transaction's own
+        # (see configure): a statement with none would run without it.
+        return not (settings.pgbouncer and settings.statement_timeout is not None)
+
+    def autocommit_options(self) -> dict[str, Any]:
+        # Set on the driver's connection as it is checked out, and reset as it
+        # comes back: no round trip either way.
+        return {"isolation_level": "AUTOCOMMIT"}
+
     def read_only_options(self) -> dict[str, Any]:
         return {"postgresql_readonly": True}
 

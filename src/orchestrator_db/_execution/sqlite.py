@@ -139,6 +139,11 @@ class SQLiteBackend(Backend):
     def autocommit_reads(self, settings: DatabaseSettings) -> bool:
         return True
 
+    def autocommit_options(self) -> dict[str, Any]:
+        # No BEGIN: SQLite runs the statement as a transaction of its own,
+        # taking the write lock as it starts (waiting for it as any BEGIN does).
+        return {BEGIN_MODE_OPTION: "NONE"}
+
     def read_only_options(self) -> dict[str, Any]:
         return {BEGIN_MODE_OPTION: "NONE", READ_ONLY_OPTION: True}
 

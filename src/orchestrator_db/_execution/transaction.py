@@ -24,8 +24,20 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.util import greenlet_spawn
 
+from orchestrator_db.errors import DataLayerError
+
 if TYPE_CHECKING:
     from orchestrator_db._execution.executor import Executor
+
+
+class NeedsTransaction(DataLayerError):
+    """Raised in a one-statement unit (see
+    :class:`~orchestrator_db.repositories.base.Plan`) by an operation that
+    finds, having written nothing, that it needs more than its one
+    statement: the call runs again in a write unit. Never leaves the package."""
+
+    def __init__(self) -> None:
+        super().__init__("the operation needs a transaction")
 
 
 #: How :meth:`OwnConnection.end` ends a transaction.

@@ -1,6 +1,6 @@
 """Typed repositories, one module per aggregate, over a generic base."""
 
-from orchestrator_db.repositories.base import Page, Repository
+from orchestrator_db.repositories.base import Page, Plan, Repository, one_statement, reads
 from orchestrator_db.repositories.configuration import ConfigurationRepository
 from orchestrator_db.repositories.event import EventRepository
 from orchestrator_db.repositories.project import ProjectRepository, WorkerTypeRepository
@@ -16,6 +16,7 @@ __all__ = [
     "ConfigurationRepository",
     "EventRepository",
     "Page",
+    "Plan",
     "ProjectRepository",
     "QueueStats",
     "Repository",
@@ -29,4 +30,6 @@ __all__ = [
     "WorkerTypeRepository",
     "WorkflowRepository",
     "WorkflowTaskRepository",
+    "one_statement",
+    "reads",
 ]

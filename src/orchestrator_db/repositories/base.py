@@ -16,7 +16,7 @@ import inspect as inspect_module
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 from sqlalchemy import (
     ClauseElement,
@@ -75,6 +75,90 @@ class Page(Generic[ModelT]):
     @property
     def has_more(self) -> bool:
         return self.next_cursor is not None
+
+
+#: A condition on a call's arguments: ``(repository class, dialect name,
+#: *args, **kwargs) -> bool``.
+Condition = Callable[..., bool]
+MethodT = TypeVar("MethodT", bound=Callable[..., Awaitable[Any]])
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a repository method runs when called on the ``Database``
+    (``await db.tasks.get(id)``): each call is a unit of work of its own
+    (see :mod:`orchestrator_db.calls`), of a kind its arguments decide.
+
+    ``reads``: the call only reads, in a read-only unit. ``one_statement``:
+    the call sends a single statement, which commits on its own, with no
+    BEGIN or COMMIT around it; its objects come back detached, without the
+    session's bookkeeping. Otherwise: a write unit, committed as the method
+    returns. Undeclared methods are writes: declaring too little costs speed,
+    never correctness."""
+
+    reads: bool | Condition = False
+    one_statement: bool | Condition = False
+
+
+_PLAN = "__orchestrator_db_plan__"
+_WRITE = Plan()
+
+
+def plan_of(method: Callable[..., Any]) -> Plan:
+    """The :class:`Plan` a method was declared with (a write if none)."""
+    plan: Plan = getattr(method, _PLAN, _WRITE)
+    return plan
+
+
+@overload
+def reads(method: MethodT) -> MethodT: ...
+
+
+@overload
+def reads(
+    *, unless: Condition | None = None, one_statement: bool = False
+) -> Callable[[MethodT], MethodT]: ...
+
+
+def reads(
+    method: MethodT | None = None, *, unless: Condition | None = None, one_statement: bool = False
+) -> MethodT | Callable[[MethodT], MethodT]:
+    """Declare a method a read (see :class:`Plan`); ``unless`` names the
+    calls that write after all (``get(..., for_update=True)``). A read may
+    send several statements, each seeing what was committed when it ran;
+    ``one_statement``: it sends one, and does nothing with its objects but
+    return them (they are built detached)."""
+
+    def declare(method: MethodT) -> MethodT:
+        condition: bool | Condition = True
+        if unless is not None:
+            condition = functools.partial(_unless, unless)
+        setattr(method, _PLAN, Plan(reads=condition, one_statement=one_statement))
+        return method
+
+    return declare if method is None else declare(method)
+
+
+def _unless(condition: Condition, *args: Any, **kwargs: Any) -> bool:
+    return not condition(*args, **kwargs)
+
+
+def one_statement(when: Condition | None = None) -> Callable[[MethodT], MethodT]:
+    """Declare a write that sends exactly one statement, atomic on its own
+    (see :class:`Plan`), always or ``when`` its arguments say so. A call
+    that finds it needs more after all, having written nothing, says so with
+    ``self._ex.needs_transaction()`` and runs again in a write unit; a
+    second statement sent regardless is refused (a wrong declaration)."""
+
+    def declare(method: MethodT) -> MethodT:
+        setattr(method, _PLAN, Plan(one_statement=True if when is None else when))
+        return method
+
+    return declare
+
+
+def _locks(repository: type[Any], dialect: str, key: Any, *, for_update: bool = False) -> bool:
+    return for_update is not False
 
 
 def _guarded(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -370,6 +454,7 @@ class Repository(Generic[ModelT]):
         mark_detached(self.model_type, items)
         return items
 
+    @one_statement(when=lambda repository, dialect, key, **values: repository._alone(values))
     async def update(self, key: Any, **values: Any) -> ModelT:
         """Set attributes of the row ``key`` and return it, refreshed: one
         ``UPDATE ... RETURNING``, whose row becomes the unit's object (the one
@@ -408,6 +493,12 @@ class Repository(Generic[ModelT]):
             await self._ex.refresh(obj, given, entity=self.entity, key=key)
         return obj
 
+    @classmethod
+    def _alone(cls, values: Mapping[str, Any]) -> bool:
+        """Whether :meth:`update` with ``values`` is its one statement: not
+        when it re-reads a trigger-kept column it was given (see there)."""
+        return not any(column.key in values for column in maintained_by_trigger(cls.model_type))
+
     async def _autoflush(self) -> None:
         """Flush what the unit holds unflushed, as the ORM does before a
         query (unless autoflush is off), so that a statement sees it."""
@@ -435,6 +526,7 @@ class Repository(Generic[ModelT]):
         if refresh:
             await self._ex.refresh(obj, refresh, entity=self.entity, key=key)
 
+    @one_statement()
     async def delete(self, key: Any) -> bool:
         """Delete the row ``key``; ``False`` if there was none.
 
@@ -468,6 +560,7 @@ class Repository(Generic[ModelT]):
 
     # ------------------------------------------------------------ queries
 
+    @reads(unless=_locks, one_statement=True)
     async def get(self, key: Any, *, for_update: bool = False) -> ModelT:
         """The row ``key``; :class:`NotFoundError` if it does not exist.
 
@@ -479,6 +572,7 @@ class Repository(Generic[ModelT]):
             raise NotFoundError(self.entity, key)
         return obj
 
+    @reads(unless=_locks, one_statement=True)
     async def get_or_none(self, key: Any, *, for_update: bool = False) -> ModelT | None:
         """The row ``key``, or ``None`` if it does not exist (see :meth:`get`)."""
         return await self._get_or_none(key, for_update)
@@ -500,6 +594,7 @@ class Repository(Generic[ModelT]):
         rows = await self._ex.rows(layout.by_key, params, entity=self.entity, key=key)
         return self._ex.adopt(self.model_type, rows[0], refresh=False) if rows else None
 
+    @reads
     async def list(
         self,
         *where: Criterion,
@@ -521,6 +616,7 @@ class Repository(Generic[ModelT]):
         order = self._ordering(order_by)
         return await self._listed(where, filters, order, limit, offset, None)
 
+    @reads
     async def page(
         self,
         *where: Criterion,
@@ -600,6 +696,7 @@ class Repository(Generic[ModelT]):
             )
         return self._attribute(name)
 
+    @reads
     async def count(self, *where: Criterion, **filters: Any) -> int:
         tally = await self._tally(where, filters, exists=False)
         if tally is not None:
@@ -609,6 +706,7 @@ class Repository(Generic[ModelT]):
         )
         return int((await self._ex.execute(statement, entity=self.entity)).scalar_one())
 
+    @reads
     async def exists(self, *where: Criterion, **filters: Any) -> bool:
         tally = await self._tally(where, filters, exists=True)
         if tally is not None:
@@ -658,3 +756,28 @@ class Repository(Generic[ModelT]):
 
 
 _guard_public_methods(Repository)
+
+
+class Attribute(Generic[RepositoryT]):
+    """A repository as an attribute (``uow.tasks``, ``db.tasks``), made on
+    first access by its owner's ``repository()`` and kept by the owner."""
+
+    def __init__(self, repository: type[RepositoryT]) -> None:
+        self.repository = repository
+        self.name = ""
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any]) -> Attribute[RepositoryT]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type[Any]) -> RepositoryT: ...
+
+    def __get__(self, instance: Any, owner: type[Any]) -> Attribute[RepositoryT] | RepositoryT:
+        if instance is None:
+            return self
+        made: RepositoryT = instance.repository(self.repository)
+        instance.__dict__[self.name] = made
+        return made

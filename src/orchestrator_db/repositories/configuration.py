@@ -13,7 +13,7 @@ from orchestrator_db.models.configuration import (
     decode_value,
     encode_value,
 )
-from orchestrator_db.repositories.base import Repository
+from orchestrator_db.repositories.base import Repository, reads
 from orchestrator_db.sql.upsert import upsert_statement
 
 
@@ -69,12 +69,14 @@ class ConfigurationRepository(Repository[Configuration]):
         found: list[Configuration] = await self._ex.scalars(reread, entity=self.entity)
         return found[0]
 
+    @reads
     async def get_value(self, key: str) -> ConfigValue:
         """The value of ``key`` as the Python type it was set with. A secret
         string comes back as a :class:`~orchestrator_db.models.SecretText`:
         a ``str`` whose ``repr`` (and so any log of it) is masked."""
         return _value_of(await self.get(key))
 
+    @reads
     async def get_value_or(self, key: str, default: ConfigValue) -> ConfigValue:
         config = await self.get_or_none(key)
         return default if config is None else _value_of(config)

@@ -12,7 +12,7 @@ from orchestrator_db import values
 from orchestrator_db._execution import signals
 from orchestrator_db.errors import ValidationError
 from orchestrator_db.models.event import Event, EventType
-from orchestrator_db.repositories.base import Repository
+from orchestrator_db.repositories.base import Repository, reads
 from orchestrator_db.sql import IDS_PER_STATEMENT, outbox, retention
 from orchestrator_db.types import new_id
 
@@ -144,6 +144,7 @@ class EventRepository(Repository[Event]):
         ``older_than`` (an age or an instant), oldest first; returns how many."""
         return await self._prune_batch(retention.delete_events_statement(), older_than, limit)
 
+    @reads
     async def prunable(self, older_than: timedelta | datetime) -> int:
         """How many events :meth:`prune` would delete, in all."""
         return await self._prunable(retention.prunable_events_statement(), older_than)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from orchestrator_db import values
 from orchestrator_db.errors import NotFoundError
 from orchestrator_db.models.project import Project, WorkerType
-from orchestrator_db.repositories.base import Repository
+from orchestrator_db.repositories.base import Repository, reads
 from orchestrator_db.types import sorted_as_text
 
 
@@ -21,6 +21,7 @@ class ProjectRepository(Repository[Project]):
 class WorkerTypeRepository(Repository[WorkerType]):
     model_type = WorkerType
 
+    @reads
     async def for_project(self, project_id: str) -> builtins.list[WorkerType]:
         """The worker types of a project, by name."""
         project_id = self._value(WorkerType.project_id, project_id, "project_id")
@@ -31,6 +32,7 @@ class WorkerTypeRepository(Repository[WorkerType]):
         )
         return await self._ex.scalars(statement, entity=self.entity)
 
+    @reads
     async def named(self, project_id: str, worker_type: str) -> WorkerType:
         """The worker type ``worker_type`` of a project; NotFoundError if absent."""
         project_id = self._value(WorkerType.project_id, project_id, "project_id")
@@ -43,6 +45,7 @@ class WorkerTypeRepository(Repository[WorkerType]):
             raise NotFoundError("WorkerType", (project_id, worker_type))
         return found[0]
 
+    @reads
     async def missing(self, project_id: str, names: builtins.list[str]) -> builtins.list[str]:
         """Those of ``names`` the project does not define, in the order given."""
         project_id = self._value(WorkerType.project_id, project_id, "project_id")

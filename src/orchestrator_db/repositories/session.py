@@ -10,7 +10,7 @@ from sqlalchemy import update
 
 from orchestrator_db.errors import InvalidTransitionError
 from orchestrator_db.models.session import ClientSession, ConnectionType
-from orchestrator_db.repositories.base import Repository, cutoff
+from orchestrator_db.repositories.base import Repository, cutoff, reads
 from orchestrator_db.sql import retention
 from orchestrator_db.types import utc_now
 
@@ -54,6 +54,7 @@ class SessionRepository(Repository[ClientSession]):
             await self._flush_and_refresh(session, session_id)
         return session
 
+    @reads
     async def list_active(self, *, limit: int | None = None) -> builtins.list[ClientSession]:
         return await self.list(is_active=True, limit=limit)
 
@@ -63,6 +64,7 @@ class SessionRepository(Repository[ClientSession]):
         Tasks that named them keep their rows (``session_id`` becomes NULL)."""
         return await self._prune_batch(retention.delete_sessions_statement(), older_than, limit)
 
+    @reads
     async def prunable(self, older_than: timedelta | datetime) -> int:
         """How many sessions :meth:`prune` would delete, in all."""
         return await self._prunable(retention.prunable_sessions_statement(), older_than)

@@ -51,7 +51,7 @@ from orchestrator_db.models.task import (
     TaskStatus,
     backoff,
 )
-from orchestrator_db.repositories.base import Repository
+from orchestrator_db.repositories.base import Repository, one_statement, reads
 from orchestrator_db.sql import IDS_PER_STATEMENT, retention
 from orchestrator_db.sql import queue as q
 from orchestrator_db.types import canonical_uuid, utc_now
@@ -138,6 +138,11 @@ class TaskRepository(Repository[Task]):
         await work_queue.after_finish(self._ex, task)
         return task
 
+    @one_statement(
+        when=lambda repository, dialect, key, **values: (
+            repository._alone(values) and not repository.score_inputs.intersection(values)
+        )
+    )
     async def update(self, key: Any, **values: Any) -> Task:
         """Set attributes of the task ``key`` (see :meth:`Repository.update`);
         its calculated priority follows a change of what it is computed from."""
@@ -303,10 +308,12 @@ class TaskRepository(Repository[Task]):
             await work_queue.cancel_closure(self._ex, [task_id], str(task.error), keep_start=True)
         return True
 
+    @reads
     async def dependencies_of(self, task_id: str) -> builtins.list[Task]:
         """The tasks ``task_id`` waits for."""
         return await self._linked(task_id, prerequisites=True)
 
+    @reads
     async def dependents_of(self, task_id: str) -> builtins.list[Task]:
         """The tasks waiting for ``task_id``."""
         return await self._linked(task_id, prerequisites=False)
@@ -426,6 +433,7 @@ class TaskRepository(Repository[Task]):
         cancelled). Returns how many tasks were rescued."""
         return await work_queue.requeue_expired(self._ex)
 
+    @reads
     async def ready(
         self,
         limit: int = 100,
@@ -440,6 +448,7 @@ class TaskRepository(Repository[Task]):
         statement = q.ready_statement(typed="task_types" in params, agents="agent_types" in params)
         return await self._objects(statement, params, refresh=False)
 
+    @reads
     async def overdue(self, limit: int = 100) -> builtins.list[Task]:
         """Unfinished tasks past their deadline, the most overdue first."""
         params = {"limit": values.count(limit, "limit")}
@@ -460,6 +469,7 @@ class TaskRepository(Repository[Task]):
         batch = values.count(batch, "batch", minimum=1, maximum=IDS_PER_STATEMENT)
         return await task_graph.reprioritize(self._ex, limit=limit, batch=batch)
 
+    @reads
     async def stats(self) -> QueueStats:
         """Task counts per status, and per task type and status."""
         rows = await self._ex.rows(q.stats_statement(), entity=self.entity)
@@ -470,6 +480,9 @@ class TaskRepository(Repository[Task]):
             by_type.setdefault(task_type, {})[status] = count
         return QueueStats(by_status, by_type)
 
+    # One statement where no lock serialises the graph (SQLite's single
+    # writer), when the task is on its own; else a write unit.
+    @one_statement(when=lambda repository, dialect, key: q.graph_lock_statement(dialect) is None)
     async def delete(self, key: Any) -> bool:
         """Delete a task; dependents waiting only for it become ready, and
         the dependency facts of those that waited for it are brought up to
@@ -487,6 +500,7 @@ class TaskRepository(Repository[Task]):
             q.delete_unlinked_statement(), params, entity=self.entity, key=key
         ):
             return True
+        self._ex.needs_transaction()  # linked, or missing: nothing was deleted
         rows = await self._ex.rows(q.waiting_statement(), params, entity=self.entity)
         waiting = [str(row[0]) for row in rows]
         async with task_graph.changing(self._ex, [key], removed=[key]):
@@ -518,6 +532,7 @@ class TaskRepository(Repository[Task]):
         tasks = await self._ex.rows(retention.delete_tasks_statement(), ids, entity=self.entity)
         return {"tasks": len(tasks), "tool_executions": len(tools)}
 
+    @reads
     async def prunable(self, older_than: timedelta | datetime) -> dict[str, int]:
         """What calling :meth:`prune` until it deletes nothing would delete,
         per table (nothing is deleted)."""

@@ -13,7 +13,7 @@ from orchestrator_db import values
 from orchestrator_db.errors import InvalidTransitionError, NotFoundError, ValidationError
 from orchestrator_db.models.event import EventType
 from orchestrator_db.models.ticket import PLANNED, Comment, Ticket
-from orchestrator_db.repositories.base import Repository
+from orchestrator_db.repositories.base import Repository, one_statement, reads
 from orchestrator_db.repositories.event import EventRepository
 from orchestrator_db.repositories.project import ProjectRepository, WorkerTypeRepository
 from orchestrator_db.types import utc_now
@@ -44,6 +44,11 @@ class TicketRepository(Repository[Ticket]):
             await self._check_plan(item.project_id, item.execution_plan)
         return await super().add_many(items)
 
+    @one_statement(
+        when=lambda repository, dialect, key, **changes: (
+            "execution_plan" not in changes and repository._alone(changes)
+        )
+    )
     async def update(self, key: Any, **changes: Any) -> Ticket:
         """Change a ticket; a new plan is checked against the project's worker
         types and cannot drop stages already completed."""
@@ -90,14 +95,17 @@ class TicketRepository(Repository[Ticket]):
         )
         return ticket
 
+    @reads
     async def current_stage(self, ticket_id: str) -> str:
         """The last completed stage (a worker type), ``"Planned"`` before any."""
         return (await self.get(ticket_id)).last_completed_stage
 
+    @reads
     async def next_worker_type(self, ticket_id: str) -> str | None:
         """The worker type that works the ticket next; ``None`` once closed."""
         return self._next(await self.get(ticket_id))
 
+    @reads
     async def next_stage(self, ticket_id: str) -> Stage | None:
         """The stage to work next, with its number; ``None`` once closed."""
         ticket = await self.get(ticket_id)
@@ -106,6 +114,7 @@ class TicketRepository(Repository[Ticket]):
             return None
         return Stage(ticket.stages_completed + 1, following, len(ticket.execution_plan))
 
+    @reads
     async def open_tickets(self, project_id: str) -> builtins.list[Ticket]:
         """Tickets of a project not closed yet, oldest first."""
         return await self.list(project_id=project_id, closed_at=None)
@@ -139,6 +148,7 @@ class TicketRepository(Repository[Ticket]):
 class CommentRepository(Repository[Comment]):
     model_type = Comment
 
+    @reads
     async def for_ticket(
         self, ticket_id: str, *, stage_number: int | None = None
     ) -> builtins.list[Comment]:
@@ -152,6 +162,7 @@ class CommentRepository(Repository[Comment]):
         statement = statement.order_by(Comment.stage_number, Comment.id)
         return await self._ex.scalars(statement, entity=self.entity)
 
+    @reads
     async def by_stage(self, ticket_id: str) -> dict[int | None, builtins.list[Comment]]:
         """A ticket's comments grouped by stage number, each group in order."""
         grouped: dict[int | None, builtins.list[Comment]] = {}

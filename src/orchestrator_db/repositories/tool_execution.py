@@ -17,7 +17,7 @@ from orchestrator_db.models.tool_execution import (
     ToolExecution,
     ToolExecutionStatus,
 )
-from orchestrator_db.repositories.base import Repository
+from orchestrator_db.repositories.base import Repository, reads
 from orchestrator_db.types import sorted_as_text, utc_now
 
 
@@ -84,6 +84,7 @@ class ToolExecutionRepository(Repository[ToolExecution]):
         await self._flush_and_refresh(execution, execution_id)
         return execution
 
+    @reads
     async def stats_by_tool(self, *, since: datetime | None = None) -> builtins.list[ToolStats]:
         """Per tool: calls, failures (failed or timeout), mean and p95 duration.
 

@@ -16,7 +16,7 @@ from orchestrator_db.models.worker import (
     Worker,
     WorkerStatus,
 )
-from orchestrator_db.repositories.base import Repository, cutoff
+from orchestrator_db.repositories.base import Repository, cutoff, reads
 from orchestrator_db.repositories.event import EventRepository
 from orchestrator_db.repositories.project import WorkerTypeRepository
 from orchestrator_db.types import sorted_as_text, utc_now
@@ -78,6 +78,7 @@ class WorkerRepository(Repository[Worker]):
         await self._flush_and_refresh(worker, worker_id)
         return worker
 
+    @reads
     async def stale(self, older_than: timedelta | datetime) -> builtins.list[Worker]:
         """Live workers (spawning, active, idle) silent since ``older_than``
         (an age or an instant), least recently active first."""
@@ -92,6 +93,7 @@ class WorkerRepository(Repository[Worker]):
         )
         return await self._ex.scalars(statement, entity=self.entity)
 
+    @reads
     async def for_project(
         self, project_id: str, *, status: WorkerStatus | str | None = None
     ) -> builtins.list[Worker]:

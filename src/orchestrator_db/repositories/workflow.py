@@ -9,7 +9,7 @@ from sqlalchemy import select
 from orchestrator_db import values
 from orchestrator_db.models.task import Task
 from orchestrator_db.models.workflow import Workflow, WorkflowTask
-from orchestrator_db.repositories.base import Repository
+from orchestrator_db.repositories.base import Repository, reads
 
 
 class WorkflowTaskRepository(Repository[WorkflowTask]):
@@ -35,6 +35,7 @@ class WorkflowRepository(Repository[Workflow]):
         """Remove a task from a workflow; ``False`` if it was not in it."""
         return await self._sibling(WorkflowTaskRepository).delete((workflow_id, task_id))
 
+    @reads
     async def tasks_of(self, workflow_id: str) -> builtins.list[Task]:
         """The workflow's tasks in execution order (sequence, then when added)."""
         workflow_id = self._value(WorkflowTask.workflow_id, workflow_id, "workflow_id")

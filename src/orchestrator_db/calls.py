@@ -1,0 +1,113 @@
+"""Repository calls on the ``Database``: ``await db.tasks.update(id, title="x")``.
+
+Each call is a unit of work of its own, of the kind its method's
+:class:`~orchestrator_db.repositories.base.Plan` says for its arguments:
+
+- a **read** runs in a read-only unit (on a replica, if there are any, as
+  ``db.unit_of_work(read_only=True)`` would);
+- a **one-statement write** (``update``, ``delete``) sends its statement
+  alone: it commits on its own, with no BEGIN or COMMIT around it, so the
+  call costs one round trip on PostgreSQL and one hop to SQLite's thread.
+  One statement is atomic by itself: nothing is lost by going without the
+  transaction;
+- **any other write** runs in a write unit, committed as the method returns
+  (and rolled back if it raises).
+
+Objects come back detached, as from a unit that has ended. Where a method
+cannot know it is one statement until it has tried (deleting a task that
+turns out to have dependencies), it tries, having written nothing if it
+cannot, and the call runs again in a write unit.
+
+For several operations that must succeed or fail together, use a unit of
+work: a call never sees another's uncommitted work.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from orchestrator_db._execution.transaction import NeedsTransaction
+from orchestrator_db.repositories.base import Condition, Plan, Repository, plan_of
+
+#: The units a call runs in (see the module).
+Kind = Literal["read", "read alone", "write", "write alone"]
+#: Makes the unit of work of a call of a kind.
+Units = Callable[[Kind], Any]
+
+
+def kind_of(plan: Plan, repository: type[Any], dialect: str, args: Any, kwargs: Any) -> Kind:
+    """The kind of unit a call of a method declared with ``plan`` runs in."""
+
+    def says(condition: bool | Condition) -> bool:
+        if isinstance(condition, bool):
+            return condition
+        try:
+            return condition(repository, dialect, *args, **kwargs) is True
+        except Exception:
+            return False  # arguments it cannot judge: the method refuses them, in a unit
+
+    if says(plan.reads):
+        return "read alone" if says(plan.one_statement) else "read"
+    if plan.reads is False and says(plan.one_statement):
+        return "write alone"
+    return "write"
+
+
+class RepositoryCalls:
+    """A repository's public coroutine methods, each call a unit of work of
+    its own (see the module). Made by :class:`Calls`, or by
+    ``db.repository(MyRepository)`` for a repository of your own."""
+
+    __slots__ = ("_dialect", "_made", "_repository", "_units")
+
+    def __init__(self, units: Units, repository: type[Repository[Any]], dialect: str) -> None:
+        self._units = units
+        self._repository = repository
+        self._dialect = dialect
+        self._made: dict[str, Callable[..., Awaitable[Any]]] = {}
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        made = self._made.get(name)
+        if made is not None:
+            return made
+        method = getattr(self._repository, name, None) if not name.startswith("_") else None
+        if method is None or not inspect.iscoroutinefunction(method):
+            raise AttributeError(
+                f"{self._repository.__name__} has no method {name!r} to call on the "
+                "Database; its other attributes are a unit of work's repository's "
+                "(`async with db.unit_of_work() as uow: uow.repository(...)`)"
+            )
+        call = functools.update_wrapper(
+            functools.partial(self._call, name, plan_of(method)), method
+        )
+        self._made[name] = call
+        return call
+
+    async def _call(self, name: str, plan: Plan, /, *args: Any, **kwargs: Any) -> Any:
+        kind = kind_of(plan, self._repository, self._dialect, args, kwargs)
+        try:
+            return await self._run(kind, name, args, kwargs)
+        except NeedsTransaction:
+            # Tried as one statement, which wrote nothing: needs more after all.
+            return await self._run("write", name, args, kwargs)
+
+    async def _run(self, kind: Kind, name: str, args: Any, kwargs: Any) -> Any:
+        async with self._units(kind) as uow:
+            result = await getattr(uow.repository(self._repository), name)(*args, **kwargs)
+            if kind == "write":
+                await uow.commit()
+        return result
+
+    def __dir__(self) -> list[str]:
+        return [
+            name
+            for name in dir(self._repository)
+            if not name.startswith("_")
+            and inspect.iscoroutinefunction(getattr(self._repository, name))
+        ]
+
+    def __repr__(self) -> str:
+        return f"<{self._repository.__name__} calls>"

@@ -1,0 +1,237 @@
+"""Repository calls on the Database (``await db.tasks.update(...)``): each
+call a unit of work of its own, of the kind its method's plan says; one-
+statement writes commit on their own, with no transaction around them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect
+
+from orchestrator_db import Database, Task, TaskStatus
+from orchestrator_db._execution.postgresql import POSTGRESQL
+from orchestrator_db._execution.sqlite import SQLITE
+from orchestrator_db.calls import kind_of
+from orchestrator_db.errors import (
+    ForeignKeyViolationError,
+    InternalError,
+    NotFoundError,
+    ReadOnlyError,
+    ValidationError,
+)
+from orchestrator_db.repositories.base import one_statement, plan_of, reads
+from orchestrator_db.repositories.task import TaskRepository
+from orchestrator_db.settings import DatabaseSettings
+from tests.helpers import add_tasks, task
+
+
+async def stored(db: Database, task_id: str) -> Task:
+    async with db.unit_of_work(read_only=True, fresh=True) as uow:
+        return await uow.tasks.get(task_id)
+
+
+async def test_calls_return_what_a_unit_would_detached(db: Database) -> None:
+    (added,) = await add_tasks(db, task(title="before"))
+    updated = await db.tasks.update(added.id, title="after", config={"k": [1, "two"]})
+    assert (updated.title, updated.config) == ("after", {"k": [1, "two"]})
+    assert inspect(updated).detached
+    assert updated.updated_at > added.updated_at
+    kept = await stored(db, added.id)
+    assert (kept.title, kept.config, kept.updated_at) == (
+        "after",
+        {"k": [1, "two"]},
+        updated.updated_at,
+    )
+    got = await db.tasks.get(added.id)
+    assert inspect(got).detached
+    assert {c.key: getattr(got, c.key) for c in inspect(Task).column_attrs} == {
+        c.key: getattr(kept, c.key) for c in inspect(Task).column_attrs
+    }
+    assert await db.tasks.get_or_none(str(uuid.uuid4())) is None
+    assert [t.id for t in await db.tasks.list(title="after")] == [added.id]
+    assert (await db.tasks.page(limit=5)).items[0].id == added.id
+    assert await db.tasks.count(title="after") == 1
+    assert await db.tasks.exists(title="after")
+    with pytest.raises(NotFoundError):
+        await db.tasks.update(str(uuid.uuid4()), title="nobody")
+
+
+@pytest.mark.parametrize("echo", [False, True], ids=["direct", "through SQLAlchemy"])
+async def test_a_one_statement_write_commits_before_its_unit_ends(
+    database_url: str, database_options: dict[str, Any], echo: bool
+) -> None:
+    async with Database(database_url, **database_options, echo=echo) as db:
+        await one_statement_alone(db)
+
+
+async def one_statement_alone(db: Database) -> None:
+    (added,) = await add_tasks(db, task(title="before"))
+    async with db._unit("write alone") as uow:
+        await uow.tasks.update(added.id, title="alone")
+        # No transaction holds it: another connection sees it already.
+        assert (await stored(db, added.id)).title == "alone"
+        # A second statement is refused: the first committed on its own.
+        with pytest.raises(InternalError, match="second"):
+            await uow.tasks.update(added.id, title="again")
+    assert (await stored(db, added.id)).title == "alone"
+
+
+async def test_pooled_connections_keep_their_transactions_after_a_call(
+    database_url: str, database_options: dict[str, Any]
+) -> None:
+    """The autocommit of a one-statement write stays with its call: the
+    next unit on the same (only) pooled connection is a transaction again."""
+    options = {**database_options, "pool_size": 1, "max_overflow": 0}
+    async with Database(database_url, **options) as db:
+        (added,) = await add_tasks(db, task(title="kept"))
+        for _ in range(2):
+            await db.tasks.update(added.id, title="kept")
+            async with db.unit_of_work() as uow:
+                await uow.tasks.update(added.id, title="rolled back")
+                await uow.rollback()
+            assert (await stored(db, added.id)).title == "kept"
+            assert db.pool_status().checked_out == 0
+
+
+async def test_a_refused_call_writes_nothing_and_gives_its_connection_back(
+    db: Database,
+) -> None:
+    (added,) = await add_tasks(db, task(title="before"))
+    with pytest.raises(ForeignKeyViolationError):
+        await db.tasks.update(added.id, title="x", parent_task_id=str(uuid.uuid4()))
+    with pytest.raises(ValidationError):
+        await db.tasks.update(added.id, title="\x00")
+    with pytest.raises(ValidationError):
+        await db.tasks.update(added.id, status="running")  # a domain method's field
+    kept = await stored(db, added.id)
+    assert (kept.title, kept.parent_task_id) == ("before", None)
+    assert db.pool_status().checked_out == 0
+    assert db.pool_status(read_only=True).checked_out == 0
+
+
+async def test_updates_that_need_more_than_one_statement_get_a_unit(db: Database) -> None:
+    """A new priority refreshes the calculated one; a given updated_at is
+    read back as the row keeps it."""
+    first, second = await add_tasks(db, task(), task())
+    async with db.unit_of_work() as uow:
+        in_unit = await uow.tasks.update(first.id, priority=9)
+        await uow.commit()
+    called = await db.tasks.update(second.id, priority=9)
+    assert called.calculated_priority == in_unit.calculated_priority
+    assert (await stored(db, second.id)).calculated_priority == in_unit.calculated_priority
+    when = datetime(2030, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
+    given = await db.tasks.update(first.id, title="dated", updated_at=when)
+    assert given.updated_at == (await stored(db, first.id)).updated_at
+
+
+async def test_delete_calls_keep_the_graph(db: Database) -> None:
+    alone = await db.tasks.submit(task())
+    prerequisite = await db.tasks.submit(task())
+    dependent = await db.tasks.submit(task(), depends_on=[prerequisite.id])
+    assert (await stored(db, dependent.id)).status is TaskStatus.BLOCKED
+    assert await db.tasks.delete(alone.id)
+    assert await db.tasks.delete(prerequisite.id)  # linked: run again in a unit
+    assert await db.tasks.get_or_none(alone.id) is None
+    released = await stored(db, dependent.id)
+    assert released.status is TaskStatus.READY
+    assert await db.tasks.dependencies_of(dependent.id) == []
+    assert not await db.tasks.delete(prerequisite.id)
+    assert not await db.tasks.delete(str(uuid.uuid4()))
+
+
+class Declared(TaskRepository):
+    """Methods of a user's repository, declared well and badly."""
+
+    @one_statement()
+    async def two_statements(self, task_id: str) -> None:
+        await self.update(task_id, title="first")
+        await self.update(task_id, title="second")
+
+    @one_statement()
+    async def tries_first(self, task_id: str) -> str:
+        if not await self.exists(id=task_id, title="ready to go"):
+            self._ex.needs_transaction()  # nothing written: a unit, please
+            await self.update(task_id, title="ready to go")
+            return "in a unit"
+        return "alone"
+
+    async def undeclared(self, task_id: str) -> None:
+        await self.update(task_id, title="one")
+        await self.update(task_id, title="two")
+
+    @reads
+    async def claims_to_read(self, task_id: str) -> None:
+        await self.update(task_id, title="written")
+
+
+async def test_user_repositories_run_as_declared(db: Database) -> None:
+    (added,) = await add_tasks(db, task(title="start"))
+    declared = db.repository(Declared)
+    with pytest.raises(InternalError, match="declared one statement"):
+        await declared.two_statements(added.id)
+    assert (await stored(db, added.id)).title == "first"  # committed on its own
+    assert await declared.tries_first(added.id) == "in a unit"
+    assert await declared.tries_first(added.id) == "alone"
+    await declared.undeclared(added.id)
+    assert (await stored(db, added.id)).title == "two"
+    with pytest.raises(ReadOnlyError):
+        await declared.claims_to_read(added.id)
+    assert (await stored(db, added.id)).title == "two"
+    assert db.pool_status().checked_out == 0
+
+
+async def test_calls_are_only_a_repositorys_coroutine_methods(db: Database) -> None:
+    assert "update" in dir(db.tasks) and "session" not in dir(db.tasks)
+    with pytest.raises(AttributeError, match="unit of work"):
+        db.tasks.session  # noqa: B018
+    with pytest.raises(AttributeError):
+        db.tasks._flush  # noqa: B018
+    with pytest.raises(ValidationError):
+        db.repository(Task)  # type: ignore[type-var]
+    assert db.tasks is db.tasks
+    assert db.tasks.update.__doc__ == TaskRepository.update.__doc__
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "kwargs", "sqlite", "postgresql"),
+    [
+        ("get", ("k",), {}, "read alone", "read alone"),
+        ("get", ("k",), {"for_update": True}, "write", "write"),
+        ("get", (), {}, "write", "write"),  # refused by get itself, in a unit
+        ("list", (), {"limit": 3}, "read", "read"),
+        ("update", ("k",), {"title": "t"}, "write alone", "write alone"),
+        ("update", (), {"key": "k", "title": "t"}, "write alone", "write alone"),
+        ("update", ("k",), {"priority": 3}, "write", "write"),
+        ("update", ("k",), {"updated_at": None}, "write", "write"),
+        ("delete", ("k",), {}, "write alone", "write"),  # PostgreSQL locks the graph
+        ("submit", (task(),), {}, "write", "write"),
+        ("stats", (), {}, "read", "read"),
+    ],
+)
+def test_each_call_gets_the_unit_its_plan_says(
+    method: str, args: tuple[Any, ...], kwargs: dict[str, Any], sqlite: str, postgresql: str
+) -> None:
+    plan = plan_of(getattr(TaskRepository, method))
+    for dialect, expected in (("sqlite", sqlite), ("postgresql", postgresql)):
+        assert kind_of(plan, TaskRepository, dialect, args, kwargs) == expected
+
+
+def test_one_statement_writes_are_kept_from_pgbouncer_with_a_statement_timeout() -> None:
+    # The timeout is each transaction's own there: a statement alone has none.
+    assert not POSTGRESQL.autocommit_writes(DatabaseSettings(pgbouncer=True, statement_timeout=5.0))
+    assert POSTGRESQL.autocommit_writes(DatabaseSettings(pgbouncer=True))
+    assert POSTGRESQL.autocommit_writes(DatabaseSettings(statement_timeout=5.0))
+    assert SQLITE.autocommit_writes(DatabaseSettings())
+
+
+async def test_reads_see_what_was_committed_when_they_ran(db: Database) -> None:
+    """Reads see what was committed when they ran, as read-only units do."""
+    (added,) = await add_tasks(db, task(title="one"))
+    async with db.unit_of_work() as uow:
+        await uow.tasks.update(added.id, title="uncommitted")
+        assert (await db.tasks.get(added.id)).title == "one"
+        await uow.commit()
+    assert (await db.tasks.get(added.id)).title == "uncommitted"
