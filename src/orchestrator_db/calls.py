@@ -61,19 +61,27 @@ class RepositoryCalls:
     its own (see the module). Made by :class:`Calls`, or by
     ``db.repository(MyRepository)`` for a repository of your own."""
 
-    __slots__ = ("_dialect", "_made", "_repository", "_units")
+    __slots__ = ("_alone", "_dialect", "_made", "_repository", "_units")
 
-    def __init__(self, units: Units, repository: type[Repository[Any]], dialect: str) -> None:
+    def __init__(
+        self, units: Units, repository: type[Repository[Any]], dialect: str, *, alone: bool
+    ) -> None:
+        """``units`` makes the unit of a kind; ``alone``: whether writes of
+        one statement may run alone (else they run in a write unit: see
+        :meth:`~orchestrator_db._execution.backend.Backend.autocommit_writes`)."""
         self._units = units
         self._repository = repository
         self._dialect = dialect
+        self._alone = alone
         self._made: dict[str, Callable[..., Awaitable[Any]]] = {}
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        if name.startswith("_"):
+            raise AttributeError(name)  # nor are the slots, before __init__ (copy)
         made = self._made.get(name)
         if made is not None:
             return made
-        method = getattr(self._repository, name, None) if not name.startswith("_") else None
+        method = getattr(self._repository, name, None)
         if method is None or not inspect.iscoroutinefunction(method):
             raise AttributeError(
                 f"{self._repository.__name__} has no method {name!r} to call on the "
@@ -83,11 +91,17 @@ class RepositoryCalls:
         call = functools.update_wrapper(
             functools.partial(self._call, name, plan_of(method)), method
         )
+        signature = inspect.signature(method)
+        call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=list(signature.parameters.values())[1:]  # no self
+        )
         self._made[name] = call
         return call
 
     async def _call(self, name: str, plan: Plan, /, *args: Any, **kwargs: Any) -> Any:
         kind = kind_of(plan, self._repository, self._dialect, args, kwargs)
+        if kind == "write alone" and not self._alone:
+            kind = "write"
         try:
             return await self._run(kind, name, args, kwargs)
         except NeedsTransaction:

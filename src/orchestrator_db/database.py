@@ -177,7 +177,8 @@ class Database(Repositories):
     def _unit(self, kind: Kind, *, fresh: bool = False) -> UnitOfWork:
         """A unit of work of ``kind`` (see :mod:`orchestrator_db.calls`)."""
         check = None if self._schema_known else self._check_schema
-        if kind == "write alone" and self._alone is not None:
+        if kind == "write alone":
+            assert self._alone is not None, "RepositoryCalls asks only when it may"
             return UnitOfWork(
                 self._alone.sessions,
                 self._backend,
@@ -188,7 +189,7 @@ class Database(Repositories):
                 writes=True,
                 alone=True,
             )
-        if kind in ("write", "write alone"):
+        if kind == "write":
             return UnitOfWork(
                 self._write_sessions,
                 self._backend,
@@ -215,7 +216,8 @@ class Database(Repositories):
             raise ValidationError(
                 f"expected a Repository subclass, got {repository!r}", field="repository"
             )
-        return cast(RepositoryT, RepositoryCalls(self._unit, repository, self.dialect))
+        calls = RepositoryCalls(self._unit, repository, self.dialect, alone=self._alone is not None)
+        return cast(RepositoryT, calls)
 
     async def _listen(self, wake: Callable[[str], None]) -> Listener:
         """The connection waiters listen on: of an engine of its own, which

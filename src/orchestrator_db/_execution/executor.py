@@ -1006,8 +1006,11 @@ class UnitExecutor:
                 session.sync_session.close()  # nothing left to roll back
             elif self._holds_no_connection():
                 # Nothing to roll back or give back: detaching the objects
-                # needs no I/O and no greenlet hop.
-                session.sync_session.close()
+                # needs no I/O and no greenlet hop (and a session that holds
+                # none, as a unit of one call's, needs nothing at all).
+                sync = session.sync_session
+                if sync.in_transaction() or self.holds_objects():
+                    sync.close()
             else:
                 await self._session.close()
         finally:
