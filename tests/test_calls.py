@@ -4,6 +4,7 @@ statement writes commit on their own, with no transaction around them."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import uuid
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect
 
-from orchestrator_db import Database, Task, TaskStatus
+from orchestrator_db import Database, Task, TaskStatus, Workflow
 from orchestrator_db._execution.postgresql import POSTGRESQL
 from orchestrator_db._execution.sqlite import SQLITE
 from orchestrator_db.calls import kind_of
@@ -255,3 +256,55 @@ async def test_reads_see_what_was_committed_when_they_ran(db: Database) -> None:
         assert (await db.tasks.get(added.id)).title == "one"
         await uow.commit()
     assert (await db.tasks.get(added.id)).title == "uncommitted"
+
+
+async def test_calls_go_through_sqlalchemy_when_it_must_see_them(
+    database_url: str, database_options: dict[str, Any]
+) -> None:
+    """With echo on (or a listener), a one-statement call runs in a unit,
+    where SQLAlchemy sees its statement: the same results."""
+    async with Database(database_url, **database_options, echo=True) as db:
+        (added,) = await add_tasks(db, task(title="before"))
+        assert (await db.tasks.update(added.id, title="after")).title == "after"
+        assert (await db.tasks.get(added.id)).title == "after"
+        assert await db.tasks.delete(added.id)
+        assert await db.tasks.get_or_none(added.id) is None
+        assert db.pool_status().checked_out == 0
+
+
+class Sneaky(TaskRepository):
+    @reads(one_statement=True)
+    async def reads_but_writes(self, task_id: str) -> Task:
+        return await self.update(task_id, title="written")
+
+
+async def test_a_call_declared_a_read_cannot_write(db: Database) -> None:
+    (added,) = await add_tasks(db, task(title="kept"))
+    with pytest.raises(ReadOnlyError):
+        await db.repository(Sneaky).reads_but_writes(added.id)
+    assert (await stored(db, added.id)).title == "kept"
+    # A write of the session's (the generic delete) runs in a unit instead.
+    workflow = await db.workflows.add(Workflow(name="w", definition={}))
+    assert await db.workflows.delete(workflow.id)
+    assert await db.workflows.get_or_none(workflow.id) is None
+    assert db.pool_status().checked_out == 0
+
+
+async def test_a_cancelled_call_gives_its_connection_back(db: Database) -> None:
+    """A call cancelled while it waits for a lock drops its connection; the
+    pool and later calls are unharmed (whether the write took effect is
+    unknown, as the README says)."""
+    (added,) = await add_tasks(db, task(title="before"))
+    async with db.unit_of_work() as uow:
+        await uow.tasks.update(added.id, title="held")  # the row's (or SQLite's) lock
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await db.tasks.update(added.id, title="late")
+        await uow.commit()
+    assert db.pool_status().checked_out == 0
+    # The dropped connection closes in aiosqlite's thread meanwhile, without
+    # being awaited (as a unit's dropped connection does): let it finish
+    # before the test's event loop closes.
+    await asyncio.sleep(0.3)
+    assert (await db.tasks.update(added.id, title="after")).title == "after"
+    assert (await stored(db, added.id)).title == "after"

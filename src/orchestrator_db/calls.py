@@ -13,6 +13,11 @@ Each call is a unit of work of its own, of the kind its method's
 - **any other write** runs in a write unit, committed as the method returns
   (and rolled back if it raises).
 
+A call of one statement (a one-statement write, or a read declared one
+statement, such as ``get``) needs no session and no transaction: it runs on
+a pooled connection alone (see :mod:`orchestrator_db._execution.call`),
+unless it needs what only a unit has (then it runs in one).
+
 Objects come back detached, as from a unit that has ended. Where a method
 cannot know it is one statement until it has tried (deleting a task that
 turns out to have dependencies), it tries, having written nothing if it
@@ -29,6 +34,8 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
+from orchestrator_db._execution.call import CallExecutor, NeedsUnit
+from orchestrator_db._execution.errors import Boundary
 from orchestrator_db._execution.transaction import NeedsTransaction
 from orchestrator_db.repositories.base import Condition, Plan, Repository, plan_of
 
@@ -36,6 +43,9 @@ from orchestrator_db.repositories.base import Condition, Plan, Repository, plan_
 Kind = Literal["read", "read alone", "write", "write alone"]
 #: Makes the unit of work of a call of a kind.
 Units = Callable[[Kind], Any]
+#: The executor of a call of one statement of a kind ("read alone", "write
+#: alone"), or ``None`` where such calls run in units (read replicas).
+Executors = Callable[[Kind], Awaitable[CallExecutor | None]]
 
 
 def kind_of(plan: Plan, repository: type[Any], dialect: str, args: Any, kwargs: Any) -> Kind:
@@ -61,15 +71,23 @@ class RepositoryCalls:
     its own (see the module). Made by :class:`Calls`, or by
     ``db.repository(MyRepository)`` for a repository of your own."""
 
-    __slots__ = ("_alone", "_dialect", "_made", "_repository", "_units")
+    __slots__ = ("_alone", "_dialect", "_executors", "_made", "_repository", "_units")
 
     def __init__(
-        self, units: Units, repository: type[Repository[Any]], dialect: str, *, alone: bool
+        self,
+        units: Units,
+        executors: Executors,
+        repository: type[Repository[Any]],
+        dialect: str,
+        *,
+        alone: bool,
     ) -> None:
-        """``units`` makes the unit of a kind; ``alone``: whether writes of
-        one statement may run alone (else they run in a write unit: see
+        """``units`` makes the unit of a kind, ``executors`` the executor of a
+        call of one statement; ``alone``: whether writes of one statement may
+        run alone (else they run in a write unit: see
         :meth:`~orchestrator_db._execution.backend.Backend.autocommit_writes`)."""
         self._units = units
+        self._executors = executors
         self._repository = repository
         self._dialect = dialect
         self._alone = alone
@@ -109,6 +127,17 @@ class RepositoryCalls:
             return await self._run("write", name, args, kwargs)
 
     async def _run(self, kind: Kind, name: str, args: Any, kwargs: Any) -> Any:
+        if kind in ("read alone", "write alone"):
+            executor = await self._executors(kind)
+            if executor is not None:
+                try:
+                    repository = self._repository(executor)  # type: ignore[arg-type]
+                    return await getattr(repository, name)(*args, **kwargs)
+                except NeedsUnit:
+                    pass  # declined, with nothing sent: in a unit, then
+                finally:
+                    with Boundary(executor.backend):
+                        await executor.close()
         async with self._units(kind) as uow:
             result = await getattr(uow.repository(self._repository), name)(*args, **kwargs)
             if kind == "write":

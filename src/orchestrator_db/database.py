@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.pool import NullPool, QueuePool
 
 from orchestrator_db import health, retention, retrying, values
+from orchestrator_db._execution.call import CallExecutor
 from orchestrator_db._execution.engines import (
     backend_for,
     create_engine,
@@ -209,6 +210,25 @@ class Database(Repositories):
             alone=kind == "read alone",
         )
 
+    async def _call_executor(self, kind: Kind) -> CallExecutor | None:
+        """The executor of a call of one statement (see
+        :mod:`orchestrator_db._execution.call`): on the write pool, or on
+        the primary's read pool (not where a replica may serve the read, nor
+        where read-only units are transactions: behind PgBouncer)."""
+        if not self._schema_known:
+            with Boundary(self._backend):
+                await self._check_schema()
+        if kind == "write alone":
+            engine = self.engine
+        elif self._replica_routes or self._primary_reads.autocommit_engine is None:
+            return None
+        else:
+            engine = self._read_engine
+        self._observer.unit_opened()
+        return CallExecutor(
+            engine.sync_engine, self._backend, self._observer, read_only=kind == "read alone"
+        )
+
     def repository(self, repository: type[RepositoryT]) -> RepositoryT:
         """The methods of ``repository`` (one of your own, say), each call a
         unit of work of its own, as ``db.tasks`` (see :mod:`orchestrator_db.calls`)."""
@@ -216,7 +236,13 @@ class Database(Repositories):
             raise ValidationError(
                 f"expected a Repository subclass, got {repository!r}", field="repository"
             )
-        calls = RepositoryCalls(self._unit, repository, self.dialect, alone=self._alone is not None)
+        calls = RepositoryCalls(
+            self._unit,
+            self._call_executor,
+            repository,
+            self.dialect,
+            alone=self._alone is not None,
+        )
         return cast(RepositoryT, calls)
 
     async def _listen(self, wake: Callable[[str], None]) -> Listener:

@@ -146,10 +146,19 @@ class Backend:
         announced by any process."""
         raise NotImplementedError
 
-    def connection_lost(self, connection: AsyncConnection, error: BaseException) -> bool:
+    def connection_lost(self, raw: PoolProxiedConnection | None, error: BaseException) -> bool:
         """Whether ``error``, raised by a statement sent straight to the
-        driver, means the connection is gone (SQLAlchemy would invalidate it)."""
+        driver of the pooled connection ``raw`` (``None``: one closed
+        already), means the connection is gone (SQLAlchemy would invalidate it)."""
         return False
+
+    def start_call(self, raw: PoolProxiedConnection, *, read_only: bool) -> None:
+        """Make ``raw``, checked out of the pool without a ``Connection``
+        (a call's: see :mod:`.call`), run each statement on its own, as the
+        engines of :meth:`autocommit_options` and read-only units do."""
+
+    def end_call(self, raw: PoolProxiedConnection) -> None:
+        """Undo :meth:`start_call` before ``raw`` goes back to the pool."""
 
     # ------------------------------------------------------- migrations
 

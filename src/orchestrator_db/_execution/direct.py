@@ -26,6 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import Executable
@@ -39,13 +40,23 @@ from orchestrator_db.errors import DataLayerError
 _OBSERVERS = ("before_execute", "after_execute", "before_cursor_execute", "after_cursor_execute")
 
 
+def observed(engine: Engine) -> bool:
+    """Whether ``engine``'s statements must go through SQLAlchemy: it logs
+    them, or listeners see them or their errors (see the module)."""
+    # The engine's own logger: echo, or INFO on sqlalchemy.engine (with any
+    # logging_name the engine was given).
+    if engine.logger.isEnabledFor(logging.INFO):
+        return True
+    if any(getattr(engine.dispatch, name) for name in _OBSERVERS):
+        return True
+    return bool(engine.dialect.dispatch.handle_error)  # custom error or disconnect handling
+
+
 def direct_fetch(connection: AsyncConnection, backend: Backend) -> Fetch | None:
     """How to run statements on ``connection`` straight through its driver,
     or ``None`` when they must go through SQLAlchemy (see the module)."""
     engine = connection.sync_engine
-    # The engine's own logger: echo, or INFO on sqlalchemy.engine (with any
-    # logging_name the engine was given).
-    if engine.logger.isEnabledFor(logging.INFO):
+    if observed(engine):
         return None
     sync = connection.sync_connection
     if sync is None or sync.invalidated or sync.closed:
@@ -53,11 +64,7 @@ def direct_fetch(connection: AsyncConnection, backend: Backend) -> Fetch | None:
     # A connection's own dispatch joins the engine's; reading it builds a
     # listener view per event on every new connection, so it is read only
     # when listeners were set on the connection itself.
-    dispatches = (engine.dispatch, sync.dispatch) if sync._has_events else (engine.dispatch,)
-    for dispatch in dispatches:
-        if any(getattr(dispatch, name) for name in _OBSERVERS):
-            return None
-    if engine.dialect.dispatch.handle_error:  # custom error or disconnect handling
+    if sync._has_events and any(getattr(sync.dispatch, name) for name in _OBSERVERS):
         return None
     if "schema_translate_map" in sync.get_execution_options():
         return None
@@ -97,7 +104,9 @@ async def fetch_rows(
     except Exception as error:
         # SQLAlchemy invalidates a connection it sees die; this statement
         # went around it, so the pool is told here.
-        lost = backend.connection_lost(connection, error)
+        sync = connection.sync_connection
+        raw = None if sync is None or sync.invalidated or sync.closed else sync.connection
+        lost = backend.connection_lost(raw, error)
         if lost:
             await connection.invalidate(error)
         raise sa_exc.DBAPIError.instance(

@@ -75,12 +75,12 @@ from orchestrator_db._execution.transaction import (
     Notices,
     OwnConnection,
     Turn,
+    second_statement,
 )
 from orchestrator_db.errors import (
     DatabaseError,
     DataLayerError,
     ForeignKeyViolationError,
-    InternalError,
     TransactionAbortedError,
 )
 from orchestrator_db.models.base import Base, check_bound_values, check_values
@@ -650,11 +650,7 @@ class UnitExecutor:
         """Count a statement of a one-statement unit; refuse a second one."""
         self._sent += 1
         if self._sent > 1:
-            raise InternalError(
-                "an operation declared one statement sent a second one (its first "
-                "committed on its own): declare it a write, or make it call "
-                "needs_transaction() before it"
-            )
+            raise second_statement()
 
     def needs_transaction(self) -> None:
         """Said by an operation of a one-statement unit that needs more than
@@ -882,6 +878,19 @@ class UnitExecutor:
 
     def loaded(self, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT | None:
         return rows.loaded(self.session.sync_session, model, row, refresh=refresh)
+
+    def unflushed(self, *, auto: bool = False) -> bool:
+        """Whether the session holds changes to flush (with ``auto``: and
+        flushes them itself before a query, autoflush being on)."""
+        sync = self.session.sync_session
+        if auto and not sync.autoflush:
+            return False
+        return bool(sync.new or sync.deleted or sync.dirty)
+
+    def holds_key(self, model: type[Base], parts: Sequence[Any]) -> bool:
+        """Whether the session holds the stored object of key ``parts``."""
+        mapper = rows.row_layout(model).mapper
+        return mapper.identity_key_from_primary_key(tuple(parts)) in self.session.identity_map
 
     def holds(self, model: type[Base], key: Any) -> bool:
         """Whether the session holds an object for the row ``key`` of

@@ -254,16 +254,25 @@ class PostgreSQLBackend(Backend):
         driver = sync.connection.driver_connection
         return driver is not None and bool(driver.is_in_transaction())
 
-    def connection_lost(self, connection: AsyncConnection, error: BaseException) -> bool:
+    def connection_lost(self, raw: PoolProxiedConnection | None, error: BaseException) -> bool:
         # A backend killed mid-transaction can surface as an asyncpg protocol
         # error, so the driver's own state decides too, not only the error.
         if isinstance(self.translate(error, None, None), DatabaseUnavailableError):
             return True
-        sync = connection.sync_connection
-        if sync is None or sync.invalidated or sync.closed:
+        if raw is None:
             return False
-        is_closed = getattr(sync.connection.driver_connection, "is_closed", None)
+        is_closed = getattr(raw.driver_connection, "is_closed", None)
         return bool(is_closed is not None and is_closed())
+
+    def start_call(self, raw: PoolProxiedConnection, *, read_only: bool) -> None:
+        # The read-only pool's connections are in autocommit already; a write
+        # pool's is while the call holds it (the adapter's flag: no round trip).
+        if not read_only:
+            raw.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+
+    def end_call(self, raw: PoolProxiedConnection) -> None:
+        if not raw.info.get(_READ_ONLY):
+            raw.dbapi_connection.autocommit = False  # type: ignore[union-attr]
 
     def translate(
         self, error: BaseException, entity: str | None, key: Any

@@ -139,6 +139,11 @@ class SQLiteBackend(Backend):
     def autocommit_reads(self, settings: DatabaseSettings) -> bool:
         return True
 
+    def start_call(self, raw: PoolProxiedConnection, *, read_only: bool) -> None:
+        # No BEGIN is sent on a connection no Connection wraps: each statement
+        # commits on its own; only query_only is to be matched.
+        _match_pooled(raw, read_only)
+
     def autocommit_options(self) -> dict[str, Any]:
         # No BEGIN: SQLite runs the statement as a transaction of its own,
         # taking the write lock as it starts (waiting for it as any BEGIN does).
@@ -270,7 +275,10 @@ def _match_read_only(connection: Connection) -> None:
     statements that go straight to the driver begin no transaction, so this
     cannot wait for a ``begin``."""
     read_only = bool(connection.get_execution_options().get(READ_ONLY_OPTION, False))
-    pooled = connection.connection
+    _match_pooled(connection.connection, read_only)
+
+
+def _match_pooled(pooled: PoolProxiedConnection, read_only: bool) -> None:
     # query_only is per connection: switch it only when it changes, so
     # units of work of one kind pay nothing for it.
     if pooled.info.get(READ_ONLY_OPTION, False) is read_only:

@@ -24,6 +24,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.util import greenlet_spawn
 
+from orchestrator_db.errors import InternalError
+
 if TYPE_CHECKING:
     from orchestrator_db._execution.executor import Executor
 
@@ -39,6 +41,15 @@ class NeedsTransaction(BaseException):
 
     def __init__(self) -> None:
         super().__init__("the operation needs a transaction")
+
+
+def second_statement() -> InternalError:
+    """The error of an operation declared one statement that sent a second."""
+    return InternalError(
+        "an operation declared one statement sent a second one (its first "
+        "committed on its own): declare it a write, or make it call "
+        "needs_transaction() before it"
+    )
 
 
 #: How :meth:`OwnConnection.end` ends a transaction.

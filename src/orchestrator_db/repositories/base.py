@@ -48,7 +48,7 @@ from orchestrator_db.sql import IDS_PER_STATEMENT
 from orchestrator_db.types import JSONValue, UUIDString, canonical_uuid
 
 if TYPE_CHECKING:
-    from orchestrator_db._execution.executor import UnitExecutor
+    from orchestrator_db._execution.executor import UnitExecutor, UnitSession
 
 ModelT = TypeVar("ModelT", bound=Base)
 RepositoryT = TypeVar("RepositoryT", bound="Repository[Any]")
@@ -218,8 +218,11 @@ class Repository(Generic[ModelT]):
 
     def __init__(self, executor: UnitExecutor) -> None:
         self._ex = executor
-        #: The unit of work's session.
-        self.session = executor.session
+
+    @property
+    def session(self) -> UnitSession:
+        """The unit of work's session."""
+        return self._ex.session
 
     @staticmethod
     def _value(attribute: InstrumentedAttribute[Any], value: Any, field: str) -> Any:
@@ -502,12 +505,11 @@ class Repository(Generic[ModelT]):
     async def _autoflush(self) -> None:
         """Flush what the unit holds unflushed, as the ORM does before a
         query (unless autoflush is off), so that a statement sees it."""
-        if self.session.autoflush:
-            await self._flush_pending()
+        if self._ex.unflushed(auto=True):
+            await self._ex.flush(entity=self.entity)
 
     async def _flush_pending(self) -> None:
-        session = self.session
-        if session.new or session.deleted or session.dirty:
+        if self._ex.unflushed():
             await self._ex.flush(entity=self.entity)
 
     async def _flush_and_refresh(self, obj: ModelT, key: Any) -> None:
@@ -582,10 +584,7 @@ class Repository(Generic[ModelT]):
             values.boolean(for_update, "for_update")
         layout = row_layout(self.model_type)
         parts = self._key_parts(key)
-        session = self.session
-        if for_update or layout.mapper.identity_key_from_primary_key(parts) in (
-            session.identity_map
-        ):
+        if for_update or self._ex.holds_key(self.model_type, parts):
             # Loaded already (no query at all), or to be locked: the ORM's own get.
             ident = parts[0] if len(parts) == 1 else parts
             return await self._ex.get(self.model_type, ident, for_update=for_update)

@@ -1,0 +1,179 @@
+"""A call of one statement, on a pooled connection and nothing else.
+
+A call on the ``Database`` whose plan is one statement (see
+:mod:`orchestrator_db.calls`) needs no transaction, no session and no
+``Connection``: :class:`CallExecutor` checks a connection out of the pool,
+has the backend make it commit each statement on its own
+(:meth:`Backend.start_call`), hands the statement, compiled once, straight to
+the driver, builds the row's object detached, and gives the connection
+back. That is what a unit of work costs beyond the statement itself, most
+of a one-row call's time.
+
+Whatever it cannot do that way, before anything is sent, it declines with
+:class:`NeedsUnit`, and the call runs in a unit of work of the same kind
+instead: a statement that must go through SQLAlchemy (echo, an engine
+listener, a rewriting execution option), or anything but a statement
+(the session, a flush). What it does is a unit's contract all the same:
+errors are typed, the statement is timed for the slow-statement log, a
+connection found dead is dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql.expression import Executable
+from sqlalchemy.util import greenlet_spawn
+
+from orchestrator_db._execution import rows as rows_module
+from orchestrator_db._execution.backend import Backend, cause_of
+from orchestrator_db._execution.compiled import compiled
+from orchestrator_db._execution.direct import observed
+from orchestrator_db._execution.errors import translate
+from orchestrator_db._execution.observe import Observer
+from orchestrator_db._execution.transaction import NeedsTransaction, second_statement
+from orchestrator_db.errors import DataLayerError, InternalError
+from orchestrator_db.models.base import Base
+
+ModelT = TypeVar("ModelT", bound=Base)
+
+
+class NeedsUnit(BaseException):
+    """Raised by a :class:`CallExecutor` asked for what it does not do, with
+    nothing sent: the call runs in a unit of work instead. Never leaves the
+    package (not an ``Exception``: see :class:`NeedsTransaction`)."""
+
+
+class CallExecutor:
+    """The executor of a call of one statement (see the module): what a
+    repository method asks of a unit's executor, for the one statement."""
+
+    one_statement = True
+    failure: DataLayerError | None = None
+
+    def __init__(
+        self, engine: Engine, backend: Backend, observer: Observer | None, *, read_only: bool
+    ) -> None:
+        """``engine``: whose pool the connection comes from; ``read_only``:
+        a read's call (a read-only pool's connection, or SQLite's query_only)."""
+        self.backend = backend
+        self.dialect = engine.dialect
+        self.observer = observer
+        self._engine = engine
+        self._read_only = read_only
+        self._raw: PoolProxiedConnection | None = None
+        self._sent = 0
+
+    def __getattr__(self, name: str) -> NoReturn:
+        # Anything else a unit's executor does (a flush, the ORM's get...).
+        if name.startswith("__"):
+            raise AttributeError(name)
+        self._decline()
+
+    @property
+    def session(self) -> NoReturn:
+        self._decline()
+
+    def _decline(self) -> NoReturn:
+        if self._sent:
+            raise InternalError(
+                "an operation declared one statement asked for more after its statement"
+            )
+        raise NeedsUnit
+
+    def needs_transaction(self) -> None:
+        raise NeedsTransaction
+
+    def unflushed(self, *, auto: bool = False) -> bool:
+        return False  # nothing is held, so nothing is pending
+
+    def holds(self, model: type[Base], key: Any) -> bool:
+        return False
+
+    def holds_key(self, model: type[Base], parts: Sequence[Any]) -> bool:
+        return False
+
+    def adopt(self, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT:
+        return rows_module.detached(model, row)
+
+    def loaded(self, model: type[ModelT], row: Sequence[Any], *, refresh: bool) -> ModelT | None:
+        return None
+
+    async def refresh_loaded(self, model: type[Base], keys: Iterable[Any]) -> None:
+        return None  # nothing is loaded
+
+    async def rows(
+        self,
+        statement: Executable,
+        params: Mapping[str, Any] | None = None,
+        *,
+        entity: str | None = None,
+        key: Any = None,
+    ) -> list[Any]:
+        if self._sent:
+            raise second_statement()
+        engine = self._engine
+        prepared = compiled(statement, self.dialect)
+        if (
+            prepared is None
+            or observed(engine)
+            or "schema_translate_map" in engine.get_execution_options()
+        ):
+            raise NeedsUnit
+        raw = await self._checkout()
+        fetch = self.backend.fetcher(raw)
+        if fetch is None:
+            raise NeedsUnit
+        self._sent = 1
+        started = time.perf_counter()
+        try:
+            return await prepared.rows(fetch, params)
+        except DataLayerError:
+            raise
+        except Exception as error:
+            if self.backend.connection_lost(raw, error):
+                raw.invalidate(error)
+            translated = translate(error, self.backend, entity=entity, key=key)
+            raise translated from cause_of(translated, error)
+        except BaseException as error:
+            # Cancelled mid-statement: the driver's state is unknown.
+            raw.invalidate(error)
+            raise
+        finally:
+            if self.observer is not None:
+                self.observer.statement(statement, started)
+
+    async def _checkout(self) -> PoolProxiedConnection:
+        started = time.perf_counter()
+        try:
+            raw = await greenlet_spawn(self._connect)
+        except DataLayerError:
+            raise
+        except Exception as error:
+            translated = translate(error, self.backend)
+            raise translated from cause_of(translated, error)
+        if self.observer is not None:
+            self.observer.pool_wait(started, self._engine.pool)
+        return raw
+
+    def _connect(self) -> PoolProxiedConnection:
+        raw = self._raw = self._engine.pool.connect()
+        self.backend.start_call(raw, read_only=self._read_only)
+        return raw
+
+    async def close(self) -> None:
+        """Give the connection back (reset by the pool as any other)."""
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            await greenlet_spawn(self._give_back, raw)
+
+    def _give_back(self, raw: PoolProxiedConnection) -> None:
+        try:
+            if raw.is_valid:
+                self.backend.end_call(raw)
+        finally:
+            raw.close()
