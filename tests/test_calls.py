@@ -12,7 +12,7 @@ from inspect import signature
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
 
 from orchestrator_db import Database, Task, TaskStatus, Workflow
 from orchestrator_db._execution.postgresql import POSTGRESQL
@@ -214,7 +214,7 @@ async def test_calls_are_only_a_repositorys_coroutine_methods(db: Database) -> N
         ("update", (), {"key": "k", "title": "t"}, "write alone", "write alone"),
         ("update", ("k",), {"priority": 3}, "write", "write"),
         ("update", ("k",), {"updated_at": None}, "write", "write"),
-        ("delete", ("k",), {}, "write alone", "write"),  # PostgreSQL locks the graph
+        ("delete", ("k",), {}, "write alone", "write alone"),
         ("submit", (task(),), {}, "write", "write"),
         ("stats", (), {}, "read", "read"),
     ],
@@ -308,3 +308,81 @@ async def test_a_cancelled_call_gives_its_connection_back(db: Database) -> None:
     await asyncio.sleep(0.3)
     assert (await db.tasks.update(added.id, title="after")).title == "after"
     assert (await stored(db, added.id)).title == "after"
+
+
+async def test_a_delete_waits_for_a_dependency_being_added(db: Database) -> None:
+    """A task deleted alone while a unit is adding a dependency on it: the
+    delete waits for the unit and then sees the dependency, so the dependent
+    is released, never left blocked by a task that is gone."""
+    prerequisite = await db.tasks.submit(task())
+    dependent = await db.tasks.submit(task())
+    async with db.unit_of_work() as uow:
+        await uow.tasks.add_dependency(dependent.id, prerequisite.id)
+        deleting = asyncio.create_task(db.tasks.delete(prerequisite.id))
+        await asyncio.sleep(0.3)  # the delete has begun, and waits
+        assert not deleting.done()
+        await uow.commit()
+    assert await deleting
+    assert await db.tasks.get_or_none(prerequisite.id) is None
+    assert await db.tasks.dependencies_of(dependent.id) == []
+    assert (await stored(db, dependent.id)).status is TaskStatus.READY
+
+
+class Reads(TaskRepository):
+    @reads(one_statement=True)
+    async def two(self, first: str, second: str) -> list[Task]:
+        self._ex.needs_transaction()  # nothing in a read
+        return [await self.get(first), await self.get(second)]
+
+
+async def test_a_read_of_one_statement_may_send_more(db: Database) -> None:
+    first, second = await add_tasks(db, task(title="1"), task(title="2"))
+    found = await db.repository(Reads).two(first.id, second.id)
+    assert [t.title for t in found] == ["1", "2"]
+
+
+async def test_calls_count_as_units_in_the_metrics(db: Database) -> None:
+    (added,) = await add_tasks(db, task())
+    before = await db.metrics()
+    await db.tasks.update(added.id, title="x")  # alone
+    with pytest.raises(NotFoundError):
+        await db.tasks.update(str(uuid.uuid4()), title="x")  # alone, failed
+    await db.workflows.delete(str(uuid.uuid4()))  # declined: in a unit
+    after = await db.metrics()
+    # (metrics() itself is a read-only unit: one more opened.)
+    assert after.units_opened - before.units_opened == 3 + 1
+    assert after.units_failed - before.units_failed == 1
+
+
+async def test_an_engine_connect_listener_sees_every_call(
+    database_url: str, database_options: dict[str, Any]
+) -> None:
+    async with Database(database_url, **database_options) as db:
+        (added,) = await add_tasks(db, task())
+        seen: list[object] = []
+        for engine in (db.engine, db._read_engine):
+            event.listen(engine.sync_engine, "engine_connect", seen.append)
+        await db.tasks.update(added.id, title="x")
+        await db.tasks.get(added.id)
+        assert len(seen) >= 2
+
+
+async def test_inline_calls_let_other_coroutines_run(sqlite_url: str) -> None:
+    async with Database(sqlite_url, sqlite_execution="inline") as db:
+        (added,) = await add_tasks(db, task())
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        ticking = asyncio.create_task(tick())
+        await asyncio.sleep(0)
+        started = ticks
+        for i in range(300):
+            await db.tasks.get(added.id)
+            await db.tasks.update(added.id, title=f"t{i}")
+        ticking.cancel()
+        assert ticks > started

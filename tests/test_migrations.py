@@ -9,6 +9,7 @@ then applied, so what is tested is what a user gets from
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import re
 import shutil
@@ -38,7 +39,7 @@ from sqlalchemy import (
     text,
 )
 
-from orchestrator_db import Database, Task
+from orchestrator_db import Database, Task, migrations
 from orchestrator_db.migrations.alembic_ext import CreateTriggerOp, DropTriggerOp, render_item
 from orchestrator_db.migrations.runner import (
     MIGRATIONS_DIR,
@@ -48,6 +49,7 @@ from orchestrator_db.migrations.runner import (
 )
 from orchestrator_db.migrations.triggers import declared_triggers, reflect_triggers
 from orchestrator_db.models import Base
+from orchestrator_db.sql.queue import GRAPH_LOCK_KEY
 from orchestrator_db.types import UTCDateTime
 from tests import pg
 from tests.conftest import ENGINES
@@ -627,3 +629,13 @@ def test_a_minimal_alembic_ini_of_a_users_project(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr
     assert str(head_revision()) in done.stdout
+
+
+def test_the_delete_function_takes_the_graphs_lock() -> None:
+    """Revision 0006's function holds the lock every change to the graph takes."""
+    path = Path(migrations.__file__).parent / "versions" / "0006_delete_unlinked_task_function.py"
+    spec = importlib.util.spec_from_file_location("revision_0006", path)
+    assert spec is not None and spec.loader is not None
+    revision = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(revision)
+    assert f"pg_advisory_xact_lock({GRAPH_LOCK_KEY})" in revision.FUNCTION

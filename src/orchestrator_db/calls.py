@@ -29,6 +29,7 @@ work: a call never sees another's uncommitted work.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
@@ -132,12 +133,23 @@ class RepositoryCalls:
             if executor is not None:
                 try:
                     repository = self._repository(executor)  # type: ignore[arg-type]
-                    return await getattr(repository, name)(*args, **kwargs)
-                except NeedsUnit:
-                    pass  # declined, with nothing sent: in a unit, then
-                finally:
+                    result = await getattr(repository, name)(*args, **kwargs)
+                except (NeedsUnit, NeedsTransaction) as declined:
                     with Boundary(executor.backend):
                         await executor.close()
+                    if isinstance(declined, NeedsTransaction):
+                        raise
+                    # Declined with nothing sent (that matters): in a unit, then.
+                except BaseException as error:
+                    executor.ended(error)
+                    with contextlib.suppress(Exception):  # the call's own error first
+                        await executor.close()
+                    raise
+                else:
+                    executor.ended(None)
+                    with Boundary(executor.backend):
+                        await executor.close()
+                    return result
         async with self._units(kind) as uow:
             result = await getattr(uow.repository(self._repository), name)(*args, **kwargs)
             if kind == "write":

@@ -224,7 +224,6 @@ class Database(Repositories):
             return None
         else:
             engine = self._read_engine
-        self._observer.unit_opened()
         return CallExecutor(
             engine.sync_engine, self._backend, self._observer, read_only=kind == "read alone"
         )

@@ -163,11 +163,13 @@ async def _run_inline(
     many: bool,
     lock_timeout: float,
 ) -> _Outcome:
-    if begin is not None and time.monotonic() - getattr(_yielded, "at", 0.0) >= YIELD_INTERVAL:
+    starts = begin is not None or not connection.in_transaction
+    if starts and time.monotonic() - getattr(_yielded, "at", 0.0) >= YIELD_INTERVAL:
         # Inline statements never suspend, so a coroutine looping over units
         # of work would never let the others run (a worker's heartbeat, say).
-        # Transactions yield to the event loop where they begin, at least
-        # every YIELD_INTERVAL: a yield per transaction would cost a loop
+        # Transactions yield to the event loop where they begin (a statement
+        # outside any: a transaction of its own), at least every
+        # YIELD_INTERVAL: a yield per transaction would cost a loop
         # iteration (a few percent of a queue task) for no better latency.
         await asyncio.sleep(0)
         _yielded.at = time.monotonic()

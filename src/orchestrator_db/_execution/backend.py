@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import Connection, Executable, Table
+from sqlalchemy import Connection, Engine, Executable, Table
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -152,13 +152,21 @@ class Backend:
         already), means the connection is gone (SQLAlchemy would invalidate it)."""
         return False
 
-    def start_call(self, raw: PoolProxiedConnection, *, read_only: bool) -> None:
+    def start_call(self, raw: PoolProxiedConnection, *, read_only: bool) -> bool:
         """Make ``raw``, checked out of the pool without a ``Connection``
         (a call's: see :mod:`.call`), run each statement on its own, as the
-        engines of :meth:`autocommit_options` and read-only units do."""
+        engines of :meth:`autocommit_options` and read-only units do;
+        whether :meth:`end_call` has anything to undo."""
+        return False
 
     def end_call(self, raw: PoolProxiedConnection) -> None:
-        """Undo :meth:`start_call` before ``raw`` goes back to the pool."""
+        """Undo what :meth:`start_call` did, before ``raw`` goes back to the pool."""
+
+    def connect_listeners(self, engine: Engine) -> int:
+        """How many of ``engine``'s ``engine_connect`` listeners are the
+        package's own (a call, which makes no ``Connection``, does their work
+        in :meth:`start_call`; one of a user's makes calls run in units)."""
+        return 0
 
     # ------------------------------------------------------- migrations
 

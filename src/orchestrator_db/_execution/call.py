@@ -59,13 +59,15 @@ class CallExecutor:
         self, engine: Engine, backend: Backend, observer: Observer | None, *, read_only: bool
     ) -> None:
         """``engine``: whose pool the connection comes from; ``read_only``:
-        a read's call (a read-only pool's connection, or SQLite's query_only)."""
+        a read's call (a read-only pool's connection, or SQLite's query_only),
+        which may send more than one statement and asks for no transaction."""
         self.backend = backend
         self.dialect = engine.dialect
         self.observer = observer
         self._engine = engine
         self._read_only = read_only
         self._raw: PoolProxiedConnection | None = None
+        self._undo = False
         self._sent = 0
 
     def __getattr__(self, name: str) -> NoReturn:
@@ -79,14 +81,17 @@ class CallExecutor:
         self._decline()
 
     def _decline(self) -> NoReturn:
-        if self._sent:
+        if self._sent and not self._read_only:
             raise InternalError(
-                "an operation declared one statement asked for more after its statement"
+                "an operation declared one statement used more than its statement "
+                "(the session, say) after it; the statement took effect. Declare it a "
+                "write, or make it use nothing else"
             )
-        raise NeedsUnit
+        raise NeedsUnit  # a read sent nothing that matters: it runs again, in a unit
 
     def needs_transaction(self) -> None:
-        raise NeedsTransaction
+        if not self._read_only:
+            raise NeedsTransaction
 
     def unflushed(self, *, auto: bool = False) -> bool:
         return False  # nothing is held, so nothing is pending
@@ -114,21 +119,22 @@ class CallExecutor:
         entity: str | None = None,
         key: Any = None,
     ) -> list[Any]:
-        if self._sent:
+        if self._sent and not self._read_only:
             raise second_statement()
         engine = self._engine
         prepared = compiled(statement, self.dialect)
         if (
             prepared is None
             or observed(engine)
+            or len(engine.dispatch.engine_connect) > self.backend.connect_listeners(engine)
             or "schema_translate_map" in engine.get_execution_options()
         ):
-            raise NeedsUnit
-        raw = await self._checkout()
+            self._decline()
+        raw = self._raw if self._raw is not None else await self._checkout()
         fetch = self.backend.fetcher(raw)
         if fetch is None:
-            raise NeedsUnit
-        self._sent = 1
+            self._decline()
+        self._sent += 1
         started = time.perf_counter()
         try:
             return await prepared.rows(fetch, params)
@@ -162,8 +168,15 @@ class CallExecutor:
 
     def _connect(self) -> PoolProxiedConnection:
         raw = self._raw = self._engine.pool.connect()
-        self.backend.start_call(raw, read_only=self._read_only)
+        self._undo = self.backend.start_call(raw, read_only=self._read_only)
         return raw
+
+    def ended(self, error: BaseException | None) -> None:
+        """Count the call, as a unit of work, in the metrics."""
+        if self.observer is not None:
+            self.observer.unit_opened()
+            if error is not None:
+                self.observer.unit_failed()
 
     async def close(self) -> None:
         """Give the connection back (reset by the pool as any other)."""
@@ -173,7 +186,7 @@ class CallExecutor:
 
     def _give_back(self, raw: PoolProxiedConnection) -> None:
         try:
-            if raw.is_valid:
+            if self._undo and raw.is_valid:
                 self.backend.end_call(raw)
         finally:
             raw.close()

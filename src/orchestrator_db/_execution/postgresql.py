@@ -264,15 +264,18 @@ class PostgreSQLBackend(Backend):
         is_closed = getattr(raw.driver_connection, "is_closed", None)
         return bool(is_closed is not None and is_closed())
 
-    def start_call(self, raw: PoolProxiedConnection, *, read_only: bool) -> None:
+    def start_call(self, raw: PoolProxiedConnection, *, read_only: bool) -> bool:
         # The read-only pool's connections are in autocommit already; a write
         # pool's is while the call holds it (the adapter's flag: no round trip).
-        if not read_only:
-            raw.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+        adapted: Any = raw.dbapi_connection
+        if read_only or adapted.autocommit:
+            return False
+        adapted.autocommit = True
+        return True
 
     def end_call(self, raw: PoolProxiedConnection) -> None:
-        if not raw.info.get(_READ_ONLY):
-            raw.dbapi_connection.autocommit = False  # type: ignore[union-attr]
+        adapted: Any = raw.dbapi_connection
+        adapted.autocommit = False
 
     def translate(
         self, error: BaseException, entity: str | None, key: Any

@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -139,10 +139,15 @@ class SQLiteBackend(Backend):
     def autocommit_reads(self, settings: DatabaseSettings) -> bool:
         return True
 
-    def start_call(self, raw: PoolProxiedConnection, *, read_only: bool) -> None:
+    def start_call(self, raw: PoolProxiedConnection, *, read_only: bool) -> bool:
         # No BEGIN is sent on a connection no Connection wraps: each statement
-        # commits on its own; only query_only is to be matched.
+        # commits on its own; only query_only is to be matched (what
+        # _match_read_only does as a Connection is made), and stays so.
         _match_pooled(raw, read_only)
+        return False
+
+    def connect_listeners(self, engine: Engine) -> int:
+        return sum(fn is _match_read_only for fn in engine.dispatch.engine_connect)
 
     def autocommit_options(self) -> dict[str, Any]:
         # No BEGIN: SQLite runs the statement as a transaction of its own,

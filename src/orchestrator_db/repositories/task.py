@@ -480,27 +480,30 @@ class TaskRepository(Repository[Task]):
             by_type.setdefault(task_type, {})[status] = count
         return QueueStats(by_status, by_type)
 
-    # One statement where no lock serialises the graph (SQLite's single
-    # writer), when the task is on its own; else a write unit.
-    @one_statement(when=lambda repository, dialect, key: q.graph_lock_statement(dialect) is None)
+    # One statement when the task is on its own (else, having deleted
+    # nothing, it asks for a write unit).
+    @one_statement()
     async def delete(self, key: Any) -> bool:
         """Delete a task; dependents waiting only for it become ready, and
         the dependency facts of those that waited for it are brought up to
         date."""
         key = canonical_uuid(key, field="key")
-        await task_graph.lock(self._ex)  # no edge can appear meanwhile
         params = {"task_key": key}
         if self._ex.holds(Task, key):
+            await task_graph.lock(self._ex)  # no edge can appear meanwhile
             # The ORM's delete: the session marks its object deleted.
             statement = q.delete_held_unlinked_statement()
             unlinked = await self._ex.execute(statement, params, entity=self.entity, key=key)
             if getattr(unlinked, "rowcount", 0):
                 return True  # a task on its own: one statement
-        elif await self._ex.rows(
-            q.delete_unlinked_statement(), params, entity=self.entity, key=key
-        ):
-            return True
+        else:
+            # Under the graph's lock on PostgreSQL (see the statement).
+            unlinked_alone = q.delete_unlinked_statement(self._ex.backend.name)
+            rows = await self._ex.rows(unlinked_alone, params, entity=self.entity, key=key)
+            if any(row[0] for row in rows):
+                return True
         self._ex.needs_transaction()  # linked, or missing: nothing was deleted
+        await task_graph.lock(self._ex)  # held already, or now: no edge appears meanwhile
         rows = await self._ex.rows(q.waiting_statement(), params, entity=self.entity)
         waiting = [str(row[0]) for row in rows]
         async with task_graph.changing(self._ex, [key], removed=[key]):

@@ -563,10 +563,17 @@ def give_back_statement() -> Update:
 
 
 @functools.cache
-def delete_unlinked_statement() -> ReturningDelete[Any]:
+def delete_unlinked_statement(dialect: str) -> Select[Any] | ReturningDelete[Any]:
     """Delete the task ``:task_key`` if no edge touches it (it waits for no
     task, and none waits for it): the one delete that changes no other
-    task's facts, so it needs nothing else. Returns its id if it went."""
+    task's facts, so it needs nothing else. Its one row holds something
+    true if the task went; none or false if not. On PostgreSQL, where no
+    edge may appear meanwhile only under the graph's lock, a function of
+    the schema's (revision 0006) takes the lock, then deletes: one
+    statement all the same."""
+    if dialect == "postgresql":
+        key = bindparam("task_key", type_=_T.id.type)
+        return select(func.orchestrator_delete_unlinked_task(key))
     return delete(_TASKS).where(*_unlinked()).returning(_T.id)
 
 
