@@ -8,7 +8,7 @@ import functools
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Self, TypedDict, TypeVar, Unpack, cast
+from typing import Any, Self, TypedDict, TypeVar, Unpack
 
 from alembic import command
 from alembic.config import Config
@@ -228,21 +228,16 @@ class Database(Repositories):
             engine.sync_engine, self._backend, self._observer, read_only=kind == "read alone"
         )
 
-    def repository(self, repository: type[RepositoryT]) -> RepositoryT:
-        """The methods of ``repository`` (one of your own, say), each call a
-        unit of work of its own, as ``db.tasks`` (see :mod:`orchestrator_db.calls`)."""
-        if not (isinstance(repository, type) and issubclass(repository, Repository)):
-            raise ValidationError(
-                f"expected a Repository subclass, got {repository!r}", field="repository"
-            )
-        calls = RepositoryCalls(
+    def _made(self, repository: type[Repository[Any]]) -> RepositoryCalls:
+        """The calls of ``repository`` (see :meth:`repository`): each a unit
+        of work of its own, as ``db.tasks`` (see :mod:`orchestrator_db.calls`)."""
+        return RepositoryCalls(
             self._unit,
             self._call_executor,
             repository,
             self.dialect,
             alone=self._alone is not None,
         )
-        return cast(RepositoryT, calls)
 
     async def _listen(self, wake: Callable[[str], None]) -> Listener:
         """The connection waiters listen on: of an engine of its own, which

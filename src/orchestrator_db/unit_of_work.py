@@ -218,12 +218,8 @@ class UnitOfWork(Repositories, AbstractUnitOfWork):
         """The error that failed the unit (see the module); ``None`` while usable."""
         return self._running().failure
 
-    def repository(self, repository: type[RepositoryT]) -> RepositoryT:
-        """A repository of this unit of work, e.g. one of your own models'."""
-        if not (isinstance(repository, type) and issubclass(repository, Repository)):
-            raise ValidationError(
-                f"expected a Repository subclass, got {repository!r}", field="repository"
-            )
+    def _made(self, repository: type[Repository[Any]]) -> Repository[Any]:
+        """A repository of this unit of work (see :meth:`repository`)."""
         return repository(self._running())
 
     async def commit(self) -> None:

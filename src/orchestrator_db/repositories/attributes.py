@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
+from orchestrator_db.errors import ValidationError
 from orchestrator_db.repositories.base import Attribute, Repository
 from orchestrator_db.repositories.configuration import ConfigurationRepository
 from orchestrator_db.repositories.event import EventRepository
@@ -20,7 +22,11 @@ RepositoryT = TypeVar("RepositoryT", bound="Repository[Any]")
 
 class Repositories:
     """Each of the package's repositories as an attribute, made on first use
-    by :meth:`repository` (most users of a unit use one or two of them)."""
+    by :meth:`repository` (most users of a unit use one or two of them).
+    The owner says how it makes one (``_made``): a unit of work's runs on
+    its executor, the ``Database``'s are calls."""
+
+    _made: Callable[[type[Repository[Any]]], Any]
 
     tasks = Attribute(TaskRepository)
     workflows = Attribute(WorkflowRepository)
@@ -35,7 +41,13 @@ class Repositories:
     events = Attribute(EventRepository)
 
     def repository(self, repository: type[RepositoryT]) -> RepositoryT:
-        raise NotImplementedError
+        """``repository`` (one of your own, say), as the package's own are here."""
+        if not (isinstance(repository, type) and issubclass(repository, Repository)):
+            raise ValidationError(
+                f"expected a Repository subclass, got {repository!r}", field="repository"
+            )
+        made: RepositoryT = self._made(repository)
+        return made
 
 
 #: The names of the attributes of :class:`Repositories`.
