@@ -14,7 +14,8 @@ calls on the ``Database``, ``db.tasks.update(...)``), as a request handler
 would: bulk insert into an empty table and into one of 100,000
 rows, get by id, a filtered list of 50, the first page and a page 90,000
 rows deep (ours: keyset; the peers: OFFSET, ordered by their primary key),
-a one-row update, a delete, a count. Rounds are interleaved; each figure is
+a one-row update, a delete, a count. Rounds are interleaved, each started
+by the next contender in turn (none always runs first); each figure is
 the median time per call, and the table gives the ratio of the best peer's
 time to ours (>= 1.0: we are at least as fast). The raw driver's time is
 shown beside, for scale. On SQLite ours runs twice: through aiosqlite's
@@ -414,9 +415,13 @@ async def _measure(
         op: {c.name: [] for c in contenders} for op in CALLS
     }
     operations = {c.name: c.operations() for c in contenders}
-    for _ in range(ROUNDS):
+    for round_ in range(ROUNDS):
+        # Each round starts with the next contender: who runs first after
+        # the others' writes (a cold page cache, a checkpoint due) changes.
+        shift = round_ % len(contenders)
+        order = [*contenders[shift:], *contenders[:shift]]
         for op, calls in CALLS.items():
-            for contender in contenders:
+            for contender in order:
                 if op.endswith("empty table"):
                     await empty()
                 run = operations[contender.name][op]

@@ -36,7 +36,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from orchestrator_db._execution.call import CallExecutor, NeedsUnit
-from orchestrator_db._execution.errors import Boundary
 from orchestrator_db._execution.transaction import NeedsTransaction
 from orchestrator_db.repositories.base import Condition, Plan, Repository, plan_of
 
@@ -131,25 +130,9 @@ class RepositoryCalls:
         if kind in ("read alone", "write alone"):
             executor = await self._executors(kind)
             if executor is not None:
-                try:
-                    repository = self._repository(executor)  # type: ignore[arg-type]
-                    result = await getattr(repository, name)(*args, **kwargs)
-                except (NeedsUnit, NeedsTransaction) as declined:
-                    with Boundary(executor.backend):
-                        await executor.close()
-                    if isinstance(declined, NeedsTransaction):
-                        raise
-                    # Declined with nothing sent (that matters): in a unit, then.
-                except BaseException as error:
-                    executor.ended(error)
-                    with contextlib.suppress(Exception):  # the call's own error first
-                        await executor.close()
-                    raise
-                else:
-                    executor.ended(None)
-                    with Boundary(executor.backend):
-                        await executor.close()
-                    return result
+                repository = self._repository(executor)  # type: ignore[arg-type]
+                with contextlib.suppress(NeedsUnit):  # declined, nothing sent: in a unit
+                    return await executor.run(lambda: getattr(repository, name)(*args, **kwargs))
         async with self._units(kind) as uow:
             result = await getattr(uow.repository(self._repository), name)(*args, **kwargs)
             if kind == "write":

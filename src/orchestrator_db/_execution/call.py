@@ -7,7 +7,9 @@ has the backend make it commit each statement on its own
 (:meth:`Backend.start_call`), hands the statement, compiled once, straight to
 the driver, builds the row's object detached, and gives the connection
 back. That is what a unit of work costs beyond the statement itself, most
-of a one-row call's time.
+of a one-row call's time. The checkout and the checkin run in one greenlet
+(:meth:`CallExecutor.run`), the call between them awaited from it: a
+greenlet to start costs as much as the pool's own work.
 
 Whatever it cannot do that way, before anything is sent, it declines with
 :class:`NeedsUnit`, and the call runs in a unit of work of the same kind
@@ -20,26 +22,28 @@ connection found dead is dropped.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.expression import Executable
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import await_, greenlet_spawn
 
 from orchestrator_db._execution import rows as rows_module
 from orchestrator_db._execution.backend import Backend, cause_of
 from orchestrator_db._execution.compiled import compiled
 from orchestrator_db._execution.direct import observed
-from orchestrator_db._execution.errors import translate
+from orchestrator_db._execution.errors import Boundary, translate
 from orchestrator_db._execution.observe import Observer
 from orchestrator_db._execution.transaction import NeedsTransaction, second_statement
 from orchestrator_db.errors import DataLayerError, InternalError
 from orchestrator_db.models.base import Base
 
 ModelT = TypeVar("ModelT", bound=Base)
+T = TypeVar("T")
 
 
 class NeedsUnit(BaseException):
@@ -121,18 +125,10 @@ class CallExecutor:
     ) -> list[Any]:
         if self._sent and not self._read_only:
             raise second_statement()
-        engine = self._engine
+        raw = self._raw
         prepared = compiled(statement, self.dialect)
-        if (
-            prepared is None
-            or observed(engine)
-            or len(engine.dispatch.engine_connect) > self.backend.connect_listeners(engine)
-            or "schema_translate_map" in engine.get_execution_options()
-        ):
-            self._decline()
-        raw = self._raw if self._raw is not None else await self._checkout()
-        fetch = self.backend.fetcher(raw)
-        if fetch is None:
+        fetch = None if raw is None or prepared is None else self.backend.fetcher(raw)
+        if raw is None or prepared is None or fetch is None:
             self._decline()
         self._sent += 1
         started = time.perf_counter()
@@ -153,38 +149,59 @@ class CallExecutor:
             if self.observer is not None:
                 self.observer.statement(statement, started)
 
-    async def _checkout(self) -> PoolProxiedConnection:
+    async def run(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` (a repository method of this executor's), between the
+        connection's checkout and its checkin. Declined (:class:`NeedsUnit`)
+        before anything is done when the engine's statements must go
+        through SQLAlchemy; counted in the metrics as a unit of work."""
+        engine = self._engine
+        if (
+            observed(engine)
+            or len(engine.dispatch.engine_connect) > self.backend.connect_listeners(engine)
+            or "schema_translate_map" in engine.get_execution_options()
+        ):
+            raise NeedsUnit
+        return await greenlet_spawn(self._run, call)
+
+    def _run(self, call: Callable[[], Awaitable[T]]) -> T:
+        # In a greenlet: the pool's work is plain calls, the call is awaited.
         started = time.perf_counter()
-        try:
-            raw = await greenlet_spawn(self._connect)
-        except DataLayerError:
-            raise
-        except Exception as error:
-            translated = translate(error, self.backend)
-            raise translated from cause_of(translated, error)
+        with Boundary(self.backend):
+            raw = self._raw = self._engine.pool.connect()
+            try:
+                self._undo = self.backend.start_call(raw, read_only=self._read_only)
+            except BaseException:
+                self._raw = None
+                raw.close()
+                raise
         if self.observer is not None:
             self.observer.pool_wait(started, self._engine.pool)
-        return raw
+        try:
+            result = await_(call())
+        except (NeedsUnit, NeedsTransaction):
+            # Nothing was sent that matters: the call runs again, in a unit.
+            with Boundary(self.backend):
+                self._give_back(raw)
+            raise
+        except BaseException as error:
+            self._ended(error)
+            with contextlib.suppress(Exception):  # the call's own error first
+                self._give_back(raw)
+            raise
+        self._ended(None)
+        with Boundary(self.backend):
+            self._give_back(raw)
+        return result
 
-    def _connect(self) -> PoolProxiedConnection:
-        raw = self._raw = self._engine.pool.connect()
-        self._undo = self.backend.start_call(raw, read_only=self._read_only)
-        return raw
-
-    def ended(self, error: BaseException | None) -> None:
-        """Count the call, as a unit of work, in the metrics."""
+    def _ended(self, error: BaseException | None) -> None:
         if self.observer is not None:
             self.observer.unit_opened()
             if error is not None:
                 self.observer.unit_failed()
 
-    async def close(self) -> None:
-        """Give the connection back (reset by the pool as any other)."""
-        raw, self._raw = self._raw, None
-        if raw is not None:
-            await greenlet_spawn(self._give_back, raw)
-
     def _give_back(self, raw: PoolProxiedConnection) -> None:
+        """Give the connection back (reset by the pool as any other)."""
+        self._raw = None
         try:
             if self._undo and raw.is_valid:
                 self.backend.end_call(raw)

@@ -24,7 +24,6 @@ from sqlalchemy import (
     Integer,
     delete,
     func,
-    inspect,
     literal,
     select,
 )
@@ -239,7 +238,8 @@ class Repository(Generic[ModelT]):
 
     @classmethod
     def _mapper(cls) -> Mapper[ModelT]:
-        return inspect(cls.model_type)
+        mapper: Mapper[ModelT] = row_layout(cls.model_type).mapper  # kept per model
+        return mapper
 
     @classmethod
     def _keyset_attributes(cls) -> builtins.list[InstrumentedAttribute[Any]]:
@@ -462,8 +462,8 @@ class Repository(Generic[ModelT]):
         """Set attributes of the row ``key`` and return it, refreshed: one
         ``UPDATE ... RETURNING``, whose row becomes the unit's object (the one
         it holds already, if it does)."""
-        mapper = self._mapper()
-        primary = {mapper.get_property_by_column(c).key for c in mapper.primary_key}
+        layout = row_layout(self.model_type)
+        primary = [layout.keys[position] for position in layout.primary_key]
         for name in values:
             self._attribute(name)
             if name in primary:
