@@ -189,7 +189,7 @@ def _queue_sql(db: Database) -> tuple[Compiled, Compiled, Compiled]:
     """The package's claim, complete and release, compiled for ``db``."""
     dialect = db.engine.sync_engine.dialect
     return (
-        _compiled(q.claim_statement(db.dialect, typed=False), dialect),
+        _compiled(q.claim_statement(db.dialect, typed=0), dialect),
         _compiled(q.complete_statement(db.dialect), dialect),
         _compiled(q.release_statement(through_edges=True, single=True), dialect),
     )

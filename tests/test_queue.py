@@ -234,15 +234,22 @@ async def test_a_claim_marks_the_task_running_under_a_lease(db: Database) -> Non
 
 
 async def test_claim_by_task_type_and_in_batches(db: Database) -> None:
-    await submit(db, *[task(task_type="code") for _ in range(3)], task(task_type="review"))
+    await submit(
+        db,
+        *[task(task_type="code") for _ in range(3)],
+        task(task_type="review"),
+        *[task(task_type=kind) for kind in ("docs", "test", "other")],
+    )
     async with db.unit_of_work() as uow:
         reviews = await uow.tasks.claim_batch("w", 5, task_types=["review"])
         code = await uow.tasks.claim_batch("w", 2, task_types={"code"})
+        several = await uow.tasks.claim_batch("w", 5, task_types=["docs", "test", "review"])
         rest = await uow.tasks.claim_batch("w", 10)
         await uow.commit()
     assert [t.task_type for t in reviews] == ["review"]
     assert len(code) == 2
-    assert len(rest) == 1
+    assert sorted(t.task_type for t in several) == ["docs", "test"]
+    assert sorted(t.task_type for t in rest) == ["code", "other"]
 
 
 async def test_bad_claim_arguments(db: Database) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, insert
 
-from orchestrator_db import Database, Task, TaskStatus
+from orchestrator_db import Database, Task, TaskStatus, work_queue
 from orchestrator_db.models import TaskDependency
 from orchestrator_db.sql import graph
 from orchestrator_db.sql import queue as q
@@ -77,7 +77,7 @@ async def queued_db(own_db: Database) -> Database:
 
 
 async def test_the_claim_reads_the_partial_claim_index(queued_db: Database) -> None:
-    statement = q.claim_statement(queued_db.dialect, typed=False)
+    statement = q.claim_statement(queued_db.dialect, typed=0)
     text = await plan(queued_db, statement, holder="w", lease_seconds=60.0, lease_cap=60.0, limit=1)
     assert "idx_tasks_claim" in text, text
     assert "TEMP B-TREE" not in text
@@ -87,8 +87,11 @@ async def test_the_claim_reads_the_partial_claim_index(queued_db: Database) -> N
     assert "Seq Scan on tasks expired" not in text
 
 
-async def test_a_typed_claim_reads_the_typed_claim_index(queued_db: Database) -> None:
-    statement = q.claim_statement(queued_db.dialect, typed=True)
+@pytest.mark.parametrize("types", [["review"], ["code", "review"]], ids=["one", "several"])
+async def test_a_typed_claim_reads_the_typed_claim_index(
+    queued_db: Database, types: list[str]
+) -> None:
+    statement = q.claim_statement(queued_db.dialect, typed=q.type_count(types))
     text = await plan(
         queued_db,
         statement,
@@ -96,10 +99,13 @@ async def test_a_typed_claim_reads_the_typed_claim_index(queued_db: Database) ->
         lease_seconds=60.0,
         lease_cap=60.0,
         limit=1,
-        task_types=["review"],
+        task_types=work_queue.bound_filters({"task_types": types})["task_types"],
     )
     assert "idx_tasks_claim_type" in text, text
-    assert "TEMP B-TREE" not in text
+    if len(types) == 1:
+        # The type's index gives claim order: no sort of its ready tasks.
+        assert "TEMP B-TREE" not in text
+        assert "Sort" not in text
 
 
 async def test_the_rescue_reads_the_lease_index(queued_db: Database) -> None:
@@ -134,7 +140,7 @@ async def test_reprioritize_seeks_the_due_scores(queued_db: Database) -> None:
 
 
 async def test_a_claim_asks_about_expired_leases_with_an_index_seek(queued_db: Database) -> None:
-    statement = q.claim_statement(queued_db.dialect, typed=False)
+    statement = q.claim_statement(queued_db.dialect, typed=0)
     text = await plan(queued_db, statement, holder="w", lease_seconds=60.0, lease_cap=60.0, limit=1)
     if queued_db.dialect == "sqlite":
         assert "idx_tasks_lease (lease_expires_at<?)" in text, text

@@ -134,8 +134,9 @@ class QueueWorker:
             lease=lease,
         )
         self.worker_id = worker_id
-        self.task_types = frozenset(self._claim_one[1].get("task_types", ())) or None
-        self.agent_types = frozenset(self._claim_one[1].get("agent_types", ())) or None
+        filters = work_queue.type_filters(task_types=task_types, agent_types=agent_types)
+        self.task_types = frozenset(filters.get("task_types", ())) or None
+        self.agent_types = frozenset(filters.get("agent_types", ())) or None
         self._engine = engine
         self._before_start = before_start
         self._signals = signals

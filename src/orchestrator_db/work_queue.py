@@ -127,7 +127,8 @@ def claim_request(
     ``timeout_seconds`` runs under a lease of its timeout instead, unless
     ``lease`` asks for less."""
     seconds = lease_seconds(default_lease if lease is None else lease)
-    params = type_filters(task_types=task_types, agent_types=agent_types)
+    filters = type_filters(task_types=task_types, agent_types=agent_types)
+    params = bound_filters(filters)
     params.update(
         holder=_worker(worker_id),
         lease_seconds=seconds,
@@ -135,23 +136,32 @@ def claim_request(
         limit=values.count(limit, "limit", minimum=1),
     )
     statement = q.claim_statement(
-        dialect, typed="task_types" in params, agents="agent_types" in params
+        dialect,
+        typed=q.type_count(filters.get("task_types")),
+        agents=q.type_count(filters.get("agent_types")),
     )
     return statement, params
 
 
 def type_filters(
     *, task_types: Collection[str] | None, agent_types: Collection[str] | None
-) -> dict[str, Any]:
-    """The parameters of a claim's type filters, checked: ``task_types``
-    and ``agent_types``, each only when it names at least one type."""
-    params: dict[str, Any] = {}
+) -> dict[str, list[str]]:
+    """A claim's type filters, checked: ``task_types`` and ``agent_types``,
+    each only when it names at least one type."""
+    filters: dict[str, list[str]] = {}
     for name, given in (("task_types", task_types), ("agent_types", agent_types)):
         if given is not None:
             chosen = values.texts(given, name, max_length=values.MAX_INDEXED_TEXT)
             if chosen:
-                params[name] = sorted(set(chosen))
-    return params
+                filters[name] = sorted(set(chosen))
+    return filters
+
+
+def bound_filters(filters: dict[str, list[str]]) -> dict[str, Any]:
+    """The parameters of ``filters`` for statements built with their
+    :func:`~orchestrator_db.sql.queue.type_count`: a filter of one type
+    binds the type itself."""
+    return {name: types[0] if len(types) == 1 else types for name, types in filters.items()}
 
 
 async def claimed(ex: Executor, request: ClaimRequest) -> list[Task]:

@@ -33,8 +33,8 @@ parameters: building SQLAlchemy expressions costs more than running them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Collection, Sequence
+from typing import Any, Literal, cast
 
 from sqlalchemy import (
     CTE,
@@ -119,21 +119,41 @@ def _unfinished() -> ColumnElement[bool]:
     return unfinished(_TASKS)
 
 
-def _claimable(*, typed: bool, agents: bool) -> list[ColumnElement[bool]]:
+#: How many types a claim's filter names (``typed``, ``agents``): none (0),
+#: one (1: an equality, compiled once, whose index gives claim order on both
+#: engines) or several (2: an expanding ``IN``, which SQLAlchemy rewrites per
+#: execution). See :func:`type_count`.
+TypeCount = Literal[0, 1, 2]
+
+
+def type_count(types: Collection[Any] | None) -> TypeCount:
+    """The :data:`TypeCount` of a type filter naming ``types``."""
+    count = len(types) if types else 0
+    return 0 if count == 0 else 1 if count == 1 else 2
+
+
+def _of_types(column: Any, name: str, count: TypeCount) -> ColumnElement[bool]:
+    if count == 1:
+        return cast(ColumnElement[bool], column == bindparam(name))
+    return cast(ColumnElement[bool], column.in_(bindparam(name, expanding=True)))
+
+
+def _claimable(*, typed: TypeCount, agents: TypeCount) -> list[ColumnElement[bool]]:
     """Ready, not waiting out a back-off, and of ``:task_types`` (``typed``)
-    and ``:agent_types`` (``agents``)."""
+    and ``:agent_types`` (``agents``): bound as the type itself where the
+    filter names one."""
     criteria = [
         _status_is(TaskStatus.READY),
         or_(_T.run_after.is_(None), _T.run_after <= _now()),
     ]
     if typed:
-        criteria.append(_T.task_type.in_(bindparam("task_types", expanding=True)))
+        criteria.append(_of_types(_T.task_type, "task_types", typed))
     if agents:
-        criteria.append(_T.agent_type.in_(bindparam("agent_types", expanding=True)))
+        criteria.append(_of_types(_T.agent_type, "agent_types", agents))
     return criteria
 
 
-def _claim_index(*, typed: bool, agents: bool) -> str:
+def _claim_index(*, typed: TypeCount, agents: TypeCount) -> str:
     # Without statistics SQLite prefers idx_tasks_status and sorts every ready
     # row; naming the partial index makes the claim an index range scan (and
     # a query the index cannot serve fails loudly instead of slowly). A claim
@@ -143,7 +163,7 @@ def _claim_index(*, typed: bool, agents: bool) -> str:
     return "INDEXED BY idx_tasks_claim_agent" if agents else "INDEXED BY idx_tasks_claim"
 
 
-def _in_claim_order(columns: Sequence[Any], *, typed: bool, agents: bool) -> Select[Any]:
+def _in_claim_order(columns: Sequence[Any], *, typed: TypeCount, agents: TypeCount) -> Select[Any]:
     return (
         select(*columns)
         .with_hint(_TASKS, _claim_index(typed=typed, agents=agents), "sqlite")
@@ -154,7 +174,7 @@ def _in_claim_order(columns: Sequence[Any], *, typed: bool, agents: bool) -> Sel
 
 
 @functools.cache
-def ready_statement(*, typed: bool, agents: bool = False) -> Select[Any]:
+def ready_statement(*, typed: TypeCount, agents: TypeCount = 0) -> Select[Any]:
     """``:limit`` claimable tasks in claim order."""
     return _in_claim_order(TASK_COLUMNS, typed=typed, agents=agents)
 
@@ -185,7 +205,7 @@ def _lease_seconds() -> ColumnElement[Any]:
 
 
 @functools.cache
-def claim_statement(dialect: str, *, typed: bool, agents: bool = False) -> Update:
+def claim_statement(dialect: str, *, typed: TypeCount, agents: TypeCount = 0) -> Update:
     """Mark up to ``:limit`` claimable tasks running for ``:holder`` under a
     lease (see :func:`_lease_seconds`); returns them (see :mod:`.claim`)."""
     candidates = _in_claim_order([_T.id], typed=typed, agents=agents)
