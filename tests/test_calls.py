@@ -22,6 +22,7 @@ from orchestrator_db.errors import (
     ForeignKeyViolationError,
     InternalError,
     NotFoundError,
+    PoolTimeoutError,
     ReadOnlyError,
     ValidationError,
 )
@@ -352,6 +353,41 @@ async def test_calls_count_as_units_in_the_metrics(db: Database) -> None:
     # (metrics() itself is a read-only unit: one more opened.)
     assert after.units_opened - before.units_opened == 3 + 1
     assert after.units_failed - before.units_failed == 1
+
+
+async def test_a_call_the_pool_cannot_serve_counts_as_a_failed_unit(
+    database_url: str, database_options: dict[str, Any]
+) -> None:
+    options = {**database_options, "pool_size": 1, "max_overflow": 0, "pool_timeout": 0.2}
+    async with Database(database_url, **options) as db:
+        (added,) = await add_tasks(db, task())
+        before = await db.metrics()
+        async with db.unit_of_work() as holder:
+            await holder.tasks.get(added.id)  # the write pool's only connection
+            with pytest.raises(PoolTimeoutError):
+                await db.tasks.update(added.id, title="x")
+        after = await db.metrics()
+        # metrics()' own unit, the holder, the call
+        assert after.units_opened - before.units_opened == 3
+        assert after.units_failed - before.units_failed == 1
+        assert db.pool_status().checked_out == 0
+
+
+async def test_refused_arguments_do_not_wait_for_the_pool(
+    database_url: str, database_options: dict[str, Any]
+) -> None:
+    """Values are checked before a connection is asked for: with the pool
+    exhausted, a bad call is refused at once, as in a unit of work."""
+    options = {**database_options, "pool_size": 1, "max_overflow": 0, "pool_timeout": 30}
+    async with Database(database_url, **options) as db:
+        (added,) = await add_tasks(db, task())
+        async with db.unit_of_work() as holder:
+            await holder.tasks.get(added.id)  # the write pool's only connection
+            async with asyncio.timeout(5):
+                with pytest.raises(ValidationError):
+                    await db.tasks.update("not-a-uuid", title="x")
+                with pytest.raises(ValidationError):
+                    await db.tasks.update(added.id, title="\x00")
 
 
 async def test_an_engine_connect_listener_sees_every_call(

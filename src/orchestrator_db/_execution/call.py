@@ -7,9 +7,7 @@ has the backend make it commit each statement on its own
 (:meth:`Backend.start_call`), hands the statement, compiled once, straight to
 the driver, builds the row's object detached, and gives the connection
 back. That is what a unit of work costs beyond the statement itself, most
-of a one-row call's time. The checkout and the checkin run in one greenlet
-(:meth:`CallExecutor.run`), the call between them awaited from it: a
-greenlet to start costs as much as the pool's own work.
+of a one-row call's time.
 
 Whatever it cannot do that way, before anything is sent, it declines with
 :class:`NeedsUnit`, and the call runs in a unit of work of the same kind
@@ -30,7 +28,7 @@ from typing import Any, NoReturn, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.expression import Executable
-from sqlalchemy.util import await_, greenlet_spawn
+from sqlalchemy.util import greenlet_spawn
 
 from orchestrator_db._execution import rows as rows_module
 from orchestrator_db._execution.backend import Backend, cause_of
@@ -125,10 +123,14 @@ class CallExecutor:
     ) -> list[Any]:
         if self._sent and not self._read_only:
             raise second_statement()
-        raw = self._raw
         prepared = compiled(statement, self.dialect)
-        fetch = None if raw is None or prepared is None else self.backend.fetcher(raw)
-        if raw is None or prepared is None or fetch is None:
+        if prepared is None:
+            self._decline()
+        # Checked out at the first statement, once the method has checked
+        # its arguments: a refused call neither waits for the pool nor needs it.
+        raw = self._raw if self._raw is not None else await self._checkout()
+        fetch = self.backend.fetcher(raw)
+        if fetch is None:
             self._decline()
         self._sent += 1
         started = time.perf_counter()
@@ -150,10 +152,10 @@ class CallExecutor:
                 self.observer.statement(statement, started)
 
     async def run(self, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()`` (a repository method of this executor's), between the
-        connection's checkout and its checkin. Declined (:class:`NeedsUnit`)
-        before anything is done when the engine's statements must go
-        through SQLAlchemy; counted in the metrics as a unit of work."""
+        """``call()``, a repository method of this executor's, then the
+        connection back to the pool; counted in the metrics as a unit of
+        work. Declined (:class:`NeedsUnit`) before anything is done when the
+        engine's statements must go through SQLAlchemy."""
         engine = self._engine
         if (
             observed(engine)
@@ -161,37 +163,40 @@ class CallExecutor:
             or "schema_translate_map" in engine.get_execution_options()
         ):
             raise NeedsUnit
-        return await greenlet_spawn(self._run, call)
-
-    def _run(self, call: Callable[[], Awaitable[T]]) -> T:
-        # In a greenlet: the pool's work is plain calls, the call is awaited.
-        started = time.perf_counter()
-        with Boundary(self.backend):
-            raw = self._raw = self._engine.pool.connect()
-            try:
-                self._undo = self.backend.start_call(raw, read_only=self._read_only)
-            except BaseException:
-                self._raw = None
-                raw.close()
-                raise
-        if self.observer is not None:
-            self.observer.pool_wait(started, self._engine.pool)
         try:
-            result = await_(call())
+            result = await call()
         except (NeedsUnit, NeedsTransaction):
             # Nothing was sent that matters: the call runs again, in a unit.
             with Boundary(self.backend):
-                self._give_back(raw)
+                await self._close()
             raise
         except BaseException as error:
             self._ended(error)
             with contextlib.suppress(Exception):  # the call's own error first
-                self._give_back(raw)
+                await self._close()
             raise
         self._ended(None)
         with Boundary(self.backend):
-            self._give_back(raw)
+            await self._close()
         return result
+
+    async def _checkout(self) -> PoolProxiedConnection:
+        started = time.perf_counter()
+        with Boundary(self.backend):
+            raw = await greenlet_spawn(self._connect)
+        if self.observer is not None:
+            self.observer.pool_wait(started, self._engine.pool)
+        return raw
+
+    def _connect(self) -> PoolProxiedConnection:
+        raw = self._engine.pool.connect()
+        try:
+            self._undo = self.backend.start_call(raw, read_only=self._read_only)
+        except BaseException:
+            raw.close()
+            raise
+        self._raw = raw
+        return raw
 
     def _ended(self, error: BaseException | None) -> None:
         if self.observer is not None:
@@ -199,9 +204,13 @@ class CallExecutor:
             if error is not None:
                 self.observer.unit_failed()
 
-    def _give_back(self, raw: PoolProxiedConnection) -> None:
+    async def _close(self) -> None:
         """Give the connection back (reset by the pool as any other)."""
-        self._raw = None
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            await greenlet_spawn(self._give_back, raw)
+
+    def _give_back(self, raw: PoolProxiedConnection) -> None:
         try:
             if self._undo and raw.is_valid:
                 self.backend.end_call(raw)

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     delete,
     func,
+    inspect,
     literal,
     select,
 )
@@ -238,8 +239,7 @@ class Repository(Generic[ModelT]):
 
     @classmethod
     def _mapper(cls) -> Mapper[ModelT]:
-        mapper: Mapper[ModelT] = row_layout(cls.model_type).mapper  # kept per model
-        return mapper
+        return inspect(cls.model_type)
 
     @classmethod
     def _keyset_attributes(cls) -> builtins.list[InstrumentedAttribute[Any]]:
