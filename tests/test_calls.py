@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, inspect
+from sqlalchemy.orm import with_loader_criteria
 
 from orchestrator_db import Database, Task, TaskStatus, Workflow
 from orchestrator_db._execution.postgresql import POSTGRESQL
@@ -388,6 +389,30 @@ async def test_refused_arguments_do_not_wait_for_the_pool(
                     await db.tasks.update("not-a-uuid", title="x")
                 with pytest.raises(ValidationError):
                     await db.tasks.update(added.id, title="\x00")
+
+
+async def test_a_session_class_query_hook_sees_counts_on_the_database(db: Database) -> None:
+    """count() and exists() run alone, outside any session, unless a
+    do_orm_execute hook is set where a call's unit would see it: on the
+    session class of db.session_factory() (or on Session itself)."""
+    await add_tasks(db, task(title="secret"), task(title="public"))
+    assert await db.tasks.count() == 2
+    assert await db.tasks.exists(title="secret")
+
+    def hide(state: Any) -> None:
+        if state.is_select:
+            rule = with_loader_criteria(Task, Task.title != "secret")
+            state.statement = state.statement.options(rule)
+
+    session_class = db.session_factory(read_only=True).class_.sync_session_class
+    event.listen(session_class, "do_orm_execute", hide)
+    try:
+        assert [t.title for t in await db.tasks.list()] == ["public"]
+        assert await db.tasks.count() == 1
+        assert not await db.tasks.exists(title="secret")
+    finally:
+        event.remove(session_class, "do_orm_execute", hide)
+    assert await db.tasks.count() == 2
 
 
 async def test_an_engine_connect_listener_sees_every_call(

@@ -35,6 +35,7 @@ from orchestrator_db._execution.backend import Backend, cause_of
 from orchestrator_db._execution.compiled import compiled
 from orchestrator_db._execution.direct import observed
 from orchestrator_db._execution.errors import Boundary, translate
+from orchestrator_db._execution.executor import UnitSyncSession
 from orchestrator_db._execution.observe import Observer
 from orchestrator_db._execution.transaction import NeedsTransaction, second_statement
 from orchestrator_db.errors import DataLayerError, InternalError
@@ -97,6 +98,12 @@ class CallExecutor:
 
     def unflushed(self, *, auto: bool = False) -> bool:
         return False  # nothing is held, so nothing is pending
+
+    def query_hooks(self) -> bool:
+        # No session of its own: a hook can only be the class's (set on
+        # Session, or on the session class of db.session_factory()), which a
+        # new session shows.
+        return bool(UnitSyncSession().dispatch.do_orm_execute)
 
     def holds(self, model: type[Base], key: Any) -> bool:
         return False

@@ -887,6 +887,11 @@ class UnitExecutor:
             return False
         return bool(sync.new or sync.deleted or sync.dirty)
 
+    def query_hooks(self) -> bool:
+        """Whether a ``do_orm_execute`` hook (``with_loader_criteria``, say)
+        must see this unit's queries: they then go through the session."""
+        return bool(self.session.sync_session.dispatch.do_orm_execute)
+
     def holds_key(self, model: type[Base], parts: Sequence[Any]) -> bool:
         """Whether the session holds the stored object of key ``parts``."""
         mapper = rows.row_layout(model).mapper

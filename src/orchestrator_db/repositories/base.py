@@ -695,7 +695,7 @@ class Repository(Generic[ModelT]):
             )
         return self._attribute(name)
 
-    @reads
+    @reads(one_statement=True)
     async def count(self, *where: Criterion, **filters: Any) -> int:
         tally = await self._tally(where, filters, exists=False)
         if tally is not None:
@@ -705,7 +705,7 @@ class Repository(Generic[ModelT]):
         )
         return int((await self._ex.execute(statement, entity=self.entity)).scalar_one())
 
-    @reads
+    @reads(one_statement=True)
     async def exists(self, *where: Criterion, **filters: Any) -> bool:
         tally = await self._tally(where, filters, exists=True)
         if tally is not None:
@@ -725,7 +725,7 @@ class Repository(Generic[ModelT]):
         once for the filters' shape (see :mod:`.listing`); ``None`` when they
         have none."""
         plain = None if where else self._plain_filters(filters)
-        if plain is None or self.session.sync_session.dispatch.do_orm_execute:
+        if plain is None or self._ex.query_hooks():
             # A do_orm_execute hook (with_loader_criteria, say) would not see
             # a direct statement: count as list() does, through the session.
             return None
