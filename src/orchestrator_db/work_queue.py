@@ -127,20 +127,14 @@ def claim_request(
     ``timeout_seconds`` runs under a lease of its timeout instead, unless
     ``lease`` asks for less."""
     seconds = lease_seconds(default_lease if lease is None else lease)
-    filters = type_filters(task_types=task_types, agent_types=agent_types)
-    params = bound_filters(filters)
+    params, typed, agents = filtered(task_types=task_types, agent_types=agent_types)
     params.update(
         holder=_worker(worker_id),
         lease_seconds=seconds,
         lease_cap=values.MAX_DURATION.total_seconds() if lease is None else seconds,
         limit=values.count(limit, "limit", minimum=1),
     )
-    statement = q.claim_statement(
-        dialect,
-        typed=q.type_count(filters.get("task_types")),
-        agents=q.type_count(filters.get("agent_types")),
-    )
-    return statement, params
+    return q.claim_statement(dialect, typed=typed, agents=agents), params
 
 
 def type_filters(
@@ -155,6 +149,19 @@ def type_filters(
             if chosen:
                 filters[name] = sorted(set(chosen))
     return filters
+
+
+def filtered(
+    *, task_types: Collection[str] | None, agent_types: Collection[str] | None
+) -> tuple[dict[str, Any], q.TypeCount, q.TypeCount]:
+    """The parameters of a claim's type filters, checked (see
+    :func:`bound_filters`), and the statement's ``typed`` and ``agents``."""
+    filters = type_filters(task_types=task_types, agent_types=agent_types)
+    return (
+        bound_filters(filters),
+        q.type_count(filters.get("task_types")),
+        q.type_count(filters.get("agent_types")),
+    )
 
 
 def bound_filters(filters: dict[str, list[str]]) -> dict[str, Any]:

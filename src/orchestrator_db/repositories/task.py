@@ -443,13 +443,9 @@ class TaskRepository(Repository[Task]):
     ) -> builtins.list[Task]:
         """Claimable tasks in claim order (tasks waiting out a retry back-off
         are not claimable yet)."""
-        filters = work_queue.type_filters(task_types=task_types, agent_types=agent_types)
-        params = work_queue.bound_filters(filters)
+        params, typed, agents = work_queue.filtered(task_types=task_types, agent_types=agent_types)
         params["limit"] = values.count(limit, "limit")
-        statement = q.ready_statement(
-            typed=q.type_count(filters.get("task_types")),
-            agents=q.type_count(filters.get("agent_types")),
-        )
+        statement = q.ready_statement(typed=typed, agents=agents)
         return await self._objects(statement, params, refresh=False)
 
     @reads
