@@ -28,8 +28,8 @@ from typing import Any, NoReturn, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.expression import Executable
-from sqlalchemy.util import greenlet_spawn
 
+from orchestrator_db._execution import greenlets
 from orchestrator_db._execution import rows as rows_module
 from orchestrator_db._execution.backend import Backend, cause_of
 from orchestrator_db._execution.compiled import compiled
@@ -190,7 +190,7 @@ class CallExecutor:
     async def _checkout(self) -> PoolProxiedConnection:
         started = time.perf_counter()
         with Boundary(self.backend):
-            raw = await greenlet_spawn(self._connect)
+            raw = await greenlets.run(self._connect)
         if self.observer is not None:
             self.observer.pool_wait(started, self._engine.pool)
         return raw
@@ -215,7 +215,7 @@ class CallExecutor:
         """Give the connection back (reset by the pool as any other)."""
         raw, self._raw = self._raw, None
         if raw is not None:
-            await greenlet_spawn(self._give_back, raw)
+            await greenlets.run(self._give_back, raw)
 
     def _give_back(self, raw: PoolProxiedConnection) -> None:
         try:

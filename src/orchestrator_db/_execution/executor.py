@@ -58,10 +58,9 @@ from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.ddl import ExecutableDDLElement
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.expression import Executable, TextualSelect
-from sqlalchemy.util import greenlet_spawn
 
 from orchestrator_db import values
-from orchestrator_db._execution import bulk, rows
+from orchestrator_db._execution import bulk, greenlets, rows
 from orchestrator_db._execution.backend import Backend, cause_of
 from orchestrator_db._execution.direct import fetch_rows
 from orchestrator_db._execution.engines import backend_for
@@ -722,7 +721,7 @@ class UnitExecutor:
         if own is None or not self.owns_transaction():
             return False
         self._given = None
-        await greenlet_spawn(own.end, how, self.notices)
+        await greenlets.run(own.end, how, self.notices)
         return True
 
     # ------------------------------------------------------------ running

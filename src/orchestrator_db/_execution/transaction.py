@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-from sqlalchemy.util import greenlet_spawn
 
+from orchestrator_db._execution import greenlets
 from orchestrator_db.errors import InternalError
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ class OwnConnection:
             # what AsyncEngine.connect() costs, a large share of a one-row call.
             connect = _connect_and_begin if self.begins else _connect
             connection = AsyncConnection(
-                self._engine, await greenlet_spawn(connect, self._engine.sync_engine)
+                self._engine, await greenlets.run(connect, self._engine.sync_engine)
             )
             if self.connection is not None:
                 # Another statement of this unit checked one out meanwhile
@@ -176,8 +176,8 @@ class OwnConnection:
         as it was made (it may be used again)."""
         connection, self.connection = self.connection, None
         self._session.sync_session.bind = self._session_bind
-        if connection is not None:
-            await connection.close()
+        if connection is not None and connection.sync_connection is not None:
+            await greenlets.run(connection.sync_connection.close)  # AsyncConnection.close's
 
 
 def _connect(engine: Engine) -> Connection:

@@ -1,0 +1,120 @@
+"""Sync code that may await (SQLAlchemy's pool, its dialects), run in one
+long-lived greenlet per thread rather than a new greenlet per run.
+
+SQLAlchemy runs an async driver's I/O from its sync code in a greenlet, and
+:func:`sqlalchemy.util.greenlet_spawn` makes a new one each time. A new
+greenlet running Python code gets a frame stack of its own, which CPython
+maps as the greenlet's first frame is pushed and unmaps as the greenlet
+ends: an ``mmap`` and a ``munmap`` per greenlet (counted with strace), with
+their page faults, about 20 us each time in a call on the ``Database`` on a
+small machine, where the drivers' threads make every unmapping a TLB
+shootdown. A call checks a connection out and gives it back: two of them,
+40 us of a 150 us call (SQLite, inline).
+
+:func:`run` runs the function in this thread's one greenlet instead, whose
+stack stays mapped from one run to the next; when that greenlet is busy (a
+function of another coroutine waits in it, for a pooled connection say), or
+cannot serve (SQLAlchemy would not await in it: see :func:`_runner`), in a
+new greenlet, as SQLAlchemy would.
+
+What the function sees is what :func:`~sqlalchemy.util.greenlet_spawn`
+gives it: the caller's context variables, ``await_`` for what it awaits,
+and whatever the caller's coroutine is sent (a cancellation) raised where
+it awaits.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import greenlet  # type: ignore[import-untyped]  # SQLAlchemy's asyncio extra
+from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util.concurrency import in_greenlet
+
+T = TypeVar("T")
+
+
+class _Outcome:
+    """What a run of the function came to: its value or its exception."""
+
+    __slots__ = ("error", "value")
+
+    def __init__(self, value: Any, error: BaseException | None) -> None:
+        self.value = value
+        self.error = error
+
+
+class _Runner(greenlet.greenlet):  # type: ignore[misc]
+    # What SQLAlchemy's await_ asks of the greenlet it runs in before it
+    # switches to its parent with what it awaits (its greenlet_spawn's
+    # greenlets say the same). _runner checks that await_ takes it so.
+    __sqlalchemy_greenlet_provider__ = True
+    busy = False
+
+
+def _outcome(function: Callable[..., Any], args: tuple[Any, ...]) -> _Outcome:
+    try:
+        return _Outcome(function(*args), None)
+    except greenlet.GreenletExit:
+        raise  # the greenlet is being killed (its thread ended): let it die
+    except BaseException as error:
+        return _Outcome(None, error)
+
+
+def _serve(function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """The runner's body: runs what it is sent, then sends its outcome back
+    to whoever sent it (its parent, set at each run), for ever."""
+    while True:
+        outcome = _outcome(function, args)
+        function = args = None  # type: ignore[assignment]  # hold nothing between runs
+        function, args = greenlet.getcurrent().parent.switch(outcome)
+
+
+_threads = threading.local()
+
+
+def _runner() -> _Runner | None:
+    """This thread's runner, made at its first use; ``None`` if SQLAlchemy
+    would not await in it (``in_greenlet()`` says no)."""
+    runner: _Runner | None = getattr(_threads, "runner", None)
+    if runner is None or runner.dead:
+        if getattr(_threads, "refused", False):
+            return None
+        runner = _Runner(_serve)
+        if runner.switch(in_greenlet, ()).value is not True:
+            _threads.refused = True  # greenlet_spawn's greenlets, then
+            return None
+        _threads.runner = runner
+    return runner
+
+
+async def run(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a greenlet, as ``await greenlet_spawn(function,
+    *args)`` (see the module)."""
+    runner = _runner()
+    if runner is None or runner.busy:
+        return await greenlet_spawn(function, *args)
+    current = greenlet.getcurrent()
+    runner.busy = True
+    try:
+        runner.parent = current
+        runner.gr_context = current.gr_context
+        result = runner.switch(function, args)
+        while not isinstance(result, _Outcome):
+            # The function awaits ``result`` (await_): await it here.
+            try:
+                value = await result
+            except BaseException:
+                result = runner.throw(*sys.exc_info())
+            else:
+                result = runner.switch(value)
+    finally:
+        runner.busy = False
+        runner.gr_context = None  # hold no caller's context variables between runs
+    if result.error is not None:
+        error, result.error = result.error, None
+        raise error
+    return result.value  # type: ignore[no-any-return]

@@ -1,0 +1,159 @@
+"""Sync code that may await, run in one long-lived greenlet per thread
+(``_execution.greenlets``) rather than a new greenlet per run: what it gives
+the function is what ``greenlet_spawn`` gives, and calls on the Database
+make no greenlet per call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from typing import Any
+
+import greenlet  # type: ignore[import-untyped]
+import pytest
+from sqlalchemy.util import await_
+
+from orchestrator_db import Database
+from orchestrator_db._execution import greenlets
+from tests.helpers import add_tasks, task
+
+VARIABLE: contextvars.ContextVar[str] = contextvars.ContextVar("VARIABLE", default="unset")
+
+
+def _current() -> Any:
+    return greenlet.getcurrent()
+
+
+async def test_runs_reuse_one_greenlet_other_than_the_callers() -> None:
+    first = await greenlets.run(_current)
+    second = await greenlets.run(_current)
+    assert first is second
+    assert first is not greenlet.getcurrent()
+
+
+async def test_values_errors_and_awaits_come_back_as_from_greenlet_spawn() -> None:
+    def awaits(start: int) -> int:
+        total = start
+        for step in (1, 2):
+            total += await_(asyncio.sleep(0, result=step))
+        return total
+
+    assert await greenlets.run(awaits, 10) == 13
+
+    refused = ValueError("refused")
+
+    def raises() -> None:
+        raise refused
+
+    with pytest.raises(ValueError, match="refused") as raised:
+        await greenlets.run(raises)
+    assert raised.value is refused
+    assert await greenlets.run(awaits, 0) == 3  # the runner serves on
+
+
+async def test_a_busy_runner_leaves_other_runs_to_new_greenlets() -> None:
+    release = asyncio.Event()
+
+    def waits(name: str) -> tuple[str, Any]:
+        await_(release.wait())
+        return name, greenlet.getcurrent()
+
+    runs = [asyncio.ensure_future(greenlets.run(waits, name)) for name in ("a", "b")]
+    await asyncio.sleep(0)
+    release.set()
+    (first, one), (second, other) = await asyncio.gather(*runs)
+    assert (first, second) == ("a", "b")
+    assert one is not other  # the second did not wait for the first's greenlet
+    assert await greenlets.run(_current) is one  # the runner is free again
+
+
+async def test_a_cancellation_reaches_the_function_where_it_awaits() -> None:
+    seen: list[BaseException] = []
+    started = asyncio.Event()
+
+    def waits() -> None:
+        started.set()
+        try:
+            await_(asyncio.get_running_loop().create_future())
+        except BaseException as error:
+            seen.append(error)
+            raise
+
+    running = asyncio.ensure_future(greenlets.run(waits))
+    await started.wait()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert [type(error) for error in seen] == [asyncio.CancelledError]
+    assert await greenlets.run(lambda: 7) == 7
+
+
+async def test_the_function_sees_the_callers_context_variables() -> None:
+    async def as_(value: str) -> str:
+        VARIABLE.set(value)
+        return await greenlets.run(VARIABLE.get)
+
+    assert list(await asyncio.gather(as_("one"), as_("two"))) == ["one", "two"]
+    assert await greenlets.run(VARIABLE.get) == "unset"
+
+
+def test_each_thread_has_its_own_runner() -> None:
+    found: dict[str, Any] = {}
+
+    def in_thread(name: str) -> None:
+        async def twice() -> tuple[Any, Any]:
+            return await greenlets.run(_current), await greenlets.run(_current)
+
+        found[name] = asyncio.run(twice())
+
+    threads = [threading.Thread(target=in_thread, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    (a1, a2), (b1, b2) = found["a"], found["b"]
+    assert a1 is a2 and b1 is b2
+    assert a1 is not b1
+
+
+def test_a_runner_sqlalchemy_would_not_await_in_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # In a thread of its own: the runner is made (and checked) at its first use.
+    monkeypatch.setattr(greenlets._Runner, "__sqlalchemy_greenlet_provider__", False)
+    found: list[Any] = []
+
+    def in_thread() -> None:
+        async def runs() -> None:
+            for _ in range(2):
+                found.append(await greenlets.run(_current))
+            found.append(await greenlets.run(lambda: await_(asyncio.sleep(0, result=5))))
+
+        asyncio.run(runs())
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join()
+    first, second, awaited = found
+    assert first is not second  # greenlet_spawn's, one per run
+    assert awaited == 5
+
+
+async def test_calls_on_the_database_make_no_greenlet_per_call(db: Database) -> None:
+    (added,) = await add_tasks(db, task())
+    await db.tasks.update(added.id, title="first")  # the pool and the runner are made
+    entered: list[Any] = []  # held: a greenlet's id is not reused meanwhile
+
+    def trace(event: str, args: tuple[Any, Any]) -> None:
+        if event in ("switch", "throw"):
+            entered.append(args[1])
+
+    previous = greenlet.settrace(trace)
+    try:
+        for i in range(20):
+            await db.tasks.update(added.id, title=f"title {i}")
+    finally:
+        greenlet.settrace(previous)
+    # The caller's and the runner's: 40 greenlets were made for these before.
+    assert len({id(target) for target in entered}) <= 2
