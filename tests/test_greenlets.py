@@ -12,9 +12,10 @@ from typing import Any
 
 import greenlet  # type: ignore[import-untyped]
 import pytest
+from sqlalchemy import update
 from sqlalchemy.util import await_
 
-from orchestrator_db import Database
+from orchestrator_db import Database, Task
 from orchestrator_db._execution import greenlets
 from tests.helpers import add_tasks, task
 
@@ -157,3 +158,39 @@ async def test_calls_on_the_database_make_no_greenlet_per_call(db: Database) -> 
         greenlet.settrace(previous)
     # The caller's and the runner's: 40 greenlets were made for these before.
     assert len({id(target) for target in entered}) <= 2
+
+
+async def test_begin_commits_or_rolls_back_as_connection_begin(db: Database) -> None:
+    (kept, dropped) = await add_tasks(db, task(title="kept"), task(title="dropped"))
+    async with db.engine.connect() as connection:
+        async with greenlets.begin(connection):
+            await connection.execute(
+                update(Task).where(Task.id == kept.id).values(title="committed")
+            )
+        with pytest.raises(RuntimeError, match="abandon"):
+            async with greenlets.begin(connection):
+                await connection.execute(
+                    update(Task).where(Task.id == dropped.id).values(title="rolled back")
+                )
+                raise RuntimeError("abandon")
+        assert not connection.in_transaction()
+    titles = {t.id: t.title for t in await db.tasks.list()}
+    assert titles == {kept.id: "committed", dropped.id: "dropped"}
+
+
+async def test_queue_worker_transactions_make_no_greenlet_each(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        await uow.tasks.submit_many([task(title=f"t{i}") for i in range(11)])
+        await uow.commit()
+    async with db.queue_worker("w") as worker:
+        claimed = await worker.claim()
+        assert claimed is not None
+        entered: list[Any] = []
+        previous = greenlet.settrace(lambda event, args: entered.append(args[1]))
+        try:
+            for _ in range(10):
+                claimed = await worker.complete_and_claim(claimed.id)
+                assert claimed is not None
+        finally:
+            greenlet.settrace(previous)
+    assert len({id(target) for target in entered}) <= 2  # 20 made before

@@ -36,7 +36,7 @@ from typing import Any, Self, TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator_db import values, work_queue
-from orchestrator_db._execution import signals
+from orchestrator_db._execution import greenlets, signals
 from orchestrator_db._execution.engines import backend_for
 from orchestrator_db._execution.errors import Boundary
 from orchestrator_db._execution.executor import ConnectionExecutor
@@ -453,7 +453,7 @@ class QueueWorker:
                     assert self._executor is not None
                     executor = self._executor
                 try:
-                    async with executor.connection.begin():
+                    async with greenlets.begin(executor.connection):
                         result = await work(executor)
                 except BaseException:
                     executor.notices.forget()

@@ -28,9 +28,12 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any, TypeVar
 
 import greenlet  # type: ignore[import-untyped]  # SQLAlchemy's asyncio extra
+from sqlalchemy import Transaction
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util import greenlet_spawn
 from sqlalchemy.util.concurrency import in_greenlet
 
@@ -118,3 +121,31 @@ async def run(function: Callable[..., T], *args: Any) -> T:
         error, result.error = result.error, None
         raise error
     return result.value  # type: ignore[no-any-return]
+
+
+class begin:
+    """``async with greenlets.begin(connection):``: ``async with
+    connection.begin():``, its BEGIN and its end (commit, or rollback on an
+    exception) run through :func:`run`."""
+
+    __slots__ = ("_connection", "_transaction")
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+        self._transaction: Transaction | None = None
+
+    async def __aenter__(self) -> None:
+        sync = self._connection.sync_connection
+        assert sync is not None
+        self._transaction = await run(sync.begin)
+        self._transaction.__enter__()  # as AsyncTransaction's: no I/O
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        transaction, self._transaction = self._transaction, None
+        assert transaction is not None
+        await run(transaction.__exit__, kind, error, traceback)
