@@ -194,3 +194,27 @@ async def test_queue_worker_transactions_make_no_greenlet_each(db: Database) -> 
         finally:
             greenlet.settrace(previous)
     assert len({id(target) for target in entered}) <= 2  # 20 made before
+
+
+async def test_a_write_units_statements_flush_and_commit_make_no_greenlet_each(
+    db: Database,
+) -> None:
+    (added,) = await add_tasks(db, task())
+
+    async def unit(i: int) -> None:
+        async with db.unit_of_work() as uow:
+            held = await uow.tasks.get(added.id)  # the unit's connection, checked out
+            held.title = f"title {i}"
+            await uow.tasks.add(task(title=f"new {i}"))  # flushes both
+            await uow.commit()
+
+    await unit(0)
+    entered: list[Any] = []
+    previous = greenlet.settrace(lambda event, args: entered.append(args[1]))
+    try:
+        for i in range(1, 6):
+            await unit(i)
+    finally:
+        greenlet.settrace(previous)
+    assert len({id(target) for target in entered}) <= 2  # 15 made before
+    assert (await db.tasks.get(added.id)).title == "title 5"

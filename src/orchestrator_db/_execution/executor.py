@@ -703,7 +703,7 @@ class UnitExecutor:
         async with self.turn:
             if await self.end_own("rollback"):
                 return
-            await self._session.rollback()
+            await greenlets.run(self.session.sync_session.rollback)
             self._given = None
             if self._own is not None:
                 await self._own.release()
@@ -712,7 +712,7 @@ class UnitExecutor:
         """Commit the unit's transaction (``uow.commit()``,
         ``uow.session.commit()``), inside the caller's boundary."""
         if not await self.end_own("commit"):
-            await self._session.commit()
+            await greenlets.run(self.session.sync_session.commit)
 
     async def end_own(self, how: Ending) -> bool:
         """End the transaction of the write unit's own connection and give
@@ -839,14 +839,20 @@ class UnitExecutor:
         sync = self.session.sync_session
         changes = bool(sync.new or sync.dirty or sync.deleted)
         async with _Statement(self, entity, key, model, row, connects=changes, sends=changes):
-            await self._session.flush()
+            await greenlets.run(sync.flush)
 
     async def get(self, model: type[ModelT], key: Any, *, for_update: bool) -> ModelT | None:
         """The ORM's own get: from the identity map, or (``for_update``) read
         and locked, overwriting what the session holds."""
         async with _Statement(self, model.__name__, key):
-            return await self._session.get(
-                model, key, with_for_update=for_update, populate_existing=for_update
+            return await greenlets.run(
+                functools.partial(
+                    self.session.sync_session.get,
+                    model,
+                    key,
+                    with_for_update=for_update,
+                    populate_existing=for_update,
+                )
             )
 
     async def refresh(
@@ -854,7 +860,9 @@ class UnitExecutor:
     ) -> None:
         """Re-read the attributes ``names`` of ``obj``."""
         async with _Statement(self, entity, key):
-            await self._session.refresh(obj, attribute_names=names)
+            await greenlets.run(
+                functools.partial(self.session.sync_session.refresh, obj, attribute_names=names)
+            )
 
     async def insert_many(self, model: type[Base], dicts: list[dict[str, Any]]) -> None:
         """Insert the rows of ``dicts`` (objects' instance dicts; defaults are
@@ -863,7 +871,7 @@ class UnitExecutor:
         batch = plan.rows(dicts)  # a bad value is refused here, before anything is sent
         async with _Statement(self, plan.entity):
             # Pending objects (parents added with add()) must exist first.
-            await self._session.flush()
+            await greenlets.run(self.session.sync_session.flush)
             connection = await self._session.connection()
             sql = plan.sql(batch.keys)
             await self.backend.insert_many(connection, plan.table, sql, batch.keys, batch.rows)
@@ -915,7 +923,7 @@ class UnitExecutor:
             held = identity_map.get(mapper.identity_key_from_primary_key((key,)))
             if held is not None:
                 async with _Statement(self):
-                    await self._session.refresh(held)
+                    await greenlets.run(self.session.sync_session.refresh, held)
 
     # ------------------------------------------------------------ failure
 
@@ -981,7 +989,7 @@ class UnitExecutor:
         with contextlib.suppress(Exception):
             await self.end_own("rollback")
         with contextlib.suppress(Exception):
-            await self._session.rollback()
+            await greenlets.run(self.session.sync_session.rollback)
 
     async def _missing_parent(self, model: type[Base], row: Mapping[str, Any]) -> str | None:
         """The foreign key of ``row`` whose parent row is missing, when exactly
