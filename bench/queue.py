@@ -304,7 +304,7 @@ async def depth_rows(url_for: Any, settle: Any = None, rounds: int = 6) -> list[
         for _ in range(rounds):
             for depth, (db, _) in opened.items():
                 samples[depth] += await claim_times(db, 50)
-        for _ in range(rounds // 2):
+        for _ in range(rounds):
             for depth, (db, _) in opened.items():
                 idle[depth].append(await reprioritize_seconds(db, due=0))
                 busy[depth].append(await reprioritize_seconds(db, due=DUE))
