@@ -6,8 +6,11 @@ make no greenlet per call."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import gc
 import threading
+import weakref
 from typing import Any
 
 import greenlet  # type: ignore[import-untyped]
@@ -218,3 +221,93 @@ async def test_a_write_units_statements_flush_and_commit_make_no_greenlet_each(
         greenlet.settrace(previous)
     assert len({id(target) for target in entered}) <= 2  # 15 made before
     assert (await db.tasks.get(added.id)).title == "title 5"
+
+
+class _Suspends:
+    def __await__(self) -> Any:
+        return (yield "suspended")
+
+
+def _drive(coroutine: Any) -> Any:
+    try:
+        while True:
+            coroutine.send(None)
+    except StopIteration as stop:
+        return stop.value
+
+
+def test_a_run_closed_in_another_thread_leaves_the_runner_to_its_function() -> None:
+    # Its function stays suspended in the runner (a greenlet cannot be
+    # switched to from another thread): the next run must not resume it.
+    def in_thread() -> None:
+        _drive(greenlets.run(lambda: None))
+        stale = greenlets.run(lambda: await_(_Suspends()) or "stale")
+        stale.send(None)
+
+        def close(coroutine: Any) -> None:
+            with contextlib.suppress(greenlet.error):  # how greenlet refuses the switch
+                coroutine.close()
+
+        closer = threading.Thread(target=close, args=(stale,))
+        closer.start()
+        closer.join()
+        del stale
+        found.append(_drive(greenlets.run(lambda: "fresh")))
+        found.append(_drive(greenlets.run(_current)) is _drive(greenlets.run(_current)))
+
+    found: list[Any] = []
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join()
+    assert found == ["fresh", True]  # a new runner, reused
+
+
+def test_a_run_keeps_nothing_of_its_function_alive() -> None:
+    class Value:
+        pass
+
+    def fails(value: Value) -> None:
+        raise KeyError("refused")
+
+    async def runs() -> tuple[weakref.ref[Value], weakref.ref[Value]]:
+        returned = await greenlets.run(Value)
+        argument = Value()
+        with pytest.raises(KeyError):
+            await greenlets.run(fails, argument)
+        return weakref.ref(returned), weakref.ref(argument)
+
+    gc.disable()  # nothing left to a cycle collection
+    try:
+        returned, argument = asyncio.run(runs())
+        assert returned() is None
+        assert argument() is None
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("how", ["cancelled", "timed out"])
+async def test_a_call_waiting_in_the_runner_for_the_pool_can_be_abandoned(
+    database_url: str, database_options: dict[str, Any], how: str
+) -> None:
+    options = {**database_options, "pool_size": 1, "max_overflow": 0, "pool_timeout": 30}
+    async with Database(database_url, **options) as db:
+        (added,) = await add_tasks(db, task())
+        async with db.unit_of_work() as holder:
+            held = await holder.tasks.get(added.id)  # the pool's one connection
+            waiting = asyncio.ensure_future(db.tasks.update(added.id, title="waited"))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()  # checking out, in the runner
+            if how == "cancelled":
+                waiting.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiting
+            else:
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.1):
+                        await waiting
+            held.title = "held"
+            await holder.commit()  # its flush and commit: in the runner again
+        assert db.pool_status().checked_out == 0
+        await db.tasks.update(added.id, title="after")
+        assert (await db.tasks.get(added.id)).title == "after"
+        assert db.pool_status().checked_out == 0

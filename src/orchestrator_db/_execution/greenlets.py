@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -55,7 +56,20 @@ class _Runner(greenlet.greenlet):  # type: ignore[misc]
     # switches to its parent with what it awaits (its greenlet_spawn's
     # greenlets say the same). _runner checks that await_ takes it so.
     __sqlalchemy_greenlet_provider__ = True
-    busy = False
+    #: While a run uses it: a weak reference to that run's :class:`_Use`.
+    use: weakref.ref[_Use] | None = None
+
+    def busy(self) -> bool:
+        return self.use is not None
+
+
+class _Use:
+    """Held by a run (its frame) while it uses the runner: when the run is
+    gone with its function still suspended in the runner (its coroutine
+    closed from another thread, or dropped), nobody can finish that
+    function, and the thread makes itself another runner."""
+
+    __slots__ = ("__weakref__",)
 
 
 def _outcome(function: Callable[..., Any], args: tuple[Any, ...]) -> _Outcome:
@@ -83,6 +97,8 @@ def _runner() -> _Runner | None:
     """This thread's runner, made at its first use; ``None`` if SQLAlchemy
     would not await in it (``in_greenlet()`` says no)."""
     runner: _Runner | None = getattr(_threads, "runner", None)
+    if runner is not None and runner.use is not None and runner.use() is None:
+        runner = None  # left suspended by a run that is gone (see _Use)
     if runner is None or runner.dead:
         if getattr(_threads, "refused", False):
             return None
@@ -98,10 +114,12 @@ async def run(function: Callable[..., T], *args: Any) -> T:
     """``function(*args)`` in a greenlet, as ``await greenlet_spawn(function,
     *args)`` (see the module)."""
     runner = _runner()
-    if runner is None or runner.busy:
+    if runner is None or runner.busy():
         return await greenlet_spawn(function, *args)
     current = greenlet.getcurrent()
-    runner.busy = True
+    use = _Use()
+    runner.use = weakref.ref(use)
+    result: Any = None
     try:
         runner.parent = current
         runner.gr_context = current.gr_context
@@ -115,12 +133,20 @@ async def run(function: Callable[..., T], *args: Any) -> T:
             else:
                 result = runner.switch(value)
     finally:
-        runner.busy = False
-        runner.gr_context = None  # hold no caller's context variables between runs
-    if result.error is not None:
-        error, result.error = result.error, None
-        raise error
-    return result.value  # type: ignore[no-any-return]
+        # Free again only if the function ended: else it is still suspended
+        # in the runner (this run was closed from another thread, where the
+        # runner cannot be switched to), and the runner stays its (see _Use).
+        if isinstance(result, _Outcome):
+            runner.gr_context = None  # hold no caller's context variables between runs
+            runner.use = None
+    # The runner's frame holds the outcome until its next run: empty it.
+    error, value, result.error, result.value = result.error, result.value, None, None
+    if error is not None:
+        try:
+            raise error
+        finally:
+            del error  # else: the traceback's frame -> error -> traceback, a cycle
+    return value  # type: ignore[no-any-return]
 
 
 class begin:
