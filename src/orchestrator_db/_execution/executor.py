@@ -846,13 +846,11 @@ class UnitExecutor:
         and locked, overwriting what the session holds."""
         async with _Statement(self, model.__name__, key):
             return await greenlets.run(
-                functools.partial(
-                    self.session.sync_session.get,
-                    model,
-                    key,
-                    with_for_update=for_update,
-                    populate_existing=for_update,
-                )
+                self.session.sync_session.get,
+                model,
+                key,
+                with_for_update=for_update,
+                populate_existing=for_update,
             )
 
     async def refresh(
@@ -860,9 +858,7 @@ class UnitExecutor:
     ) -> None:
         """Re-read the attributes ``names`` of ``obj``."""
         async with _Statement(self, entity, key):
-            await greenlets.run(
-                functools.partial(self.session.sync_session.refresh, obj, attribute_names=names)
-            )
+            await greenlets.run(self.session.sync_session.refresh, obj, attribute_names=names)
 
     async def insert_many(self, model: type[Base], dicts: list[dict[str, Any]]) -> None:
         """Insert the rows of ``dicts`` (objects' instance dicts; defaults are

@@ -72,22 +72,24 @@ class _Use:
     __slots__ = ("__weakref__",)
 
 
-def _outcome(function: Callable[..., Any], args: tuple[Any, ...]) -> _Outcome:
+def _outcome(
+    function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> _Outcome:
     try:
-        return _Outcome(function(*args), None)
+        return _Outcome(function(*args, **kwargs), None)
     except greenlet.GreenletExit:
         raise  # the greenlet is being killed (its thread ended): let it die
     except BaseException as error:
         return _Outcome(None, error)
 
 
-def _serve(function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def _serve(function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """The runner's body: runs what it is sent, then sends its outcome back
     to whoever sent it (its parent, set at each run), for ever."""
     while True:
-        outcome = _outcome(function, args)
-        function = args = None  # type: ignore[assignment]  # hold nothing between runs
-        function, args = greenlet.getcurrent().parent.switch(outcome)
+        outcome = _outcome(function, args, kwargs)
+        function = args = kwargs = None  # type: ignore[assignment]  # hold nothing between runs
+        function, args, kwargs = greenlet.getcurrent().parent.switch(outcome)
 
 
 _threads = threading.local()
@@ -103,19 +105,19 @@ def _runner() -> _Runner | None:
         if getattr(_threads, "refused", False):
             return None
         runner = _Runner(_serve)
-        if runner.switch(in_greenlet, ()).value is not True:
+        if runner.switch(in_greenlet, (), {}).value is not True:
             _threads.refused = True  # greenlet_spawn's greenlets, then
             return None
         _threads.runner = runner
     return runner
 
 
-async def run(function: Callable[..., T], *args: Any) -> T:
-    """``function(*args)`` in a greenlet, as ``await greenlet_spawn(function,
-    *args)`` (see the module)."""
+async def run(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` in a greenlet, as ``await
+    greenlet_spawn(function, *args, **kwargs)`` (see the module)."""
     runner = _runner()
     if runner is None or runner.busy():
-        return await greenlet_spawn(function, *args)
+        return await greenlet_spawn(function, *args, **kwargs)
     current = greenlet.getcurrent()
     use = _Use()
     runner.use = weakref.ref(use)
@@ -123,7 +125,7 @@ async def run(function: Callable[..., T], *args: Any) -> T:
     try:
         runner.parent = current
         runner.gr_context = current.gr_context
-        result = runner.switch(function, args)
+        result = runner.switch(function, args, kwargs)
         while not isinstance(result, _Outcome):
             # The function awaits ``result`` (await_): await it here.
             try:
